@@ -1,0 +1,74 @@
+"""The job log: one row of ``enrichment_logs`` per Dramatiq message.
+
+Column names are part of the product's interface (operators and dashboards
+query them); keep them as they are.
+"""
+
+from __future__ import annotations
+
+import peewee
+from peewee import JSONField
+
+from .base import TimestampedModel
+
+# Statuses a job can end in, and the ones a failed descendant turns into
+# ``degraded`` on the root.
+RUNNING = "running"
+RETRYING = "retrying"
+SUCCESS = "success"
+PARTIAL_SUCCESS = "partial_success"
+NO_DATA = "no_data"
+SKIPPED = "skipped"
+FAILED = "failed"
+DEGRADED = "degraded"
+
+STATUSES = (RUNNING, RETRYING, SUCCESS, PARTIAL_SUCCESS, NO_DATA, SKIPPED, FAILED, DEGRADED)
+FINAL_STATUSES = (SUCCESS, PARTIAL_SUCCESS, NO_DATA, SKIPPED, FAILED, DEGRADED)
+DEGRADABLE_STATUSES = (SUCCESS, PARTIAL_SUCCESS, NO_DATA, SKIPPED)
+ACTOR_STATUSES = (SUCCESS, PARTIAL_SUCCESS, NO_DATA, SKIPPED, FAILED)  # what an actor may record()
+ENTITY_TYPES = ("album", "artist", "track")
+
+
+class EnrichmentLog(TimestampedModel):
+    job_id = peewee.CharField(max_length=100, null=True)
+    parent_job_id = peewee.CharField(max_length=100, null=True)
+    is_root_job = peewee.BooleanField(default=False)
+
+    operation = peewee.CharField(max_length=100)
+    entity_type = peewee.CharField(max_length=20, null=True)
+    entity_id = peewee.UUIDField(null=True)
+
+    status = peewee.CharField(max_length=20, default=RUNNING)
+    reason = peewee.TextField(null=True)
+    sources = JSONField(default=list)
+    fields_enriched = JSONField(default=list)
+    data_quality_before = peewee.CharField(max_length=10, null=True)
+    data_quality_after = peewee.CharField(max_length=10, null=True)
+
+    retry_count = peewee.IntegerField(default=0)
+    last_error = peewee.TextField(null=True)
+    error_code = peewee.CharField(max_length=50, null=True)
+    api_call_count = peewee.IntegerField(default=0)
+    failed_children = peewee.IntegerField(default=0)
+
+    enqueued_at = peewee.DateTimeField(null=True)
+    started_at = peewee.DateTimeField(null=True)
+    completed_at = peewee.DateTimeField(null=True)
+    duration_ms = peewee.IntegerField(null=True)
+
+    details = JSONField(null=True)
+    triggered_by = peewee.CharField(max_length=50, null=True)
+
+    class Meta:
+        table_name = "enrichment_logs"
+        indexes = (
+            (("parent_job_id", "started_at"), False),
+            (("is_root_job", "created_at"), False),
+            (("entity_type", "entity_id", "created_at"), False),
+            (("status", "created_at"), False),
+        )
+
+
+# The unique index on job_id is partial (legacy rows may have no job id); it is
+# created by the migrations, and upserts name it through this predicate.
+JOB_ID_PRESENT = EnrichmentLog.job_id.is_null(False)

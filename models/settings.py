@@ -1,0 +1,101 @@
+"""Every setting the product reads from the environment, read in one place.
+
+Nothing else in the code base calls ``os.environ``: it asks for
+``load_settings()`` and gets a frozen ``Settings``.  The README's table of
+variables is written from this module.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Mapping, Optional
+
+DEFAULT_DATABASE_URL = "sqlite:///enrichment.db"
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    redis_url: Optional[str] = None
+    db_max_connections: int = 32
+
+    musicbrainz_url: str = "https://musicbrainz.org/ws/2"
+    musicbrainz_user_agent: str = "music-enrichment/0.1 ( ops@example.com )"
+    discogs_url: str = "https://api.discogs.com"
+    spotify_api_url: str = "https://api.spotify.com/v1"
+    spotify_accounts_url: str = "https://accounts.spotify.com"
+    cloudflare_api_url: str = "https://api.cloudflare.com/client/v4"
+
+    # Secrets: repr=False keeps them out of any accidental log of the settings.
+    discogs_token: Optional[str] = field(default=None, repr=False)
+    spotify_client_id: Optional[str] = field(default=None, repr=False)
+    spotify_client_secret: Optional[str] = field(default=None, repr=False)
+    cloudflare_account_id: Optional[str] = field(default=None, repr=False)
+    cloudflare_api_token: Optional[str] = field(default=None, repr=False)
+
+    image_cache_dir: str = "image_cache"
+    http_timeout: float = 10.0
+    log_format: str = "json"
+    log_level: str = "INFO"
+
+    def secrets(self) -> list[str]:
+        """The configured secret values, for the log redaction step."""
+        values = [
+            self.discogs_token,
+            self.spotify_client_id,
+            self.spotify_client_secret,
+            self.cloudflare_api_token,
+        ]
+        return [v for v in values if v]
+
+
+def _optional(env: Mapping[str, str], name: str) -> Optional[str]:
+    value = env.get(name, "").strip()
+    return value or None
+
+
+def _number(env: Mapping[str, str], name: str, default, cast):
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = cast(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if value <= 0:
+        raise ConfigError(f"{name}={raw!r} must be greater than zero")
+    return value
+
+
+def load_settings(env: Optional[Mapping[str, str]] = None) -> Settings:
+    """Read the settings from ``env`` (the process environment by default)."""
+    env = os.environ if env is None else env
+    defaults = Settings()
+    log_format = env.get("LOG_FORMAT", defaults.log_format).strip().lower()
+    if log_format not in ("json", "console"):
+        raise ConfigError(f"LOG_FORMAT={log_format!r} must be 'json' or 'console'")
+    return Settings(
+        database_url=_optional(env, "DATABASE_URL") or defaults.database_url,
+        redis_url=_optional(env, "REDIS_URL"),
+        db_max_connections=_number(env, "DB_MAX_CONNECTIONS", defaults.db_max_connections, int),
+        musicbrainz_url=_optional(env, "MUSICBRAINZ_URL") or defaults.musicbrainz_url,
+        musicbrainz_user_agent=_optional(env, "MUSICBRAINZ_USER_AGENT") or defaults.musicbrainz_user_agent,
+        discogs_url=_optional(env, "DISCOGS_URL") or defaults.discogs_url,
+        spotify_api_url=_optional(env, "SPOTIFY_API_URL") or defaults.spotify_api_url,
+        spotify_accounts_url=_optional(env, "SPOTIFY_ACCOUNTS_URL") or defaults.spotify_accounts_url,
+        cloudflare_api_url=_optional(env, "CLOUDFLARE_API_URL") or defaults.cloudflare_api_url,
+        discogs_token=_optional(env, "DISCOGS_TOKEN"),
+        spotify_client_id=_optional(env, "SPOTIFY_CLIENT_ID"),
+        spotify_client_secret=_optional(env, "SPOTIFY_CLIENT_SECRET"),
+        cloudflare_account_id=_optional(env, "CLOUDFLARE_ACCOUNT_ID"),
+        cloudflare_api_token=_optional(env, "CLOUDFLARE_API_TOKEN"),
+        image_cache_dir=_optional(env, "IMAGE_CACHE_DIR") or defaults.image_cache_dir,
+        http_timeout=_number(env, "HTTP_TIMEOUT", defaults.http_timeout, float),
+        log_format=log_format,
+        log_level=(_optional(env, "LOG_LEVEL") or defaults.log_level).upper(),
+    )

@@ -1,0 +1,159 @@
+"""The migrations take a pre-linking database to the linked schema without losing a row."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from migrations import apply_migrations, pending_migrations
+from migrations.backfill import backfill_root_jobs
+from models import EnrichmentLog, bind_database
+
+LEGACY_INSERT = (
+    "INSERT INTO enrichment_logs (id, job_id, parent_job_id, operation, status, sources, fields_enriched, "
+    "api_call_count, created_at, updated_at) VALUES ({p}, {p}, {p}, {p}, {p}, '[]', '[]', 0, {p}, {p})"
+)
+
+
+def _legacy_rows(db, count_roots: int, count_children: int):
+    p = db.param
+    sql = LEGACY_INSERT.format(p=p)
+    when = dt.datetime(2024, 5, 1, 12, 0)
+    roots, children = [], []
+    with db.atomic():
+        for i in range(count_roots):
+            job = f"legacy-root-{i}"
+            db.execute_sql(sql, (str(uuid.uuid4()), job, None, "enrichment:album", "success", when, when))
+            roots.append(job)
+        for i in range(count_children):
+            job = f"legacy-child-{i}"
+            db.execute_sql(sql, (str(uuid.uuid4()), job, roots[i % len(roots)], "enrichment:artist", "failed", when, when))
+            children.append(job)
+        # A legacy row with no job id at all: still a root afterwards, and visible.
+        db.execute_sql(sql, (str(uuid.uuid4()), None, None, "enrichment:track", "success", when, when))
+    return roots, children
+
+
+def test_pre_linking_database_migrates_to_head_keeping_every_row(fresh_database_url):
+    db = bind_database(fresh_database_url)
+    assert apply_migrations(db, "0001_pre_linking_schema") == ["0001_pre_linking_schema"]
+    columns = {c.name for c in db.get_columns("enrichment_logs")}
+    assert {"job_id", "parent_job_id"} <= columns
+    assert "is_root_job" not in columns and "retry_count" not in columns
+
+    roots, children = _legacy_rows(db, count_roots=7, count_children=5)
+
+    applied = apply_migrations(db)
+    assert applied == ["0002_add_is_root_job", "0003_backfill_root_jobs", "0004_linking_columns"]
+
+    rows = {r.job_id: r for r in EnrichmentLog.select()}
+    assert len(rows) == 7 + 5 + 1
+    for job in roots:
+        assert rows[job].is_root_job is True
+        assert rows[job].parent_job_id is None
+        assert rows[job].status == "success"
+    for job in children:
+        assert rows[job].is_root_job is False
+        assert rows[job].parent_job_id.startswith("legacy-root-")
+    assert rows[None].is_root_job is True
+    # The linking columns exist with their defaults on the old rows.
+    assert all(r.retry_count == 0 and r.failed_children == 0 for r in rows.values())
+    index_names = {i.name for i in db.get_indexes("enrichment_logs")}
+    assert {
+        "enrichment_logs_is_root_job_created_at",
+        "enrichment_logs_parent_job_id_started_at",
+        "enrichment_logs_job_id_unique",
+        "enrichment_logs_entity_type_entity_id_created_at",
+        "enrichment_logs_status_created_at",
+    } <= index_names
+
+
+def test_job_id_is_unique_only_where_present(fresh_database_url):
+    db = bind_database(fresh_database_url)
+    apply_migrations(db)
+    EnrichmentLog.create(job_id=None, operation="x")
+    EnrichmentLog.create(job_id=None, operation="x")
+    EnrichmentLog.create(job_id="j1", operation="x")
+    with pytest.raises(Exception):
+        with db.atomic():
+            EnrichmentLog.create(job_id="j1", operation="x")
+    assert EnrichmentLog.select().count() == 3
+
+
+def test_database_made_without_migration_history_is_adopted(fresh_database_url):
+    """A user's pre-linking database has the tables but none of our history."""
+    db = bind_database(fresh_database_url)
+    apply_migrations(db, "0001_pre_linking_schema")
+    _legacy_rows(db, count_roots=2, count_children=1)
+    db.execute_sql("DROP TABLE schema_migration")
+
+    apply_migrations(db)
+
+    assert EnrichmentLog.select().where(EnrichmentLog.is_root_job == True).count() == 3  # noqa: E712
+    assert pending_migrations(db) == []
+
+
+def test_duplicate_legacy_job_ids_stop_the_migration_with_a_clear_error(fresh_database_url):
+    db = bind_database(fresh_database_url)
+    apply_migrations(db, "0001_pre_linking_schema")
+    _legacy_rows(db, count_roots=1, count_children=0)
+    sql = LEGACY_INSERT.format(p=db.param)
+    now = dt.datetime(2024, 1, 1)
+    db.execute_sql(sql, (str(uuid.uuid4()), "legacy-root-0", None, "enrichment:album", "failed", now, now))
+
+    with pytest.raises(Exception, match="1 job ids have more than one row"):
+        apply_migrations(db)
+    # Nothing was lost, and fixing the duplicates lets it finish.
+    assert EnrichmentLog.select().count() == 3
+    EnrichmentLog.delete().where((EnrichmentLog.job_id == "legacy-root-0") & (EnrichmentLog.status == "failed")).execute()
+    apply_migrations(db)
+    assert pending_migrations(db) == []
+
+
+def test_backfill_works_in_batches_and_leaves_children_alone(fresh_database_url):
+    db = bind_database(fresh_database_url)
+    apply_migrations(db, "0002_add_is_root_job")
+    roots, children = _legacy_rows(db, count_roots=23, count_children=11)
+    seen = []
+    report = backfill_root_jobs(db, batch_size=5, progress=lambda r: seen.append(r.rows_updated))
+    assert report.rows_updated == 24  # 23 roots + the row without a job id
+    assert report.batches == 7  # 35 rows in batches of 5
+    assert seen == sorted(seen) and seen[-1] == 24
+    assert EnrichmentLog.select().where(EnrichmentLog.is_root_job == False).count() == 11  # noqa: E712
+    # Running it again changes nothing.
+    assert backfill_root_jobs(db, batch_size=5).rows_updated == 0
+
+
+def test_enrich_migrate_twice_is_a_no_op(fresh_database_url, tmp_path):
+    env = dict(os.environ, DATABASE_URL=fresh_database_url)
+    cmd = [sys.executable, "-m", "workers.cli", "migrate"]
+    first = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert first.returncode == 0, first.stderr
+    assert "applied 0004_linking_columns" in first.stdout
+    second = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.strip() == "database is up to date"
+
+
+def test_enrich_migrate_names_an_unreachable_database(tmp_path):
+    env = dict(os.environ, DATABASE_URL="postgresql://root@127.0.0.1:1/nowhere")
+    result = subprocess.run(
+        [sys.executable, "-m", "workers.cli", "migrate"], env=env, capture_output=True, text=True, cwd=tmp_path, timeout=60
+    )
+    assert result.returncode == 1
+    assert "cannot reach the database at postgresql://root@127.0.0.1:1/nowhere" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_default_database_is_an_sqlite_file_in_the_working_directory(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    result = subprocess.run(
+        [sys.executable, "-m", "workers.cli", "migrate"], env=env, capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "enrichment.db").exists()
