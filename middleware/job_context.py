@@ -1,0 +1,165 @@
+"""What an actor may know and say about the job it is running.
+
+The ``JobLinking`` middleware puts a ``JobState`` in a context variable while a
+message is processed.  Actor code reads it with ``current_job()`` and reports
+its outcome with ``record(...)``; it never touches the job log itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import datetime as dt
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Optional
+
+from models.base import utcnow
+from models.job_log import ACTOR_STATUSES
+
+
+class NotInJob(RuntimeError):
+    """``record()`` was called outside a job processed by ``JobLinking``."""
+
+
+@dataclass
+class Outcome:
+    """What the actor reported about its own work, written with the job's row."""
+
+    status: Optional[str] = None
+    reason: Optional[str] = None
+    error_code: Optional[str] = None
+    fields_enriched: list = field(default_factory=list)
+    sources: list = field(default_factory=list)
+    details: dict = field(default_factory=dict)
+    api_call_count: int = 0
+    data_quality_before: Optional[str] = None
+    data_quality_after: Optional[str] = None
+    entity_type: Optional[str] = None
+    entity_id: Optional[str] = None
+
+
+@dataclass
+class JobState:
+    """One attempt of one job, from ``before_process_message`` to ack or nack."""
+
+    job_id: str
+    root_id: Optional[str]  # None: this job is a root
+    operation: str
+    attempt: int  # 0 for the first attempt, Dramatiq's ``retries`` option before it
+    started_monotonic: float = field(default_factory=time.monotonic)
+    started_at: dt.datetime = field(default_factory=utcnow)
+    entity: tuple[Optional[str], Optional[str]] = (None, None)
+    exception: Optional[BaseException] = None
+    row_written: bool = False  # the start row is committed (children may point at it)
+    skipped: bool = False
+    outcome: Outcome = field(default_factory=Outcome)
+
+    @property
+    def is_root(self) -> bool:
+        return self.root_id is None
+
+    @property
+    def tree_id(self) -> str:
+        """The id children of this job carry as ``parent_job_id``: the root's."""
+        return self.root_id or self.job_id
+
+
+_current: contextvars.ContextVar[Optional[JobState]] = contextvars.ContextVar("job_linking_current", default=None)
+_new_tree: contextvars.ContextVar[bool] = contextvars.ContextVar("job_linking_new_tree", default=False)
+
+
+def current_job() -> Optional[JobState]:
+    """The job being processed on this thread, or None outside a job."""
+    return _current.get()
+
+
+def _require_job() -> JobState:
+    job = _current.get()
+    if job is None:
+        raise NotInJob("record() is only meaningful inside an actor run by a broker with JobLinking")
+    return job
+
+
+def record(
+    status: Optional[str] = None,
+    *,
+    reason: Optional[str] = None,
+    error_code: Optional[str] = None,
+    fields_enriched: Optional[list] = None,
+    sources: Optional[list] = None,
+    details: Optional[dict[str, Any]] = None,
+    api_call_count: Optional[int] = None,
+    data_quality_before: Optional[str] = None,
+    data_quality_after: Optional[str] = None,
+    entity_type: Optional[str] = None,
+    entity_id: Optional[str] = None,
+) -> None:
+    """Report this job's outcome; the middleware writes it with the job's row.
+
+    May be called several times: later values win, ``details`` are merged and
+    ``sources`` accumulate.  ``status`` is one of success, partial_success,
+    no_data, skipped or failed (failed without raising means "do not retry").
+    """
+    job = _require_job()
+    if status is not None and status not in ACTOR_STATUSES:
+        raise ValueError(f"record(status={status!r}): expected one of {', '.join(ACTOR_STATUSES)}")
+    out = job.outcome
+    for name, value in (
+        ("status", status),
+        ("reason", reason),
+        ("error_code", error_code),
+        ("data_quality_before", data_quality_before),
+        ("data_quality_after", data_quality_after),
+        ("entity_type", entity_type),
+        ("entity_id", entity_id),
+        ("api_call_count", api_call_count),
+    ):
+        if value is not None:
+            setattr(out, name, value)
+    if fields_enriched is not None:
+        out.fields_enriched = list(fields_enriched)
+    for source in sources or ():
+        if source not in out.sources:
+            out.sources.append(source)
+    if details:
+        out.details.update(details)
+
+
+def count_api_call(source: Optional[str] = None) -> None:
+    """Count one upstream request against the current job (a no-op outside jobs).
+
+    Upstream clients call this for every request, so ``api_call_count`` and
+    ``sources`` need no bookkeeping in actor code.
+    """
+    job = _current.get()
+    if job is None:
+        return
+    job.outcome.api_call_count += 1
+    if source and source not in job.outcome.sources:
+        job.outcome.sources.append(source)
+
+
+@contextlib.contextmanager
+def new_tree() -> Iterator[None]:
+    """Messages sent inside this block start trees of their own.
+
+    Each is a root (``is_root_job``, no parent); its row records the job that
+    started it in ``triggered_by`` and in ``details.started_by``::
+
+        with new_tree():
+            check_album.send(album_id)
+    """
+    token = _new_tree.set(True)
+    try:
+        yield
+    finally:
+        _new_tree.reset(token)
+
+
+def starting_new_tree() -> bool:
+    return _new_tree.get()
+
+
+def set_current(job: Optional[JobState]) -> contextvars.Token:
+    return _current.set(job)

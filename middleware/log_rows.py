@@ -1,0 +1,160 @@
+"""The SQL that writes job-log rows: one guarded upsert, one atomic root update.
+
+Both statements are safe to run in any order and more than once:
+
+* the upsert only moves a row forward, ordered by (retry_count, phase) where
+  a ``retrying`` write of attempt N precedes the ``running`` write of attempt
+  N+1, which precedes any final status of that attempt;
+* a root's own final write, and a child's failure, each look at the other's
+  result inside the same UPDATE, so whichever lands second turns the root
+  ``degraded``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from peewee import EXCLUDED, Case, fn
+
+from models.base import utcnow
+from models.job_log import DEGRADABLE_STATUSES, DEGRADED, FAILED, JOB_ID_PRESENT, RETRYING, RUNNING, EnrichmentLog
+
+T = EnrichmentLog
+
+# Every write carries all of these, so one multi-row INSERT can hold any mix.
+ROW_COLUMNS = (
+    "id",
+    "job_id",
+    "parent_job_id",
+    "is_root_job",
+    "operation",
+    "entity_type",
+    "entity_id",
+    "status",
+    "reason",
+    "sources",
+    "fields_enriched",
+    "data_quality_before",
+    "data_quality_after",
+    "retry_count",
+    "last_error",
+    "error_code",
+    "api_call_count",
+    "enqueued_at",
+    "started_at",
+    "completed_at",
+    "duration_ms",
+    "details",
+    "triggered_by",
+    "created_at",
+    "updated_at",
+)
+
+# Columns a later write only fills in, never blanks out.
+_KEEP_WHEN_MISSING = (
+    "operation",
+    "entity_type",
+    "entity_id",
+    "reason",
+    "data_quality_before",
+    "data_quality_after",
+    "last_error",
+    "error_code",
+    "enqueued_at",
+    "duration_ms",
+    "details",
+    "triggered_by",
+)
+
+
+def phase_rank(status: str) -> int:
+    """Order of writes within one retry_count: retrying < running < final."""
+    return {RETRYING: 0, RUNNING: 1}.get(status, 2)
+
+
+def order_key(row: dict[str, Any]) -> tuple[int, int]:
+    return (row["retry_count"], phase_rank(row["status"]))
+
+
+def _sql_rank(status):
+    return Case(None, [(status == RETRYING, 0), (status == RUNNING, 1)], 2)
+
+
+def _update_clause() -> dict:
+    update = {getattr(T, name): fn.COALESCE(getattr(EXCLUDED, name), getattr(T, name)) for name in _KEEP_WHEN_MISSING}
+    update.update(
+        {
+            T.parent_job_id: EXCLUDED.parent_job_id,
+            T.is_root_job: EXCLUDED.is_root_job,
+            # A root that finishes after a child failed for good is degraded.
+            T.status: Case(
+                None,
+                [((EXCLUDED.status.in_(DEGRADABLE_STATUSES)) & (T.failed_children > 0), DEGRADED)],
+                EXCLUDED.status,
+            ),
+            T.retry_count: EXCLUDED.retry_count,
+            T.sources: EXCLUDED.sources,
+            T.fields_enriched: EXCLUDED.fields_enriched,
+            T.api_call_count: EXCLUDED.api_call_count,
+            T.started_at: fn.COALESCE(T.started_at, EXCLUDED.started_at),  # the first attempt's
+            T.completed_at: EXCLUDED.completed_at,
+            T.updated_at: EXCLUDED.updated_at,
+        }
+    )
+    return update
+
+
+_UPDATE = None
+
+
+def upsert_rows(rows: list[dict[str, Any]]) -> None:
+    """Insert or move forward one row per job id, in one statement."""
+    global _UPDATE
+    if _UPDATE is None:
+        _UPDATE = _update_clause()
+    moves_forward = (EXCLUDED.retry_count > T.retry_count) | (
+        (EXCLUDED.retry_count == T.retry_count) & (_sql_rank(EXCLUDED.status) >= _sql_rank(T.status))
+    )
+    (
+        T.insert_many(rows, fields=[getattr(T, c) for c in ROW_COLUMNS])
+        .on_conflict(
+            conflict_target=[T.job_id],
+            conflict_where=JOB_ID_PRESENT,
+            update=_UPDATE,
+            where=moves_forward,
+        )
+        .execute()
+    )
+
+
+def statuses_of(job_ids: list[str], lock: bool) -> dict[str, str]:
+    """Current status of each existing row; ``lock`` holds the rows until commit (PostgreSQL)."""
+    if not job_ids:
+        return {}
+    query = T.select(T.job_id, T.status).where(T.job_id.in_(job_ids))
+    if lock:
+        query = query.for_update()
+    return {job_id: status for job_id, status in query.tuples()}
+
+
+def count_failed_child(root_job_id: str) -> bool:
+    """One atomic UPDATE of the root: +1 failed child, degraded if it had finished well.
+
+    Returns False when there is no such root row (a legacy id, a root on
+    another database).
+    """
+    updated = (
+        T.update(
+            {
+                T.failed_children: T.failed_children + 1,
+                T.status: Case(None, [(T.status.in_(DEGRADABLE_STATUSES), DEGRADED)], T.status),
+                T.updated_at: utcnow(),
+            }
+        )
+        .where((T.job_id == root_job_id) & (T.is_root_job == True))  # noqa: E712
+        .execute()
+    )
+    return updated > 0
+
+
+__all__ = ["ROW_COLUMNS", "FAILED", "order_key", "upsert_rows", "statuses_of", "count_failed_child"]

@@ -1,0 +1,325 @@
+"""A background writer that commits job-log rows in groups, and never drops one.
+
+Worker threads hand it row writes; one thread per process commits whatever is
+pending in one transaction (one multi-row upsert), so eight threads finishing
+eight jobs cost one round trip, and a job's start and end that are both still
+pending become one row insert.  A thread that must know its row is saved
+(before Dramatiq acks the message) waits for the commit, for at most
+``commit_timeout`` seconds.
+
+When the database fails (a restart, a lost connection), the pending writes
+stay in memory, in order, and are retried with backoff until the database is
+back; the JSON log says when that starts and ends.  Meanwhile nobody waits for
+commits, so the actors' own work goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import peewee
+import structlog
+
+from . import log_rows
+
+logger = structlog.get_logger("middleware.job_linking")
+
+# Errors that mean "the database is not there right now": keep and retry.
+# Anything else is a problem with a row: isolate it instead of retrying forever.
+OUTAGE_ERRORS = (peewee.OperationalError, peewee.InterfaceError)
+
+
+@dataclass
+class PendingWrite:
+    row: dict[str, Any]
+    failed_child_of: Optional[str] = None  # the root to count this job's permanent failure against
+    done: threading.Event = field(default_factory=threading.Event)
+    urgent: bool = False
+
+    def merge(self, newer: "PendingWrite") -> None:
+        """Fold a newer write for the same job into this one, as the database would."""
+        old, new = self.row, newer.row
+        later, earlier = (new, old) if log_rows.order_key(new) >= log_rows.order_key(old) else (old, new)
+        merged = dict(earlier)
+        merged.update({k: v for k, v in later.items() if v is not None or k in ("completed_at",)})
+        merged["id"] = old["id"]
+        merged["created_at"] = old["created_at"]
+        merged["started_at"] = old["started_at"] or new["started_at"]
+        self.row = merged
+        self.failed_child_of = self.failed_child_of or newer.failed_child_of
+        self.urgent = self.urgent or newer.urgent
+        # Whoever waits for either write waits for the merged one.
+        if newer.done is not self.done:
+            done = self.done
+            newer_done = newer.done
+            self.done = _LinkedEvent(done, newer_done)
+
+
+class _LinkedEvent:
+    """Sets several events at once (waiters may hold any of them)."""
+
+    def __init__(self, *events):
+        self.events = events
+
+    def set(self):
+        for event in self.events:
+            event.set()
+
+    def wait(self, timeout=None):
+        return self.events[0].wait(timeout)
+
+    def is_set(self):
+        return all(e.is_set() for e in self.events)
+
+
+class LogWriter:
+    """Commits job-log rows in groups from one background thread.
+
+    Parameters:
+      database(peewee.Database): Where the rows go (a DatabaseProxy works).
+      commit_timeout(float): How long a worker thread waits for its row's
+        commit before Dramatiq acks anyway.  Defaults to 5 seconds.
+      flush_interval(float): How long start rows may wait to be merged with
+        their end before being committed on their own.  Defaults to 50 ms.
+      max_batch(int): Rows per transaction.  Defaults to 500.
+      retry_backoff(tuple[float, float]): First and longest pause between
+        retries while the database is down.  Defaults to (0.2, 5.0) seconds.
+    """
+
+    def __init__(
+        self,
+        database,
+        *,
+        commit_timeout: float = 5.0,
+        flush_interval: float = 0.05,
+        max_batch: int = 500,
+        retry_backoff: tuple[float, float] = (0.2, 5.0),
+    ) -> None:
+        self.database = database
+        self.commit_timeout = commit_timeout
+        self.flush_interval = flush_interval
+        self.max_batch = max_batch
+        self.retry_backoff = retry_backoff
+        self._pending: dict[str, PendingWrite] = {}
+        self._cond = threading.Condition()
+        self._thread: Optional[threading.Thread] = None
+        self._pid: Optional[int] = None
+        self._stopping = False
+        self._outage_since: Optional[float] = None
+        self.committed_rows = 0
+
+    # -- called by worker threads -----------------------------------------
+
+    def submit(self, write: PendingWrite, wait: bool) -> bool:
+        """Queue a row write; with ``wait``, block until it is committed.
+
+        Returns True when committed (or when not asked to wait), False when
+        the wait timed out or the database is down (the write stays queued).
+        """
+        self._ensure_running()
+        with self._cond:
+            job_id = write.row["job_id"]
+            pending = self._pending.get(job_id)
+            if pending is None:
+                self._pending[job_id] = pending = write
+            else:
+                pending.merge(write)
+            pending.urgent = pending.urgent or wait
+            done = pending.done
+            self._cond.notify()
+        if not wait:
+            return True
+        return self._wait(done)
+
+    def wait_for(self, job_id: str) -> bool:
+        """Commit ``job_id``'s pending write now and wait for it (True if none is pending)."""
+        with self._cond:
+            pending = self._pending.get(job_id)
+            if pending is None:
+                return True
+            pending.urgent = True
+            done = pending.done
+            self._cond.notify()
+        return self._wait(done)
+
+    def _wait(self, done) -> bool:
+        if self._outage_since is not None:
+            return False  # the database is down: do not hold up the actors
+        return done.wait(self.commit_timeout)
+
+    @property
+    def pending_count(self) -> int:
+        with self._cond:
+            return len(self._pending)
+
+    @property
+    def database_down(self) -> bool:
+        return self._outage_since is not None
+
+    # -- lifecycle ----------------------------------------------------------
+
+    def _ensure_running(self) -> None:
+        # Dramatiq forks worker processes: a thread started in the parent
+        # does not exist in the child, so each process starts its own.
+        if self._thread is not None and self._pid == os.getpid() and self._thread.is_alive():
+            return
+        with self._cond:
+            if self._thread is not None and self._pid == os.getpid() and self._thread.is_alive():
+                return
+            self._pid = os.getpid()
+            self._stopping = False
+            self._thread = threading.Thread(target=self._run, name="job-log-writer", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """Flush what is pending and stop; returns how many writes could not be saved.
+
+        Writes that could not be saved are printed in full to the JSON log,
+        so an operator can replay them: nothing is dropped silently.
+        """
+        thread = self._thread
+        if thread is None or self._pid != os.getpid():
+            return 0
+        with self._cond:
+            self._stopping = True
+            for pending in self._pending.values():
+                pending.urgent = True
+            self._cond.notify()
+        thread.join(timeout)
+        with self._cond:
+            left = list(self._pending.values())
+            self._pending.clear()
+        for pending in left:
+            logger.error(
+                "job log write could not be saved before shutdown",
+                job_id=pending.row["job_id"],
+                row=json.loads(json.dumps(pending.row, default=str)),
+            )
+        self._thread = None
+        return len(left)
+
+    # -- the writer thread ----------------------------------------------------
+
+    def _run(self) -> None:
+        backoff = self.retry_backoff[0]
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                return
+            try:
+                self._commit(batch)
+            except OUTAGE_ERRORS as exc:
+                self._requeue(batch)
+                self._note_outage(exc)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, self.retry_backoff[1])
+                if self._stopping and backoff >= self.retry_backoff[1]:
+                    return  # give up at shutdown; stop() logs what is left
+                continue
+            except Exception as exc:  # a bad row: commit the others, log the culprit in full
+                self._commit_one_by_one(batch, exc)
+            backoff = self.retry_backoff[0]
+            self._note_recovery()
+            for pending in batch:
+                pending.done.set()
+
+    def _next_batch(self) -> Optional[list[PendingWrite]]:
+        with self._cond:
+            while not self._pending:
+                if self._stopping:
+                    return None
+                self._cond.wait(0.5)
+            if not self._stopping and not any(p.urgent for p in self._pending.values()):
+                # Only start rows: give their jobs a moment to finish and merge.
+                self._cond.wait(self.flush_interval)
+            keys = list(self._pending)[: self.max_batch]
+            return [self._pending.pop(k) for k in keys]
+
+    def _requeue(self, batch: list[PendingWrite]) -> None:
+        """Put a failed batch back in front, merging newer writes for the same jobs."""
+        with self._cond:
+            newer = self._pending
+            self._pending = {}
+            for pending in batch:
+                self._pending[pending.row["job_id"]] = pending
+            for job_id, pending in newer.items():
+                if job_id in self._pending:
+                    self._pending[job_id].merge(pending)
+                else:
+                    self._pending[job_id] = pending
+
+    def _commit(self, batch: list[PendingWrite]) -> None:
+        db = self.database
+        try:
+            with db.atomic():
+                failing = [p.row["job_id"] for p in batch if p.failed_child_of]
+                before = log_rows.statuses_of(failing, lock=_is_postgres(db))
+                log_rows.upsert_rows([p.row for p in batch])
+                for pending in batch:
+                    root = pending.failed_child_of
+                    if root and before.get(pending.row["job_id"]) != log_rows.FAILED:
+                        if not log_rows.count_failed_child(root):
+                            logger.warning(
+                                "root job row not found; child failure not counted on it",
+                                job_id=pending.row["job_id"],
+                                parent_job_id=root,
+                            )
+        except OUTAGE_ERRORS:
+            _discard_connection(db)
+            raise
+        self.committed_rows += len(batch)
+
+    def _commit_one_by_one(self, batch: list[PendingWrite], first_error: Exception) -> None:
+        for pending in batch:
+            try:
+                self._commit([pending])
+            except OUTAGE_ERRORS:
+                self._requeue([pending])
+            except Exception as exc:
+                logger.error(
+                    "job log row rejected by the database",
+                    job_id=pending.row["job_id"],
+                    error=f"{type(exc).__name__}: {exc}",
+                    row=json.loads(json.dumps(pending.row, default=str)),
+                )
+
+    def _note_outage(self, exc: Exception) -> None:
+        if self._outage_since is None:
+            self._outage_since = time.monotonic()
+            logger.warning(
+                "log database unavailable; keeping job log writes in memory and retrying",
+                error=str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+                pending_writes=self.pending_count,
+            )
+
+    def _note_recovery(self) -> None:
+        if self._outage_since is not None:
+            down_for = time.monotonic() - self._outage_since
+            self._outage_since = None
+            logger.warning(
+                "log database is back; pending job log writes flushed in order",
+                outage_seconds=round(down_for, 1),
+                pending_writes=self.pending_count,
+            )
+
+
+def _is_postgres(db) -> bool:
+    db = getattr(db, "obj", db)
+    return isinstance(db, peewee.PostgresqlDatabase)
+
+
+def _discard_connection(db) -> None:
+    """Throw away a broken connection instead of returning it to the pool."""
+    db = getattr(db, "obj", db)
+    try:
+        if hasattr(db, "manual_close"):
+            db.manual_close()
+        elif not db.is_closed():
+            db.close()
+    except Exception:
+        pass

@@ -1,0 +1,64 @@
+"""A StubBroker with JobLinking and a real Dramatiq worker, for the middleware tests."""
+
+from __future__ import annotations
+
+import time
+
+import dramatiq
+from dramatiq import Worker
+from dramatiq.brokers.stub import StubBroker
+
+from middleware import DatabaseConnections, JobLinking
+from models import EnrichmentLog
+
+
+class Harness:
+    def __init__(self, linking: JobLinking, threads: int = 4):
+        self.broker = StubBroker()
+        self.broker.emit_after("process_boot")
+        self.linking = linking
+        self.broker.add_middleware(DatabaseConnections())
+        self.broker.add_middleware(linking)
+        dramatiq.set_broker(self.broker)
+        self.worker = Worker(self.broker, worker_timeout=50, worker_threads=threads)
+
+    def actor(self, fn=None, **options):
+        options.setdefault("min_backoff", 10)
+        options.setdefault("max_backoff", 50)
+        return dramatiq.actor(fn, broker=self.broker, **options) if fn else (
+            lambda f: dramatiq.actor(f, broker=self.broker, **options)
+        )
+
+    def start(self):
+        self.worker.start()
+        return self
+
+    def drain(self, timeout: float = 30.0):
+        """Wait until every queue (delayed ones too) is empty and every message acked."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for queue in list(self.broker.queues):
+                self.broker.join(queue, fail_fast=False, timeout=int(max(deadline - time.monotonic(), 0.1) * 1000))
+            self.worker.join()
+            if all(q.qsize() == 0 and q.unfinished_tasks == 0 for q in self.broker.queues.values()):
+                return
+        raise TimeoutError("queues did not drain")
+
+    def stop(self):
+        self.worker.stop()
+        self.linking.writer.stop()
+        self.broker.close()
+
+
+def rows() -> dict:
+    return {r.job_id: r for r in EnrichmentLog.select()}
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")
