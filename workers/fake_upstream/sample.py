@@ -1,0 +1,118 @@
+"""The sample catalog the fake server answers from, loaded from ``sample_data/``.
+
+The JSON files hold documents shaped as the real services return them.  URLs
+inside them are written with placeholders (``{FAKE_URL}``, ``{SPOTIFY_API}``,
+``{DISCOGS_API}``) and pointed at the running server when loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from pathlib import Path
+from typing import Any, Optional
+
+from .imagegen import jpeg_bytes, png_bytes
+
+SAMPLE_DIR = Path(__file__).with_name("sample_data")
+
+_DISCOGS_SUFFIX = re.compile(r"\s*\(\d+\)$")
+_LUCENE_FIELD = re.compile(r'([\w-]+):(?:"((?:[^"\\]|\\.)*)"|(\S+))')
+
+
+def normalize(text: str) -> str:
+    """Case-, accent- and punctuation-insensitive form of a name: ``"Björk"`` -> ``"bjork"``."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    bare = "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+    return " ".join(re.sub(r"[^\w]+", " ", bare).split())
+
+
+def match_score(wanted: str, actual: str) -> int:
+    """100 for the same name, 80 when one contains the other, 0 otherwise."""
+    wanted, actual = normalize(wanted), normalize(actual)
+    if not wanted or not actual:
+        return 0
+    if wanted == actual:
+        return 100
+    if wanted in actual or actual in wanted:
+        return 80
+    return 0
+
+
+def parse_lucene(query: str) -> tuple[dict[str, str], str]:
+    """``releasegroup:"OK Computer" AND artist:Radiohead`` -> fields and the leftover free text."""
+    fields = {}
+    for match in _LUCENE_FIELD.finditer(query):
+        value = match.group(2) if match.group(2) is not None else match.group(3)
+        fields[match.group(1).lower()] = re.sub(r"\\(.)", r"\1", value)
+    rest = _LUCENE_FIELD.sub(" ", query)
+    free = " ".join(word for word in rest.split() if word not in ("AND", "OR", "NOT"))
+    return fields, free
+
+
+def discogs_base_name(title: str) -> str:
+    """A Discogs name without its disambiguation suffix: ``"Björk (2)"`` -> ``"Björk"``."""
+    return _DISCOGS_SUFFIX.sub("", title)
+
+
+def _load(name: str, replacements: dict[str, str]) -> Any:
+    text = (SAMPLE_DIR / name).read_text(encoding="utf-8")
+    for placeholder, value in replacements.items():
+        text = text.replace(placeholder, value)
+    return json.loads(text)
+
+
+class SampleCatalog:
+    """Every sample document, indexed by id, with URLs pointing at ``base_url``.
+
+    Parameters:
+        base_url: ``http://127.0.0.1:<port>`` of the running fake server.
+        discogs_prefix, spotify_prefix: path prefixes of those fake services.
+    """
+
+    def __init__(self, base_url: str, *, discogs_prefix: str, spotify_prefix: str) -> None:
+        replacements = {
+            "{FAKE_URL}": base_url,
+            "{DISCOGS_API}": base_url + discogs_prefix,
+            "{SPOTIFY_API}": base_url + spotify_prefix,
+        }
+        self.artists = {d["id"]: d for d in _load("musicbrainz_artists.json", replacements)}
+        self.release_groups = {d["id"]: d for d in _load("musicbrainz_release_groups.json", replacements)}
+        self.releases = {d["id"]: d for d in _load("musicbrainz_releases.json", replacements)}
+        self.discogs_artists = {d["id"]: d for d in _load("discogs_artists.json", replacements)}
+        self.spotify_albums = {d["id"]: d for d in _load("spotify_albums.json", replacements)}
+        self.new_release_ids: list[str] = _load("spotify_new_releases.json", replacements)
+        self.images: dict[str, tuple[str, bytes]] = {}
+        self.cover_art: dict[str, str] = {}
+        for spec in _load("images.json", replacements):
+            self.images[spec["path"]] = _render(spec)
+            for mbid in spec.get("cover_art_for", []):
+                self.cover_art[mbid] = spec["path"]
+
+    def recordings(self) -> list[tuple[dict, dict, dict]]:
+        """``(recording, track, release)`` for every track of every release."""
+        return [
+            (track["recording"], track, release)
+            for release in self.releases.values()
+            for medium in release.get("media", [])
+            for track in medium.get("tracks", [])
+        ]
+
+    def release_group_of(self, release_id: str) -> Optional[dict]:
+        for group in self.release_groups.values():
+            if any(r["id"] == release_id for r in group.get("releases", [])):
+                return group
+        return None
+
+
+def credit_names(document: dict) -> str:
+    """The credited artist names of a MusicBrainz document, joined."""
+    return " ".join(c.get("name", "") for c in document.get("artist-credit", []))
+
+
+def _render(spec: dict) -> tuple[str, bytes]:
+    """``(content type, bytes)`` of a generated sample image."""
+    if spec["format"] == "png":
+        return "image/png", png_bytes(spec["width"], spec["height"], tuple(spec["color"]))
+    return "image/jpeg", jpeg_bytes(spec["width"], spec["height"], int(spec["color"]))
