@@ -64,6 +64,7 @@ def _redacted_query(query: str) -> str:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as the real services
     timeout = 15  # a client that stops reading cannot hold a thread forever
+    disable_nagle_algorithm = True  # headers and body go out in two writes; no 40 ms delayed-ACK stalls
     server: "_Server"
 
     def _dispatch(self) -> None:
@@ -122,7 +123,9 @@ class FakeUpstream:
     def start(self) -> "FakeUpstream":
         """Serve in a daemon thread; returns self."""
         if self._thread is None:
-            self._thread = threading.Thread(target=self._httpd.serve_forever, name="fake-upstream", daemon=True)
+            self._thread = threading.Thread(
+                target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-upstream", daemon=True
+            )
             self._thread.start()
         return self
 
