@@ -178,10 +178,12 @@ def test_album_and_new_releases(spotify):
 def test_token_is_cached_then_refreshed_after_expiry(fake, settings):
     now = [1000.0]
     cache = SpotifyTokenCache(clock=lambda: now[0])
-    with SpotifyClient(settings, token_cache=cache) as client:
+    counted = []
+    with SpotifyClient(settings, token_cache=cache, on_request=counted.append) as client:
         client.get_album(OKNOTOK_SPOTIFY)
         client.get_album_tracks(OKNOTOK_SPOTIFY)
         assert len(fake.requests("spotify_accounts")) == 1
+        assert counted == ["spotify"] * 4  # the token, the album, two pages of tracks
         now[0] += 3600 - 60 - 1  # still a second before the 60 s margin
         client.get_album(OKNOTOK_SPOTIFY)
         assert len(fake.requests("spotify_accounts")) == 1
@@ -232,6 +234,10 @@ def test_not_an_image_is_refused(fake, settings):
         with pytest.raises(PermanentUpstreamError) as err:
             images.download(settings.musicbrainz_url + f"/artist/{RADIOHEAD}?fmt=json")
         assert err.value.error_code == "not_an_image"  # served as application/json
+        for url in ("ftp://example.com/a.jpg", "not a url at all"):
+            with pytest.raises(PermanentUpstreamError) as err:
+                images.download(url)
+            assert err.value.error_code == "invalid_url"
 
 
 @pytest.mark.parametrize("kind", ["huge_body", "huge_body_declared"])

@@ -11,10 +11,12 @@ workers run in other processes.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import json
 import logging
 import re
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -52,6 +54,7 @@ PREFIXES: dict[str, tuple[str, Route]] = {
     IMAGES: ("image", handle_images),
     COVER_ART: ("image", handle_cover_art),
 }
+LOG_LIMIT = 10_000  # requests kept in the log; a long demo run forgets the oldest
 _SECRET_HEADERS = {"authorization", "cookie", "proxy-authorization", "x-api-key"}
 _SECRET_PARAMS = {"token", "key", "secret", "client_secret", "access_token"}
 
@@ -80,6 +83,13 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     fake: "FakeUpstream"
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Clients hanging up mid-answer is what the faults are for; no traceback for that.
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            log.debug("fake upstream: client %s went away", client_address)
+            return
+        super().handle_error(request, client_address)
 
 
 class FakeUpstream:
@@ -112,7 +122,7 @@ class FakeUpstream:
         catalog = SampleCatalog(self.url, discogs_prefix=DISCOGS, spotify_prefix=SPOTIFY_API)
         self.state = FakeState(catalog, credentials or FakeCredentials(), spotify_page_size, spotify_token_expires_in)
         self.faults = FaultRegistry()
-        self._log: list[dict[str, Any]] = []
+        self._log: collections.deque[dict[str, Any]] = collections.deque(maxlen=LOG_LIMIT)
         self._log_lock = threading.Lock()
         self._ids = itertools.count(1)
         self._stopping = threading.Event()

@@ -176,8 +176,8 @@ class ServiceClient:
             headers=headers,
             auth=auth,
             timeout=httpx.Timeout(timeout),
-            limits=httpx.Limits(max_connections=10, max_keepalive_connections=5),
-            transport=transport or httpx.HTTPTransport(retries=0),
+            # Limits belong to the transport: httpx ignores Client(limits=) when given one.
+            transport=transport or httpx.HTTPTransport(retries=0, limits=httpx.Limits(max_connections=10)),
             follow_redirects=follow_redirects,
             event_hooks={"request": hooks},
         )
@@ -185,17 +185,14 @@ class ServiceClient:
     def _count(self, request: httpx.Request) -> None:
         self._on_request(self.service)
 
-    def _scrub(self, error: UpstreamError) -> UpstreamError:
+    def scrub(self, error: UpstreamError) -> UpstreamError:
+        """Return ``error`` with any configured secret replaced by ``***`` in its message."""
         text = str(error)
         if any(secret in text for secret in self._secrets):
             for secret in self._secrets:
                 text = text.replace(secret, "***")
             error.args = (text,)
         return error
-
-    def fail(self, error: UpstreamError) -> UpstreamError:
-        """Return ``error`` with any configured secret scrubbed from its message."""
-        return self._scrub(error)
 
     @contextmanager
     def stream(self, method: str, url: str, **kwargs: Any) -> Iterator[httpx.Response]:
@@ -214,14 +211,14 @@ class ServiceClient:
         try:
             response = self._client.send(request, stream=True)
         except httpx.TransportError as exc:
-            raise self._scrub(error_for_transport(exc, where, self.service, reading_body=False)) from exc
+            raise self.scrub(error_for_transport(exc, where, self.service, reading_body=False)) from exc
         try:
             error = error_for_status(response, self.where(response), self.service)
             if error is not None:
-                raise self._scrub(error)
+                raise self.scrub(error)
             yield response
         except httpx.TransportError as exc:
-            raise self._scrub(error_for_transport(exc, self.where(response), self.service, reading_body=True)) from exc
+            raise self.scrub(error_for_transport(exc, self.where(response), self.service, reading_body=True)) from exc
         finally:
             response.close()
 
@@ -239,7 +236,7 @@ class ServiceClient:
         try:
             return read_capped(response, max_bytes, self.where(response), self.service)
         except UpstreamError as error:
-            raise self._scrub(error) from None
+            raise self.scrub(error) from None
 
     def request_json(self, method: str, url: str, *, max_bytes: int = JSON_MAX_BYTES, **kwargs: Any) -> Any:
         """Send a request and return its parsed JSON body.
@@ -257,7 +254,7 @@ class ServiceClient:
         try:
             return json.loads(body)
         except ValueError:
-            raise self._scrub(
+            raise self.scrub(
                 RetryableUpstreamError(
                     f"{self.where(response)} returned a body that is not valid JSON",
                     error_code="malformed_response",

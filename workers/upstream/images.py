@@ -114,8 +114,12 @@ class ImageClient(ClientBase):
         Raises ``PermanentUpstreamError('not_an_image')`` when the
         Content-Type is not ``image/*`` or the bytes are not PNG, JPEG, GIF or WebP.
         """
-        if httpx.URL(url).scheme not in ("http", "https"):
-            raise PermanentUpstreamError("image URL is not http(s)", error_code="invalid_url", service="image")
+        try:
+            scheme = httpx.URL(url).scheme
+        except (httpx.InvalidURL, TypeError):
+            scheme = ""
+        if scheme not in ("http", "https"):
+            raise PermanentUpstreamError("image URL is not a valid http(s) URL", error_code="invalid_url", service="image")
         with self._http.stream("GET", url) as response:
             where = self._http.where(response)
             content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -153,7 +157,7 @@ class ImageClient(ClientBase):
         result = body.get("result") if isinstance(body.get("result"), dict) else {}
         image_id = result.get("id")
         if body.get("success") is not True or not isinstance(image_id, str) or not image_id:
-            raise self._cloudflare.fail(
+            raise self._cloudflare.scrub(
                 RetryableUpstreamError(
                     "cloudflare POST images/v1 returned no image id", error_code="malformed_response", service="cloudflare"
                 )
