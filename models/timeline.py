@@ -1,0 +1,367 @@
+"""Read the job log as timelines: the list of root jobs, and one job's whole tree.
+
+Used by the ``enrich`` command and by any future UI; every function returns
+plain dataclasses whose ``as_dict()`` is ready for ``json.dumps``.
+
+Trees are flat: every descendant's ``parent_job_id`` is the root's ``job_id``.
+So a page of roots is one query on the ``(is_root_job, created_at)`` index
+plus one grouped query on the ``(parent_job_id, started_at)`` index, and a
+tree is at most two queries (the job asked for, then its root and children).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import datetime as dt
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Optional, Union
+
+from peewee import fn
+
+from .job_log import ENTITY_TYPES, STATUSES, EnrichmentLog
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 500
+
+Log = EnrichmentLog
+
+# What a line of the roots list shows; the heavy columns (details, sources) stay behind.
+ROOT_COLUMNS = (
+    Log.id,
+    Log.job_id,
+    Log.operation,
+    Log.entity_type,
+    Log.entity_id,
+    Log.status,
+    Log.reason,
+    Log.error_code,
+    Log.triggered_by,
+    Log.retry_count,
+    Log.created_at,
+    Log.started_at,
+    Log.completed_at,
+    Log.duration_ms,
+)
+
+# What a timeline item shows (and created_at, to order jobs not started yet).
+TREE_COLUMNS = (
+    Log.id,
+    Log.job_id,
+    Log.parent_job_id,
+    Log.operation,
+    Log.entity_type,
+    Log.entity_id,
+    Log.status,
+    Log.created_at,
+    Log.enqueued_at,
+    Log.started_at,
+    Log.completed_at,
+    Log.duration_ms,
+    Log.retry_count,
+    Log.last_error,
+    Log.error_code,
+    Log.reason,
+    Log.details,
+)
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with datetimes as ISO 8601 UTC and UUIDs as strings, recursively."""
+    if isinstance(value, dt.datetime):
+        return value.replace(tzinfo=dt.timezone.utc).isoformat().replace("+00:00", "Z")
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+class _AsDict:
+    __slots__ = ()
+
+    def as_dict(self) -> dict:
+        """The dataclass as JSON-ready data (ISO timestamps, string UUIDs)."""
+        return _plain(dataclasses.asdict(self))
+
+
+def _naive_utc(value: dt.datetime) -> dt.datetime:
+    """Stored timestamps are naive UTC; an aware bound is converted, a naive one taken as UTC."""
+    return value.astimezone(dt.timezone.utc).replace(tzinfo=None) if value.tzinfo else value
+
+
+def _ms(later: Optional[dt.datetime], earlier: Optional[dt.datetime]) -> Optional[int]:
+    if later is None or earlier is None:
+        return None
+    return round((later - earlier).total_seconds() * 1000)
+
+
+@dataclass(slots=True)
+class RootSummary(_AsDict):
+    """One root job, with its children counted by status and the tree's total duration."""
+
+    id: uuid.UUID
+    job_id: Optional[str]  # None on legacy rows; get_tree() takes the id instead
+    operation: str
+    entity_type: Optional[str]
+    entity_id: Optional[uuid.UUID]
+    status: str
+    reason: Optional[str]
+    error_code: Optional[str]
+    triggered_by: Optional[str]
+    retry_count: int
+    created_at: dt.datetime
+    started_at: Optional[dt.datetime]
+    completed_at: Optional[dt.datetime]
+    duration_ms: Optional[int]  # the root job's own
+    children: dict[str, int] = field(default_factory=dict)  # status -> count
+    child_count: int = 0
+    total_duration_ms: Optional[int] = None  # root start to the last completion in the tree
+
+
+@dataclass(slots=True)
+class RootPage(_AsDict):
+    """One page of the roots list, newest first."""
+
+    roots: list[RootSummary]
+    next_cursor: Optional[str]  # None: this is the last page
+
+
+@dataclass(slots=True)
+class TimelineItem(_AsDict):
+    """One job of a tree, timed relative to the root's start."""
+
+    id: uuid.UUID
+    job_id: Optional[str]
+    parent_job_id: Optional[str]
+    is_root: bool
+    operation: str
+    entity_type: Optional[str]
+    entity_id: Optional[uuid.UUID]
+    status: str
+    enqueued_at: Optional[dt.datetime]
+    started_at: Optional[dt.datetime]
+    completed_at: Optional[dt.datetime]
+    queue_wait_ms: Optional[int]  # started_at - enqueued_at
+    duration_ms: Optional[int]
+    offset_ms: Optional[int]  # started_at - the root's started_at
+    retry_count: int
+    last_error: Optional[str]
+    error_code: Optional[str]
+    reason: Optional[str]
+    details: Optional[dict]
+
+
+@dataclass(slots=True)
+class Tree(_AsDict):
+    """A root and its children in start order (the root first); a legacy row is a tree of one."""
+
+    root_job_id: Optional[str]
+    items: list[TimelineItem]
+    total_duration_ms: Optional[int]
+
+    @property
+    def root(self) -> Optional[TimelineItem]:
+        """The root's item; None when only children of a missing root were found."""
+        return self.items[0] if self.items and self.items[0].is_root else None
+
+
+# -- cursors ---------------------------------------------------------------
+
+
+def encode_cursor(created_at: dt.datetime, row_id: Union[uuid.UUID, str]) -> str:
+    """An opaque cursor for the page after the root (created_at, id)."""
+    raw = json.dumps([created_at.isoformat(), uuid.UUID(str(row_id)).hex], separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
+    """The (created_at, id) inside a cursor; ValueError naming the cursor when it is not one of ours."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created_at, row_id = json.loads(raw)
+        return _naive_utc(dt.datetime.fromisoformat(created_at)), uuid.UUID(row_id)
+    except (binascii.Error, UnicodeDecodeError, TypeError, ValueError) as exc:
+        shown = cursor if len(cursor) <= 80 else cursor[:77] + "..."
+        raise ValueError(f"malformed cursor {shown!r}: pass back a next_cursor exactly as list_roots gave it") from exc
+
+
+# -- the roots list --------------------------------------------------------
+
+
+def _root_filters(status, operation, entity_type, entity_id, since, until) -> list:
+    if status is not None and status not in STATUSES:
+        raise ValueError(f"status {status!r} is not one of {', '.join(STATUSES)}")
+    if entity_type is not None and entity_type not in ENTITY_TYPES:
+        raise ValueError(f"entity_type {entity_type!r} is not one of {', '.join(ENTITY_TYPES)}")
+    conditions = [Log.is_root_job == True]  # noqa: E712 (peewee builds SQL from ==)
+    if status is not None:
+        conditions.append(Log.status == status)
+    if operation is not None:
+        conditions.append(Log.operation == operation)
+    if entity_type is not None:
+        conditions.append(Log.entity_type == entity_type)
+    if entity_id is not None:
+        try:
+            conditions.append(Log.entity_id == uuid.UUID(str(entity_id)))
+        except ValueError:
+            raise ValueError(f"entity_id {entity_id!r} is not a UUID") from None
+    if since is not None:
+        conditions.append(Log.created_at >= _naive_utc(since))
+    if until is not None:
+        conditions.append(Log.created_at < _naive_utc(until))
+    return conditions
+
+
+def _child_stats(root_job_ids: list[str]) -> dict[str, tuple[dict[str, int], Optional[dt.datetime]]]:
+    """For each root job id: its children counted by status and their latest completion, in one query."""
+    if not root_job_ids:
+        return {}
+    query = (
+        Log.select(Log.parent_job_id, Log.status, fn.COUNT(Log.id), fn.MAX(Log.completed_at))
+        .where(Log.parent_job_id.in_(root_job_ids))
+        .group_by(Log.parent_job_id, Log.status)
+        .tuples()
+    )
+    stats: dict[str, tuple[dict[str, int], Optional[dt.datetime]]] = {}
+    for parent, status, count, last_completed in query:
+        counts, latest = stats.get(parent, ({}, None))
+        counts[status] = count
+        stats[parent] = (counts, max(filter(None, (latest, last_completed)), default=None))
+    return stats
+
+
+def _summary(row: dict, stats) -> RootSummary:
+    counts, last_child = stats.get(row["job_id"], ({}, None))
+    last = max(filter(None, (row["completed_at"], last_child)), default=None)
+    return RootSummary(
+        **row,  # the ROOT_COLUMNS, named as the summary's fields
+        children=dict(sorted(counts.items())),
+        child_count=sum(counts.values()),
+        total_duration_ms=_ms(last, row["started_at"]),
+    )
+
+
+def list_roots(
+    status: Optional[str] = None,
+    operation: Optional[str] = None,
+    entity_type: Optional[str] = None,
+    entity_id: Union[uuid.UUID, str, None] = None,
+    since: Optional[dt.datetime] = None,
+    until: Optional[dt.datetime] = None,
+    limit: int = DEFAULT_LIMIT,
+    cursor: Optional[str] = None,
+) -> RootPage:
+    """The newest root jobs first, filtered, ``limit`` at a time.
+
+    ``since`` is inclusive and ``until`` exclusive, both on ``created_at``.
+    Pass the page's ``next_cursor`` back as ``cursor`` for the next page: a
+    keyset on (created_at, id), so page 1000 costs what page 1 does and rows
+    written meanwhile never shift a page.
+    """
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ValueError(f"limit {limit} must be between 1 and {MAX_LIMIT}")
+    conditions = _root_filters(status, operation, entity_type, entity_id, since, until)
+    if cursor is not None:
+        created_at, row_id = decode_cursor(cursor)
+        # (created_at, id) < cursor, spelled so both back ends bound the index scan on created_at.
+        conditions.append((Log.created_at <= created_at) & ((Log.created_at < created_at) | (Log.id < row_id)))
+    rows = list(
+        Log.select(*ROOT_COLUMNS)
+        .where(*conditions)
+        .order_by(Log.created_at.desc(), Log.id.desc())
+        .limit(limit + 1)  # one more tells whether there is a next page
+        .dicts()  # plain rows: a page is on the hot path of every list view
+    )
+    page, more = rows[:limit], len(rows) > limit
+    stats = _child_stats([row["job_id"] for row in page if row["job_id"] is not None])
+    next_cursor = encode_cursor(page[-1]["created_at"], page[-1]["id"]) if more else None
+    return RootPage(roots=[_summary(row, stats) for row in page], next_cursor=next_cursor)
+
+
+# -- one tree --------------------------------------------------------------
+
+
+def _as_uuid(value: str) -> Optional[uuid.UUID]:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
+
+
+def _tree_rows(condition) -> list:
+    """Rows as named tuples of TREE_COLUMNS: no model instances, no JSON decoding of unused columns."""
+    return list(Log.select(*TREE_COLUMNS).where(condition).namedtuples())
+
+
+def _find_job(job_id: str):
+    """The row with this job id, or (for legacy rows without one) this row id."""
+    condition = Log.job_id == job_id
+    row_id = _as_uuid(job_id)
+    if row_id is not None:
+        condition = condition | (Log.id == row_id)
+    rows = _tree_rows(condition)
+    return next((r for r in rows if r.job_id == job_id), rows[0] if rows else None)
+
+
+def _start_order(row) -> tuple:
+    # The root first, then by start; jobs not started yet last, in the order they were written.
+    return (row.parent_job_id is not None, row.started_at is None, row.started_at or dt.datetime.min, row.created_at)
+
+
+def _item(row, origin: Optional[dt.datetime]) -> TimelineItem:
+    return TimelineItem(
+        id=row.id,
+        job_id=row.job_id,
+        parent_job_id=row.parent_job_id,
+        is_root=row.parent_job_id is None,
+        operation=row.operation,
+        entity_type=row.entity_type,
+        entity_id=row.entity_id,
+        status=row.status,
+        enqueued_at=row.enqueued_at,
+        started_at=row.started_at,
+        completed_at=row.completed_at,
+        queue_wait_ms=_ms(row.started_at, row.enqueued_at),
+        duration_ms=row.duration_ms,
+        offset_ms=_ms(row.started_at, origin),
+        retry_count=row.retry_count,
+        last_error=row.last_error,
+        error_code=row.error_code,
+        reason=row.reason,
+        details=row.details,
+    )
+
+
+def get_tree(job_id: str) -> Optional[Tree]:
+    """The whole tree around any of its jobs (root or child), or None when no job has that id.
+
+    Offsets count from the root's start; when the root row is missing or has
+    not started, from the earliest start in the tree.
+    """
+    row = _find_job(job_id)
+    if row is None:
+        return None
+    if row.parent_job_id is not None:  # a child: fetch its root and all the root's children
+        root_job_id = row.parent_job_id
+        rows = _tree_rows((Log.job_id == root_job_id) | (Log.parent_job_id == root_job_id))
+    elif row.job_id is not None:  # a root: fetch its children
+        root_job_id = row.job_id
+        rows = [row, *_tree_rows(Log.parent_job_id == root_job_id)]
+    else:  # a legacy row without a job id: nothing can point at it
+        root_job_id, rows = None, [row]
+    rows.sort(key=_start_order)
+    root = rows[0] if rows[0].parent_job_id is None else None
+    starts = [r.started_at for r in rows if r.started_at is not None]
+    origin = root.started_at if root is not None and root.started_at else min(starts, default=None)
+    last = max((r.completed_at for r in rows if r.completed_at is not None), default=None)
+    return Tree(
+        root_job_id=root_job_id,
+        items=[_item(r, origin) for r in rows],
+        total_duration_ms=_ms(last, origin),
+    )

@@ -1,0 +1,152 @@
+"""One logging configuration for worker processes and the ``enrich`` command.
+
+Every line, whether it comes from structlog or from the standard library
+(Dramatiq's own lines, peewee's, httpx's), goes through the same processors
+and the same renderer:
+
+* ``LOG_FORMAT=json`` (the default): one JSON object per line with
+  ``timestamp`` (ISO 8601, UTC), ``level``, ``logger``, ``message`` and any
+  context the job middleware bound (``job_id``, ``parent_job_id``,
+  ``operation``); a traceback is a list of dicts under ``exception``.
+* ``LOG_FORMAT=console``: structlog's ``ConsoleRenderer``, for humans.
+
+Lines go to **stderr**: stdout belongs to the ``enrich`` command's own output
+(tables, ``--json`` documents piped into ``jq``), and Dramatiq workers log to
+stderr as well, so a process's log stream is one stream in both cases.
+
+Secrets are removed from every line by ``redact_secrets``, the last step
+before rendering.  Workers run with ``dramatiq --skip-logging`` so this module
+is the only logging configuration in the process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Iterable, Optional, TextIO
+from urllib.parse import quote, unquote, urlparse
+
+import structlog
+from structlog.processors import ExceptionRenderer
+from structlog.stdlib import ProcessorFormatter
+from structlog.tracebacks import ExceptionDictTransformer
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+from middleware.redaction import redact_value
+from models.settings import ConfigError, Settings
+
+# Loggers that speak once per request or query: (level when debugging, level otherwise).
+# httpcore's DEBUG is one line per socket event and peewee's is every SQL
+# statement with its parameters, too much even when debugging.
+NOISY_LOGGERS = {
+    "httpx": (logging.DEBUG, logging.WARNING),
+    "httpcore": (logging.INFO, logging.WARNING),
+    "peewee": (logging.INFO, logging.INFO),
+}
+
+# Locals are left out of tracebacks: they are where tokens and whole API
+# responses live, and they would make every error line huge.
+structured_traceback = ExceptionRenderer(ExceptionDictTransformer(show_locals=False))
+
+
+def shared_processors() -> list[Processor]:
+    """What every line gets first, from structlog or from the standard library."""
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_logger_name,
+        structlog.stdlib.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
+    ]
+
+
+def secret_values(settings: Settings) -> list[str]:
+    """The configured secrets and the database password, each as written and URL-encoded."""
+    values = set(settings.secrets())
+    password = urlparse(settings.database_url).password  # as written in the URL, maybe %-encoded
+    if password:
+        values |= {password, unquote(password)}
+    return sorted(values | {quote(v, safe="") for v in values})
+
+
+def redact_secrets(secrets: Iterable[str]) -> Processor:
+    """A processor that removes secrets from every value of a line, nested ones included.
+
+    The event dict is first reduced to plain JSON data (any other object
+    becomes its ``str``), so the text of an exception or of an object passed
+    as a value is redacted like any string.
+    """
+    values = sorted(set(secrets), key=len, reverse=True)  # a secret containing another goes first
+
+    def redact(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+        plain = json.loads(json.dumps(event_dict, default=str))
+        return redact_value(plain, values)
+
+    return redact
+
+
+def render_processors(settings: Settings, colors: bool = False) -> list[Processor]:
+    """The tail of every line, in the handler: tracebacks, the message key, redaction, rendering."""
+    json_format = settings.log_format == "json"
+    return [
+        ProcessorFormatter.remove_processors_meta,
+        # JSON gets the traceback as data; the console gets it as text (so it is redacted too).
+        structured_traceback if json_format else structlog.processors.format_exc_info,
+        structlog.processors.EventRenamer("message"),  # the key Datadog and Vector read as the message
+        redact_secrets(secret_values(settings)),  # last but rendering: nothing added later escapes it
+        (
+            structlog.processors.JSONRenderer()
+            if json_format
+            else structlog.dev.ConsoleRenderer(event_key="message", colors=colors)
+        ),
+    ]
+
+
+def _level(name: str) -> int:
+    level = logging.getLevelName(name.upper())
+    if not isinstance(level, int):
+        raise ConfigError(f"LOG_LEVEL={name!r} must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    return level
+
+
+HANDLER_NAME = "enrich"  # the one root handler this module installs, replaced on reconfiguration
+
+
+def configure_logging(settings: Settings, stream: Optional[TextIO] = None) -> None:
+    """Send structlog and standard-library logging through one renderer (stderr by default); safe to call again.
+
+    Every line runs through ``shared_processors()`` and then ``render_processors()``.
+    """
+    level = _level(settings.log_level)
+    stream = stream if stream is not None else sys.stderr
+    shared = shared_processors()
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *shared,
+            structlog.stdlib.PositionalArgumentsFormatter(),
+            ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        # The chain above does not depend on the settings (the formatter does),
+        # so loggers cached before a reconfiguration stay correct.
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(stream)
+    handler.name = HANDLER_NAME
+    colors = stream.isatty() if hasattr(stream, "isatty") else False
+    handler.setFormatter(ProcessorFormatter(foreign_pre_chain=shared, processors=render_processors(settings, colors)))
+
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.name == HANDLER_NAME]:
+        root.removeHandler(old)
+        old.close()
+    root.addHandler(handler)
+    root.setLevel(level)
+    debugging = level <= logging.DEBUG
+    for name, (when_debugging, otherwise) in NOISY_LOGGERS.items():
+        logging.getLogger(name).setLevel(when_debugging if debugging else max(otherwise, level))
+    logging.captureWarnings(True)  # warnings become log lines too, not bare stderr text
+
