@@ -1,46 +1,190 @@
 """The ``enrich`` command: what a new user and an on-call operator touch.
 
 Every subcommand has ``--help`` with an example.  Expected failures (a bad
-setting, an unreachable database or Redis, a wrong id) print one line naming
-what was wrong and exit non-zero, never a traceback.
+setting, an unreachable database or Redis, a wrong id, a malformed input)
+print one line naming what was wrong and exit 1, never a traceback.
+
+Normal output goes to stdout; notes for a person (hints, what is happening)
+and the JSON logs go to stderr, so ``id=$(enrich add-album ...)`` works.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import uuid
 from typing import Callable, Optional
 
+import dramatiq
 import peewee
+import redis
 
-from models import ConfigError, bind_database, check_connection, load_settings
+from models import Album, Artist, ConfigError, Track, load_settings
+from models.database import redact_url
+from models.job_log import STATUSES
+from models.timeline import MAX_LIMIT, get_tree, list_roots
 
-
-class CommandError(Exception):
-    """An expected failure: printed as one line, exit status 1."""
+from .cli_catalog import AlbumInput, add_album, add_artist, credit_line
+from .cli_common import CommandError, actor, migrate, note, open_database, quiet_logs
+from .cli_run import reexec, reexecuted, run_here
+from .cli_timeline import Style, follow, is_active, root_labels, roots_lines, tree_labels, tree_lines
 
 
 Handler = Callable[[argparse.Namespace], int]
 
+# The roots a person can start: command -> (actor, entity model or None).
+ROOT_JOBS = {
+    "album": ("check_album_enrichment", Album),
+    "artist": ("check_artist_enrichment", Artist),
+    "track": ("check_track_enrichment", Track),
+    "sync-new-releases": ("sync_spotify_new_releases", None),
+}
+RUN_TIMEOUT = 600.0
 
-def _open_database(settings):
-    db = bind_database(settings.database_url, settings.db_max_connections)
-    check_connection(db, settings.database_url)
-    return db
+
+def _entity_id(value: str, what: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value.strip())
+    except ValueError:
+        raise CommandError(f"malformed {what} id {value[:80]!r}: expected a UUID") from None
+
+
+def _require(model, value: str):
+    what = model.__name__.lower()
+    row = model.get_or_none(model.id == _entity_id(value, what))
+    if row is None:
+        raise CommandError(f"no {what} with id {value.strip()}")
+    return row
+
+
+# -- catalog ----------------------------------------------------------------------------------
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from migrations import apply_migrations
-
-    settings = load_settings()
-    db = _open_database(settings)
-    applied = apply_migrations(db)
-    if applied:
-        for name in applied:
-            print(f"applied {name}")
-    else:
+    applied = migrate(open_database())
+    for name in applied:
+        print(f"applied {name}")
+    if not applied:
         print("database is up to date")
     return 0
+
+
+def cmd_add_album(args: argparse.Namespace) -> int:
+    try:
+        request = AlbumInput.parse(args.title, args.artist, args.mbid, args.spotify_id, args.cover_url)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    open_database()
+    album, created = add_album(request)
+    print(album.id)
+    note(f"{'added' if created else 'already in the catalog:'} {credit_line(album)}")
+    return 0
+
+
+def cmd_add_artist(args: argparse.Namespace) -> int:
+    open_database()
+    try:
+        artist, created = add_artist(args.name, args.mbid)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    print(artist.id)
+    note(f"{'added' if created else 'already in the catalog:'} {artist.name!r}")
+    return 0
+
+
+# -- starting jobs -----------------------------------------------------------------------------
+
+
+def cmd_start_root(args: argparse.Namespace) -> int:
+    """``album``, ``artist``, ``track``, ``sync-new-releases``: one root job, sent or run here."""
+    actor_name, model = ROOT_JOBS[args.command]
+    open_database()
+    if model is not None:
+        job_args, kwargs = (str(_require(model, args.entity_id).id),), {}
+        if getattr(args, "force", False):
+            kwargs["force"] = True
+    else:
+        job_args, kwargs = (), {"limit": args.limit}
+    if load_settings().redis_url:
+        message = actor(actor_name).send_with_options(args=job_args, kwargs=kwargs, triggered_by="cli")
+        print(message.message_id)
+        note(f"queued; follow it with: enrich timeline {message.message_id} --follow")
+        return 0
+    note("REDIS_URL is not set, so there is no shared broker: running the job here, in this process (Ctrl-C stops it)")
+    quiet_logs()
+    run_here([(actor_name, job_args, kwargs)], timeout=args.timeout)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if not args.album and not args.pending:
+        raise CommandError("nothing to run: pass --album ID (any number of times) or --pending")
+    if load_settings().redis_url and not reexecuted():
+        note("enrich run uses its own in-memory queue: REDIS_URL is ignored")
+        reexec(sys.argv[1:] if args.argv is None else args.argv, unset=["REDIS_URL"])
+    db = open_database()
+    for name in migrate(db):
+        note(f"applied migration {name}")
+    ids = [str(_require(Album, value).id) for value in args.album or []]
+    if args.pending:
+        query = Album.select(Album.id).where(Album.enrichment_status.in_(("pending", "failed"))).order_by(Album.created_at)
+        ids += [str(album_id) for (album_id,) in query.tuples() if str(album_id) not in ids]
+    if not ids:
+        print("no album is pending or failed: nothing to do")
+        return 0
+    print(f"enriching {len(ids)} album{'s' if len(ids) != 1 else ''} on an in-process worker (Ctrl-C stops it)")
+    quiet_logs()
+    run_here([("check_album_enrichment", (album_id,), {}) for album_id in ids], timeout=args.timeout)
+    return 0
+
+
+# -- reading the job log -------------------------------------------------------------------------
+
+
+def cmd_roots(args: argparse.Namespace) -> int:
+    open_database()
+    try:
+        page = list_roots(status=args.status, operation=args.operation, limit=args.limit, cursor=args.cursor)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    if args.json:
+        print(json.dumps(page.as_dict(), indent=2))
+        return 0
+    print("\n".join(roots_lines(page, root_labels(page), Style(sys.stdout))))
+    if page.next_cursor:
+        filters = "".join(f" --{name} {value}" for name, value in
+                          (("status", args.status), ("operation", args.operation)) if value)
+        limit = f" --limit {args.limit}" if args.limit != 20 else ""
+        print(f"next page: enrich roots{filters}{limit} --cursor {page.next_cursor}")
+    return 0
+
+
+def cmd_timeline(args: argparse.Namespace) -> int:
+    open_database()
+    job_id = args.job_id.strip()
+    if args.follow:
+        tree = follow(job_id, sys.stdout if not args.json else sys.stderr, Style(sys.stdout if not args.json else sys.stderr))
+    else:
+        tree = get_tree(job_id)
+    if tree is None:
+        raise CommandError(f"no job with id {job_id}")
+    if args.json:
+        print(json.dumps(tree.as_dict(), indent=2))
+    elif not args.follow:
+        print("\n".join(tree_lines(tree, tree_labels(tree), Style(sys.stdout))))
+        if is_active(tree):
+            note(f"still running; watch it with: enrich timeline {job_id} --follow")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .cli_demo import run_demo
+
+    return run_demo(args)
+
+
+# -- the parser -----------------------------------------------------------------------------------
 
 
 def _add(sub, name: str, handler: Handler, help_text: str, example: str) -> argparse.ArgumentParser:
@@ -55,17 +199,121 @@ def _add(sub, name: str, handler: Handler, help_text: str, example: str) -> argp
     return parser
 
 
+def _positive(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"{value!r} must be greater than zero")
+    return number
+
+
+def _limit(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= MAX_LIMIT:
+        raise argparse.ArgumentTypeError(f"{value!r} must be a whole number from 1 to {MAX_LIMIT}")
+    return int(value)
+
+
+def _add_catalog_commands(sub) -> None:
+    p = _add(sub, "add-album", cmd_add_album,
+             "add an album and its credited artists to the catalog (or find it); prints the album id",
+             'enrich add-album "OK Computer" --artist Radiohead --mbid b1392450-e666-3926-a536-22c65f834433')
+    p.add_argument("title", help="the album title (at most 1,000 characters)")
+    p.add_argument("--artist", action="append", required=True, metavar="NAME",
+                   help="a credited artist, in credit order; repeat for several")
+    p.add_argument("--mbid", help="the MusicBrainz release-group id (a UUID)")
+    p.add_argument("--spotify-id", help="the Spotify album id")
+    p.add_argument("--cover-url", help="an http(s) URL of the cover image")
+    p = _add(sub, "add-artist", cmd_add_artist, "add an artist to the catalog (or find it by name); prints the artist id",
+             'enrich add-artist "Björk" --mbid 87c5dedd-371d-4a53-9f7f-80522fb7f3cb')
+    p.add_argument("name", help="the artist name (at most 1,000 characters)")
+    p.add_argument("--mbid", help="the MusicBrainz artist id (a UUID)")
+
+
+def _add_job_commands(sub) -> None:
+    in_process = " Without REDIS_URL it runs here, in this process, and prints the timeline."
+    for name, what in (("album", "album"), ("artist", "artist"), ("track", "track")):
+        p = _add(sub, name, cmd_start_root,
+                 f"start the enrichment check of one {what}: with REDIS_URL, queue it and print the job id."
+                 + in_process,
+                 f"REDIS_URL=redis://127.0.0.1:6379/0 enrich {name} 0b1c6f3e-7d3a-4c1e-9a59-2f1d7c9b8e11")
+        p.add_argument("entity_id", metavar=f"{what.upper()}_ID", help=f"the {what}'s id (from enrich add-{what})"
+                       if what != "track" else "the track's id")
+        if name == "album":
+            p.add_argument("--force", action="store_true", help="enrich even if it was enriched recently")
+        p.add_argument("--timeout", type=_positive, default=RUN_TIMEOUT, metavar="S",
+                       help=f"without REDIS_URL: seconds to wait for the tree (default {RUN_TIMEOUT:g})")
+    p = _add(sub, "sync-new-releases", cmd_start_root,
+             "add Spotify's new releases to the catalog and enrich them." + in_process,
+             "enrich sync-new-releases --limit 20")
+    p.add_argument("--limit", type=_limit, default=50, help="how many new releases to fetch (default 50)")
+    p.add_argument("--timeout", type=_positive, default=RUN_TIMEOUT, metavar="S",
+                   help=f"without REDIS_URL: seconds to wait for the tree (default {RUN_TIMEOUT:g})")
+    p = _add(sub, "run", cmd_run,
+             "enrich albums on an in-process worker (in-memory queue, no Redis needed), with progress, "
+             "then print every tree's timeline. Logs warnings and errors only unless LOG_LEVEL is set.",
+             "enrich run --pending")
+    p.add_argument("--album", action="append", metavar="ID", help="an album id; repeat for several")
+    p.add_argument("--pending", action="store_true", help="every album whose enrichment is pending or failed")
+    p.add_argument("--timeout", type=_positive, default=RUN_TIMEOUT, metavar="S",
+                   help=f"seconds to wait for every tree to finish (default {RUN_TIMEOUT:g})")
+    p.set_defaults(argv=None)
+    _add(sub, "demo", cmd_demo,
+         "enrich sample albums end to end against a local fake of every upstream service (SAMPLE DATA, "
+         "no network, no server): a fresh ./enrichment-demo.db, the real actors and middleware, "
+         "a retried job and a degraded tree, then every timeline",
+         "enrich demo")
+
+
+def _add_log_commands(sub) -> None:
+    p = _add(sub, "roots", cmd_roots, "list root jobs, newest first, with their children counted by status",
+             "enrich roots --status degraded --limit 20")
+    p.add_argument("--status", choices=STATUSES, help="only roots with this status")
+    p.add_argument("--operation", help="only roots of this job type, e.g. check:album-enrichment")
+    p.add_argument("--limit", type=_limit, default=20, help=f"roots per page, 1 to {MAX_LIMIT} (default 20)")
+    p.add_argument("--cursor", help="the next-page cursor printed by the previous page")
+    p.add_argument("--json", action="store_true", help="print the page as JSON")
+    p = _add(sub, "timeline", cmd_timeline,
+             "show one job's tree (give any job id of it): every job's status, start offset, duration, "
+             "retries and error",
+             "enrich timeline 5f0c2a4e-8d4b-4e43-9b8e-0d6a1c2f3b4d --follow")
+    p.add_argument("job_id", help="a job id (root or child), as printed by enrich album or enrich roots")
+    p.add_argument("--json", action="store_true", help="print the tree as JSON")
+    p.add_argument("--follow", action="store_true",
+                   help="redraw every second until no job is running or retrying (with --json: wait, then print)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="enrich",
         description="Enrich a music catalog from MusicBrainz, Discogs, Spotify and an image cache; "
         "every job is logged as one row of enrichment_logs, linked into a tree under its root job.",
-        epilog="example:\n  DATABASE_URL=postgresql://root@127.0.0.1:5432/music enrich migrate",
+        epilog="example:\n  enrich demo\n  DATABASE_URL=postgresql://root@127.0.0.1:5432/music enrich migrate",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add(sub, "migrate", cmd_migrate, "apply pending database migrations (safe to run twice)", "enrich migrate")
+    _add_catalog_commands(sub)
+    _add_job_commands(sub)
+    _add_log_commands(sub)
     return parser
+
+
+# -- errors as one line -----------------------------------------------------------------------------
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _database_message(exc: peewee.DatabaseError) -> str:
+    text = _first_line(exc)
+    if isinstance(exc, peewee.OperationalError) and ("connect" in text or "server" in text):
+        return f"cannot reach the database at {redact_url(load_settings().database_url)}: {text}"
+    if "no such table" in text or "does not exist" in text:
+        return f"database error: {text} (run `enrich migrate` first)"
+    return f"database error: {text}"
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -74,18 +322,21 @@ def main(argv: Optional[list[str]] = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
+    if hasattr(args, "argv"):
+        args.argv = argv
     try:
         return args.handler(args)
     except (ConfigError, CommandError) as exc:
         print(f"enrich {args.command}: {exc}", file=sys.stderr)
-        return 1
-    except peewee.OperationalError as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        print(f"enrich {args.command}: database error: {first}", file=sys.stderr)
-        return 1
+    except peewee.DatabaseError as exc:
+        print(f"enrich {args.command}: {_database_message(exc)}", file=sys.stderr)
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, dramatiq.errors.ConnectionError) as exc:
+        url = redact_url(load_settings().redis_url or "")
+        print(f"enrich {args.command}: cannot reach Redis at {url}: {_first_line(exc)}", file=sys.stderr)
     except KeyboardInterrupt:
-        print(f"enrich {args.command}: interrupted", file=sys.stderr)
+        print(f"\nenrich {args.command}: interrupted", file=sys.stderr)
         return 130
+    return 1
 
 
 if __name__ == "__main__":

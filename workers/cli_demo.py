@@ -1,0 +1,161 @@
+"""``enrich demo``: the whole product on a fresh machine, with no server and no internet.
+
+The parent process recreates ``./enrichment-demo.db`` and re-executes itself
+on the embedded defaults (SQLite, the in-memory broker, fast retries).  The
+re-executed process starts the fake upstream server in a thread (SAMPLE DATA,
+never the real APIs), points the clients at it, adds the sample albums with
+the code of ``enrich add-album``, breaks two things on purpose (one request
+that fails once, so a job retries; Discogs refusing one artist for good, so
+one tree ends ``degraded``) and runs every tree through the real actors and
+middleware on an in-process worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from models import Album, EnrichmentLog, Track
+from models.job_log import DEGRADED
+from models.timeline import list_roots
+
+from .cli_catalog import AlbumInput, add_album
+from .cli_common import migrate, open_database
+from .cli_run import print_trees, reexec, reexecuted, run_here
+from .cli_timeline import Style, root_labels, roots_lines
+
+DEMO_DB = "enrichment-demo.db"
+DEMO_LOG = "enrichment-demo.log"
+IMAGE_DIR = "image_cache"
+TIMEOUT = 100.0  # seconds; the demo takes well under a minute
+
+# The fake server's sample catalog (workers/fake_upstream/sample_data): some
+# albums come with their MusicBrainz id, some are found by title and artist,
+# and one is known to Spotify only.
+SAMPLE_ALBUMS = (
+    ("OK Computer", ("Radiohead",), "b1392450-e666-3926-a536-22c65f834433", None),
+    ("Discovery", ("Daft Punk",), "48117b90-a16e-34ca-a514-19c702df1158", None),
+    ("Homogenic", ("Björk",), "810272e0-aef1-3d85-b2d3-e512e87fc38c", None),
+    ("Dummy", ("Portishead",), None, None),
+    ("Mezzanine", ("Massive Attack",), None, None),
+    ("OK Computer OKNOTOK 1997 2017", ("Radiohead",), None, "0tzfI6NFJqcJkWb23R3lRZ"),
+)
+
+# Settings that would send the demo anywhere real, or slow it down.
+UNSET = (
+    "REDIS_URL",
+    "MUSICBRAINZ_URL",
+    "DISCOGS_URL",
+    "DISCOGS_TOKEN",
+    "SPOTIFY_API_URL",
+    "SPOTIFY_ACCOUNTS_URL",
+    "SPOTIFY_CLIENT_ID",
+    "SPOTIFY_CLIENT_SECRET",
+    "CLOUDFLARE_API_URL",
+    "CLOUDFLARE_ACCOUNT_ID",
+    "CLOUDFLARE_API_TOKEN",
+    "COVERART_URL",
+)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    if not reexecuted():
+        _restart_on_demo_defaults()
+    return _demo()
+
+
+def _restart_on_demo_defaults() -> None:
+    """Recreate the demo database and log, then re-execute with the demo's environment."""
+    here = Path.cwd()
+    for name in (DEMO_DB, DEMO_DB + "-wal", DEMO_DB + "-shm", DEMO_LOG):
+        (here / name).unlink(missing_ok=True)
+    reexec(
+        ["demo"],
+        unset=UNSET,
+        set_env={
+            "DATABASE_URL": f"sqlite:///{here / DEMO_DB}",
+            "IMAGE_CACHE_DIR": str(here / IMAGE_DIR),
+            "JOB_MAX_RETRIES": "3",
+            "RETRY_MIN_BACKOFF_MS": "200",
+            "RETRY_MAX_BACKOFF_MS": "1000",
+        },
+    )
+
+
+def _log_to_file(path: Path) -> None:
+    """The demo's JSON logs go to a file: the terminal is for the timelines."""
+    from . import settings
+    from .logging_setup import configure_logging
+
+    configure_logging(settings, stream=open(path, "a", encoding="utf-8", buffering=1))
+
+
+def _start_fake():
+    from .fake_upstream import COVER_ART, FakeUpstream
+
+    fake = FakeUpstream().start()
+    # Clients read their settings when a worker thread first builds them, i.e. after this.
+    os.environ.update(fake.env(credentials=True, cloudflare=False))
+    os.environ["COVERART_URL"] = fake.url + COVER_ART
+    return fake
+
+
+def _break_things(fake) -> None:
+    from .fake_upstream import DISCOGS, MUSICBRAINZ
+
+    # The first release-group request gets a 503 once: that job retries and then succeeds.
+    fake.fail(MUSICBRAINZ + "/release-group", "server_error", times=1, retry_after=None)
+    # Discogs refuses Björk's artist page for good: discogs:get-artist fails, the Homogenic tree is degraded.
+    fake.fail(DISCOGS + "/artists/3272", "status", status=400, times=None)
+
+
+def _banner(fake) -> None:
+    here = Path.cwd()
+    print("=" * 78)
+    print("enrich demo: SAMPLE DATA from a local fake server, not the real APIs")
+    print(f"  fake MusicBrainz, Discogs, Spotify and Cover Art Archive at {fake.url}")
+    print(f"  database: {here / DEMO_DB} (recreated on every run)")
+    print(f"  images:   {here / IMAGE_DIR} (no Cloudflare account: the local image cache)")
+    print(f"  logs:     {here / DEMO_LOG} (JSON, one line per event)")
+    print("  on purpose: one MusicBrainz request fails once (a retry), and Discogs refuses")
+    print("  Björk's artist page (a degraded tree)")
+    print("=" * 78, flush=True)
+
+
+def _demo() -> int:
+    started = time.monotonic()
+    _log_to_file(Path.cwd() / DEMO_LOG)
+    fake = _start_fake()
+    try:
+        _banner(fake)
+        migrate(open_database())
+        albums = [add_album(AlbumInput.parse(title, artists, mbid, spotify_id))[0]
+                  for title, artists, mbid, spotify_id in SAMPLE_ALBUMS]
+        print(f"added {len(albums)} sample albums; enriching them on an in-process worker (Ctrl-C stops it)")
+        _break_things(fake)
+        roots = [("check_album_enrichment", (str(album.id),), {}) for album in albums]
+        run_here(roots, timeout=TIMEOUT, show_trees=False)
+        page = list_roots(limit=len(albums))
+        print("\nroot jobs (enrich roots):")
+        print("\n".join(roots_lines(page, root_labels(page), Style(sys.stdout))))
+        print_trees([root.job_id for root in reversed(page.roots)])
+        print("\n" + _summary(len(albums), time.monotonic() - started))
+    finally:
+        fake.stop()
+    return 0
+
+
+def _summary(album_count: int, seconds: float) -> str:
+    enriched = Album.select().where(Album.enrichment_status == "completed").count()
+    tracks = Track.select().count()
+    jobs = EnrichmentLog.select().count()
+    retried = EnrichmentLog.select().where(EnrichmentLog.retry_count > 0).count()
+    degraded = EnrichmentLog.select().where(EnrichmentLog.is_root_job & (EnrichmentLog.status == DEGRADED)).count()
+    return (
+        f"demo finished in {seconds:.1f}s: {enriched} of {album_count} albums enriched, {tracks} tracks, "
+        f"{jobs} jobs, {retried} retried, {degraded} degraded. "
+        f"Look again with: DATABASE_URL=sqlite:///{DEMO_DB} enrich roots"
+    )

@@ -1,0 +1,262 @@
+"""Text rendering of the job log for ``enrich roots``, ``enrich timeline`` and in-process runs.
+
+Reads through ``models.timeline`` (the same queries a UI would use) and turns
+its dataclasses into lines: a table of roots, and a tree per root with one
+line per job, children indented under the root, each job's start offset and
+duration drawn as a bar to the scale of the whole tree.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+import uuid
+from typing import Iterable, Optional, TextIO
+
+from models import Album, Artist, Track, utcnow
+from models.job_log import DEGRADED, FAILED, PARTIAL_SUCCESS, RETRYING, RUNNING, SUCCESS
+from models.timeline import RootPage, RootSummary, TimelineItem, Tree, get_tree
+
+ACTIVE = (RUNNING, RETRYING)
+BAR_WIDTH = 24
+NOTE_WIDTH = 110
+
+_COLORS = {
+    SUCCESS: "32",  # green
+    PARTIAL_SUCCESS: "33",  # yellow
+    DEGRADED: "33;1",  # bold yellow: done, but a child failed
+    FAILED: "31;1",  # bold red
+    RUNNING: "36",  # cyan
+    RETRYING: "35",  # magenta
+}
+_DIM = "2"
+
+
+class Style:
+    """Colours for a stream: only on a terminal, and never when NO_COLOR is set (no-color.org)."""
+
+    def __init__(self, stream: TextIO):
+        self.tty = bool(getattr(stream, "isatty", lambda: False)())
+        self.color = self.tty and not os.environ.get("NO_COLOR")
+
+    def paint(self, text: str, code: Optional[str]) -> str:
+        return f"\x1b[{code}m{text}\x1b[0m" if self.color and code else text
+
+    def status(self, status: str, width: int = 0) -> str:
+        """The status padded to ``width`` first, so colour codes never shift the columns."""
+        return self.paint(status.ljust(width), _COLORS.get(status, _DIM))
+
+
+# -- small formats --------------------------------------------------------------------
+
+
+def fmt_ms(ms: Optional[int]) -> str:
+    """120ms, 4.2s, 2m05s; a dash when unknown."""
+    if ms is None:
+        return "-"
+    if ms < 1000:
+        return f"{ms}ms"
+    if ms < 60_000:
+        return f"{ms / 1000:.1f}s"
+    minutes, seconds = divmod(round(ms / 1000), 60)
+    return f"{minutes}m{seconds:02d}s"
+
+
+def shorten(text: Optional[str], width: int) -> str:
+    """One line of at most ``width`` characters."""
+    flat = " ".join((text or "").split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def _elapsed_ms(started: dt.datetime, end: dt.datetime) -> int:
+    return max(0, round((end - started).total_seconds() * 1000))
+
+
+# -- entity names --------------------------------------------------------------------
+
+_MODELS = {"album": (Album, Album.title), "artist": (Artist, Artist.name), "track": (Track, Track.title)}
+
+
+def entity_labels(pairs: Iterable[tuple[Optional[str], Optional[uuid.UUID]]]) -> dict:
+    """``{(entity_type, entity_id): 'album "OK Computer"'}``: one query per entity type present."""
+    wanted: dict[str, set] = {}
+    for entity_type, entity_id in pairs:
+        if entity_type in _MODELS and entity_id is not None:
+            wanted.setdefault(entity_type, set()).add(uuid.UUID(str(entity_id)))
+    labels = {}
+    for entity_type, ids in wanted.items():
+        model, name = _MODELS[entity_type]
+        for row_id, text in model.select(model.id, name).where(model.id.in_(list(ids))).tuples():
+            labels[(entity_type, row_id)] = f'{entity_type} "{shorten(text, 28)}"'
+    return labels
+
+
+def entity_label(labels: dict, entity_type: Optional[str], entity_id) -> str:
+    if entity_type is None:
+        return ""
+    if entity_id is None:
+        return entity_type
+    key = (entity_type, uuid.UUID(str(entity_id)))
+    return labels.get(key) or f"{entity_type} {str(entity_id)[:8]} (deleted)"
+
+
+# -- one tree ------------------------------------------------------------------------------
+
+
+def _span(item: TimelineItem, now: dt.datetime) -> tuple[Optional[int], Optional[int]]:
+    """(start offset, length) in ms, from the first attempt's start to the end of the last one.
+
+    A retried job's ``duration_ms`` is its last attempt's; the span shows the
+    time the job really took, backoffs included.  A job still running
+    extends to now.
+    """
+    if item.started_at is None:
+        return item.offset_ms, None
+    end = item.completed_at or (now if item.status in ACTIVE else None)
+    length = _elapsed_ms(item.started_at, end) if end is not None else item.duration_ms
+    return item.offset_ms, length
+
+
+def _bar(start: Optional[int], length: Optional[int], scale: int) -> str:
+    if start is None:
+        return "·" * BAR_WIDTH  # not started yet
+    first = min(BAR_WIDTH - 1, int(start * BAR_WIDTH / scale))
+    cells = max(1, round((length or 0) * BAR_WIDTH / scale))
+    cells = min(cells, BAR_WIDTH - first)
+    return " " * first + "█" * cells + " " * (BAR_WIDTH - first - cells)
+
+
+def _note(item: TimelineItem) -> str:
+    """Why the job failed (error code and message), else the actor's reason.
+
+    A job that succeeded after retries keeps its last error: its code is
+    added as what the retries were about.
+    """
+    if item.status == FAILED or (item.status in ACTIVE and item.last_error):
+        text = "; ".join(filter(None, (": ".join(filter(None, (item.error_code, item.last_error))), item.reason)))
+    else:
+        retried = f"retried after {item.error_code}" if item.retry_count and item.error_code else None
+        text = "; ".join(filter(None, (item.reason, retried)))
+    return shorten(text, NOTE_WIDTH)
+
+
+def tree_lines(tree: Tree, labels: dict, style: Style, now: Optional[dt.datetime] = None) -> list[str]:
+    """The tree as text: a header line, then one line per job (the root first)."""
+    now = now or utcnow()
+    spans = [_span(item, now) for item in tree.items]
+    scale = max([(s or 0) + (n or 0) for s, n in spans] + [tree.total_duration_ms or 0, 1])
+    root = tree.root
+    status = root.status if root else "root missing"
+    head = (
+        f"{style.paint(tree.root_job_id or str(tree.items[0].id), '1')}  {style.status(status)}  "
+        f"{len(tree.items)} job{'s' if len(tree.items) != 1 else ''}, {fmt_ms(scale if tree.items else None)}"
+    )
+    lines = [head]
+    op_width = max(len(i.operation) for i in tree.items) + 2
+    for item, (start, length) in zip(tree.items, spans):
+        indent = "" if item.is_root else "  "
+        retries = f"↻{item.retry_count}" if item.retry_count else ""
+        offset = f"+{fmt_ms(start)}" if start is not None else "queued"
+        label = entity_label(labels, item.entity_type, item.entity_id)
+        lines.append(
+            f"  {style.status(item.status, 15)} {(indent + item.operation).ljust(op_width)} {label:<30.30} "
+            f"{offset:>7} │{_bar(start, length, scale)}│ {fmt_ms(length):>6} {retries:<3} {_note(item)}".rstrip()
+        )
+    return lines
+
+
+def tree_labels(tree: Tree) -> dict:
+    return entity_labels((i.entity_type, i.entity_id) for i in tree.items)
+
+
+def is_active(tree: Tree) -> bool:
+    """True while any job of the tree is running or waiting for a retry."""
+    return any(item.status in ACTIVE for item in tree.items)
+
+
+# -- the roots table ---------------------------------------------------------------------
+
+ROOT_HEADER = ("CREATED (UTC)", "STATUS", "OPERATION", "ENTITY", "CHILDREN", "TOTAL", "JOB ID")
+
+
+def _children(root: RootSummary) -> str:
+    if not root.child_count:
+        return "-"
+    parts = ", ".join(f"{n} {status}" for status, n in root.children.items())
+    return f"{root.child_count}: {parts}"
+
+
+def roots_lines(page: RootPage, labels: dict, style: Style) -> list[str]:
+    """The page as an aligned table, newest first."""
+    if not page.roots:
+        return ["no root jobs match"]
+    rows = [
+        (
+            root.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            root.status,
+            root.operation,
+            entity_label(labels, root.entity_type, root.entity_id),
+            _children(root),
+            fmt_ms(root.total_duration_ms),
+            root.job_id or str(root.id),
+        )
+        for root in page.roots
+    ]
+    widths = [max(len(r[i]) for r in [ROOT_HEADER, *rows]) for i in range(len(ROOT_HEADER))]
+    widths[4] = min(widths[4], 48)
+
+    def line(cells, status_cell) -> str:
+        padded = [c[: widths[i]].ljust(widths[i]) for i, c in enumerate(cells)]
+        padded[1] = status_cell(cells[1], widths[1])
+        return "  ".join(padded).rstrip()
+
+    header = style.paint(line(ROOT_HEADER, lambda text, width: text.ljust(width)), "1")
+    return [header, *(line(r, style.status) for r in rows)]
+
+
+def root_labels(page: RootPage) -> dict:
+    return entity_labels((r.entity_type, r.entity_id) for r in page.roots)
+
+
+# -- following a tree ----------------------------------------------------------------------
+
+CLEAR_SCREEN = "\x1b[H\x1b[2J"
+
+
+def _signature(tree: Tree) -> tuple:
+    return tuple((i.job_id, i.status, i.retry_count) for i in tree.items)
+
+
+def follow(job_id: str, out: TextIO, style: Style, *, interval: float = 1.0, start_wait: float = 30.0,
+           sleep=None) -> Optional[Tree]:
+    """Redraw the tree every ``interval`` seconds until no job in it is running or retrying.
+
+    A terminal gets the whole tree redrawn in place; a pipe gets it again
+    only when a job's status changed.  A child is written when a worker
+    starts it, so a tree counts as finished only once it has been quiet for
+    two polls in a row.  A job id not written yet (still queued) is waited
+    for up to ``start_wait`` seconds; returns None if it never appears.
+    """
+    sleep = sleep or time.sleep
+    deadline = time.monotonic() + start_wait
+    said_waiting, shown, quiet = False, None, 0
+    while True:
+        tree = get_tree(job_id)
+        if tree is None:
+            if time.monotonic() >= deadline:
+                return None
+            if not said_waiting:
+                print(f"waiting for job {job_id} to start…", file=out, flush=True)
+                said_waiting = True
+            sleep(interval)
+            continue
+        signature = _signature(tree)
+        quiet = quiet + 1 if not is_active(tree) and signature == shown else 0
+        if style.tty or signature != shown:
+            text = "\n".join(tree_lines(tree, tree_labels(tree), style))
+            print((CLEAR_SCREEN if style.tty else "") + text, file=out, flush=True)
+        shown = signature
+        if quiet >= 1 and not is_active(tree):
+            return tree
+        sleep(interval)
