@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from peewee import EXCLUDED, Case, fn
+from peewee import EXCLUDED, Case, Function, fn
 
 from models.base import utcnow
 from models.job_log import DEGRADABLE_STATUSES, DEGRADED, FAILED, JOB_ID_PRESENT, RETRYING, RUNNING, EnrichmentLog
@@ -104,27 +104,64 @@ def _update_clause() -> dict:
     return update
 
 
-_UPDATE = None
+# failed_children is only ever changed by count_failed_child().
+INSERT_COLUMNS = ROW_COLUMNS + ("failed_children",)
+_INSERT_FIELDS = [getattr(T, c) for c in INSERT_COLUMNS]
+
+# Compiling the statement costs far more than running it (the update clause
+# is a tree of a hundred nodes), so each batch size is compiled by peewee
+# once and later batches only bind their values.
+_CACHED_BATCH_SIZES = 64
+_compiled: dict[tuple[type, int], tuple[str, list]] = {}
+
+
+def _upsert_query(rows: list[dict[str, Any]]):
+    moves_forward = (EXCLUDED.retry_count > T.retry_count) | (
+        (EXCLUDED.retry_count == T.retry_count) & (_sql_rank(EXCLUDED.status) >= _sql_rank(T.status))
+    )
+    return T.insert_many([dict(row, failed_children=0) for row in rows], fields=_INSERT_FIELDS).on_conflict(
+        conflict_target=[T.job_id],
+        conflict_where=JOB_ID_PRESENT,
+        update=_update_clause(),
+        where=moves_forward,
+    )
+
+
+def _param(field, value):
+    """The bound parameter peewee would send for ``value``.
+
+    Where peewee wraps a value in SQL (SQLite's ``json(?)``), the wrapper is
+    already in the compiled statement: only its argument is bound.
+    """
+    value = field.db_value(value)
+    while isinstance(value, Function) and len(value.arguments) == 1:
+        value = value.arguments[0]
+    return value
+
+
+def _bound_values(rows: list[dict[str, Any]]) -> list:
+    return [
+        _param(field, row.get(name, 0))
+        for row in rows
+        for name, field in zip(INSERT_COLUMNS, _INSERT_FIELDS)
+    ]
 
 
 def upsert_rows(rows: list[dict[str, Any]]) -> None:
     """Insert or move forward one row per job id, in one statement."""
-    global _UPDATE
-    if _UPDATE is None:
-        _UPDATE = _update_clause()
-    moves_forward = (EXCLUDED.retry_count > T.retry_count) | (
-        (EXCLUDED.retry_count == T.retry_count) & (_sql_rank(EXCLUDED.status) >= _sql_rank(T.status))
-    )
-    (
-        T.insert_many(rows, fields=[getattr(T, c) for c in ROW_COLUMNS])
-        .on_conflict(
-            conflict_target=[T.job_id],
-            conflict_where=JOB_ID_PRESENT,
-            update=_UPDATE,
-            where=moves_forward,
-        )
-        .execute()
-    )
+    db = T._meta.database
+    key = (type(getattr(db, "obj", db)), len(rows))  # the SQL depends on the dialect only
+    compiled = _compiled.get(key)
+    if compiled is None:
+        query = _upsert_query(rows)
+        if len(rows) > _CACHED_BATCH_SIZES:
+            query.execute()
+            return
+        sql, params = query.sql()
+        constants = params[len(rows) * len(INSERT_COLUMNS):]
+        _compiled[key] = compiled = (sql, constants)
+    sql, constants = compiled
+    db.execute_sql(sql, _bound_values(rows) + constants)
 
 
 def statuses_of(job_ids: list[str], lock: bool) -> dict[str, str]:

@@ -256,23 +256,33 @@ class LogWriter:
     def _commit(self, batch: list[PendingWrite]) -> None:
         db = self.database
         try:
-            with db.atomic():
-                failing = [p.row["job_id"] for p in batch if p.failed_child_of]
-                before = log_rows.statuses_of(failing, lock=_is_postgres(db))
+            failing = [p for p in batch if p.failed_child_of]
+            if not failing:
+                # One statement is its own transaction: no BEGIN/COMMIT round trips.
                 log_rows.upsert_rows([p.row for p in batch])
-                for pending in batch:
-                    root = pending.failed_child_of
-                    if root and before.get(pending.row["job_id"]) != log_rows.FAILED:
-                        if not log_rows.count_failed_child(root):
-                            logger.warning(
-                                "root job row not found; child failure not counted on it",
-                                job_id=pending.row["job_id"],
-                                parent_job_id=root,
-                            )
+            else:
+                with db.atomic():
+                    self._upsert_counting_failures(db, batch, failing)
         except OUTAGE_ERRORS:
             _discard_connection(db)
             raise
         self.committed_rows += len(batch)
+
+    @staticmethod
+    def _upsert_counting_failures(db, batch: list[PendingWrite], failing: list[PendingWrite]) -> None:
+        # Count a child's failure on its root only when this write is what
+        # makes it failed: a replayed write must not count twice.
+        before = log_rows.statuses_of([p.row["job_id"] for p in failing], lock=_is_postgres(db))
+        log_rows.upsert_rows([p.row for p in batch])
+        for pending in failing:
+            if before.get(pending.row["job_id"]) == log_rows.FAILED:
+                continue
+            if not log_rows.count_failed_child(pending.failed_child_of):
+                logger.warning(
+                    "root job row not found; child failure not counted on it",
+                    job_id=pending.row["job_id"],
+                    parent_job_id=pending.failed_child_of,
+                )
 
     def _commit_one_by_one(self, batch: list[PendingWrite], first_error: Exception) -> None:
         for pending in batch:

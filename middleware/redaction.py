@@ -28,16 +28,21 @@ _PATTERNS = [
     (re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]+:)([^@\s/]+)(@)", re.IGNORECASE), r"\1" + REDACTED + r"\3"),
 ]
 
+# Every pattern above needs one of these words; most strings (ids, statuses,
+# names) have none, and one search is much cheaper than four substitutions.
+_MAY_HOLD_CREDENTIAL = re.compile(r"(?i)bearer|basic|token|secret|passw|api[_-]?key|://")
+
 SECRET_KEY_PATTERN = re.compile(r"(?i)(token|secret|password|passwd|authorization|api[_-]?key|cookie)")
 
 
 def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
     """``text`` with every known secret value and every credential-shaped substring replaced."""
     for value in secrets:
-        if value and len(value) >= 4:  # a 1-3 character "secret" would shred ordinary text
+        if value and len(value) >= 4 and value in text:  # a 1-3 character "secret" would shred ordinary text
             text = text.replace(value, REDACTED)
-    for pattern, replacement in _PATTERNS:
-        text = pattern.sub(replacement, text)
+    if _MAY_HOLD_CREDENTIAL.search(text):
+        for pattern, replacement in _PATTERNS:
+            text = pattern.sub(replacement, text)
     return text
 
 

@@ -35,6 +35,7 @@ class Artist(CatalogModel):
     genres = JSONField(default=list)
     image_url = peewee.TextField(null=True)
     cloudflare_image_id = peewee.TextField(null=True)
+    cached_image_path = peewee.TextField(null=True)  # local image cache, when Cloudflare is not configured
 
     class Meta:
         table_name = "artists"
@@ -52,6 +53,7 @@ class Album(CatalogModel):
     track_count = peewee.IntegerField(null=True)
     cover_art_url = peewee.TextField(null=True)
     cloudflare_image_id = peewee.TextField(null=True)
+    cached_image_path = peewee.TextField(null=True)
     spotify_id = peewee.CharField(max_length=40, null=True)
     discogs_id = peewee.CharField(max_length=20, null=True)
 

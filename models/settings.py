@@ -30,6 +30,7 @@ class Settings:
     spotify_api_url: str = "https://api.spotify.com/v1"
     spotify_accounts_url: str = "https://accounts.spotify.com"
     cloudflare_api_url: str = "https://api.cloudflare.com/client/v4"
+    coverart_url: str = "https://coverartarchive.org"
 
     # Secrets: repr=False keeps them out of any accidental log of the settings.
     discogs_token: Optional[str] = field(default=None, repr=False)
@@ -39,6 +40,10 @@ class Settings:
     cloudflare_api_token: Optional[str] = field(default=None, repr=False)
 
     image_cache_dir: str = "image_cache"
+    job_max_retries: int = 3
+    retry_min_backoff_ms: int = 5000
+    retry_max_backoff_ms: int = 300000
+    job_time_limit_ms: int = 120000
     http_timeout: float = 10.0
     log_format: str = "json"
     log_level: str = "INFO"
@@ -72,6 +77,16 @@ def _number(env: Mapping[str, str], name: str, default, cast):
     return value
 
 
+def _count(env: Mapping[str, str], name: str, default: int) -> int:
+    """A whole number >= 0 (zero is meaningful: no retries)."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit():
+        raise ConfigError(f"{name}={raw!r} must be a whole number >= 0")
+    return int(raw)
+
+
 def load_settings(env: Optional[Mapping[str, str]] = None) -> Settings:
     """Read the settings from ``env`` (the process environment by default)."""
     env = os.environ if env is None else env
@@ -89,12 +104,17 @@ def load_settings(env: Optional[Mapping[str, str]] = None) -> Settings:
         spotify_api_url=_optional(env, "SPOTIFY_API_URL") or defaults.spotify_api_url,
         spotify_accounts_url=_optional(env, "SPOTIFY_ACCOUNTS_URL") or defaults.spotify_accounts_url,
         cloudflare_api_url=_optional(env, "CLOUDFLARE_API_URL") or defaults.cloudflare_api_url,
+        coverart_url=_optional(env, "COVERART_URL") or defaults.coverart_url,
         discogs_token=_optional(env, "DISCOGS_TOKEN"),
         spotify_client_id=_optional(env, "SPOTIFY_CLIENT_ID"),
         spotify_client_secret=_optional(env, "SPOTIFY_CLIENT_SECRET"),
         cloudflare_account_id=_optional(env, "CLOUDFLARE_ACCOUNT_ID"),
         cloudflare_api_token=_optional(env, "CLOUDFLARE_API_TOKEN"),
         image_cache_dir=_optional(env, "IMAGE_CACHE_DIR") or defaults.image_cache_dir,
+        job_max_retries=_count(env, "JOB_MAX_RETRIES", defaults.job_max_retries),
+        retry_min_backoff_ms=_number(env, "RETRY_MIN_BACKOFF_MS", defaults.retry_min_backoff_ms, int),
+        retry_max_backoff_ms=_number(env, "RETRY_MAX_BACKOFF_MS", defaults.retry_max_backoff_ms, int),
+        job_time_limit_ms=_number(env, "JOB_TIME_LIMIT_MS", defaults.job_time_limit_ms, int),
         http_timeout=_number(env, "HTTP_TIMEOUT", defaults.http_timeout, float),
         log_format=log_format,
         log_level=(_optional(env, "LOG_LEVEL") or defaults.log_level).upper(),

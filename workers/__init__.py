@@ -1,0 +1,34 @@
+"""The Dramatiq app: ``dramatiq workers`` loads the broker and every actor from here.
+
+Importing this package reads the settings, configures the JSON logs, binds
+the database and sets the broker; then every actor is declared on it.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import dramatiq
+
+from models import bind_database, load_settings
+
+from .broker import build_broker
+from .logging_setup import configure_logging
+
+settings = load_settings()
+configure_logging(settings)
+
+if settings.redis_url is None and "dramatiq.cli" in sys.modules:
+    # Worker processes started by `dramatiq` cannot share an in-memory queue.
+    raise SystemExit(
+        "REDIS_URL is not set: `dramatiq workers` needs a Redis shared by its worker processes "
+        "(e.g. REDIS_URL=redis://127.0.0.1:6379/0). On a single machine without Redis, run `enrich run`."
+    )
+
+bind_database(settings.database_url, settings.db_max_connections)
+broker = build_broker(settings)
+dramatiq.set_broker(broker)
+
+from . import actors  # noqa: E402  (actors are declared on the broker set above)
+
+__all__ = ["broker", "settings", "actors"]

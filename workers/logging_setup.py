@@ -21,7 +21,6 @@ is the only logging configuration in the process.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from typing import Iterable, Optional, TextIO
@@ -73,17 +72,27 @@ def secret_values(settings: Settings) -> list[str]:
 def redact_secrets(secrets: Iterable[str]) -> Processor:
     """A processor that removes secrets from every value of a line, nested ones included.
 
-    The event dict is first reduced to plain JSON data (any other object
-    becomes its ``str``), so the text of an exception or of an object passed
-    as a value is redacted like any string.
+    Values that are not plain JSON data (exceptions, UUIDs, datetimes, any
+    object) become their ``str`` first, so their text is redacted like any
+    string.
     """
     values = sorted(set(secrets), key=len, reverse=True)  # a secret containing another goes first
 
     def redact(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
-        plain = json.loads(json.dumps(event_dict, default=str))
-        return redact_value(plain, values)
+        return redact_value(_plain(event_dict), values)
 
     return redact
+
+
+def _plain(value):
+    """The value as JSON data: what the renderer would write, before it is redacted."""
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [_plain(v) for v in value]
+    return str(value)
 
 
 def render_processors(settings: Settings, colors: bool = False) -> list[Processor]:
@@ -113,31 +122,62 @@ def _level(name: str) -> int:
 HANDLER_NAME = "enrich"  # the one root handler this module installs, replaced on reconfiguration
 
 
+class _NamedWriteLogger(structlog.WriteLogger):
+    """structlog's direct writer, with the name ``add_logger_name`` reads."""
+
+    def __init__(self, name: Optional[str]):
+        super().__init__(_output.stream)
+        self.name = name or "root"
+
+    def msg(self, message: str) -> None:
+        # The stream is looked up per line, so reconfiguring redirects loggers already cached.
+        self._file = _output.stream
+        super().msg(message)
+
+    log = debug = info = warn = warning = err = error = critical = exception = fatal = failure = msg
+
+
+class _Output:
+    stream: TextIO = sys.stderr
+    processors: list = []
+
+
+_output = _Output()
+
+
+def _render(logger: WrappedLogger, method: str, event_dict: EventDict):
+    """The settings-dependent tail, looked up per line (see ``_NamedWriteLogger.msg``)."""
+    for processor in _output.processors:
+        event_dict = processor(logger, method, event_dict)
+    return event_dict
+
+
 def configure_logging(settings: Settings, stream: Optional[TextIO] = None) -> None:
     """Send structlog and standard-library logging through one renderer (stderr by default); safe to call again.
 
     Every line runs through ``shared_processors()`` and then ``render_processors()``.
+    structlog's own lines are written directly (no ``logging`` handler and its
+    lock on the hot path of every job); the standard library's lines go
+    through ``ProcessorFormatter`` with the same processors.
     """
     level = _level(settings.log_level)
     stream = stream if stream is not None else sys.stderr
     shared = shared_processors()
+    colors = stream.isatty() if hasattr(stream, "isatty") else False
+    tail = render_processors(settings, colors)
+    _output.stream = stream
+    _output.processors = tail[1:]  # remove_processors_meta only matters to the stdlib formatter
     structlog.configure(
-        processors=[
-            structlog.stdlib.filter_by_level,
-            *shared,
-            structlog.stdlib.PositionalArgumentsFormatter(),
-            ProcessorFormatter.wrap_for_formatter,
-        ],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
-        # The chain above does not depend on the settings (the formatter does),
-        # so loggers cached before a reconfiguration stay correct.
+        processors=[*shared, _render],
+        logger_factory=_NamedWriteLogger,
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        # The chain above reads the settings through _output, so loggers
+        # cached before a reconfiguration stay correct.
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(stream)
     handler.name = HANDLER_NAME
-    colors = stream.isatty() if hasattr(stream, "isatty") else False
-    handler.setFormatter(ProcessorFormatter(foreign_pre_chain=shared, processors=render_processors(settings, colors)))
+    handler.setFormatter(ProcessorFormatter(foreign_pre_chain=shared, processors=tail))
 
     root = logging.getLogger()
     for old in [h for h in root.handlers if h.name == HANDLER_NAME]:
@@ -149,4 +189,3 @@ def configure_logging(settings: Settings, stream: Optional[TextIO] = None) -> No
     for name, (when_debugging, otherwise) in NOISY_LOGGERS.items():
         logging.getLogger(name).setLevel(when_debugging if debugging else max(otherwise, level))
     logging.captureWarnings(True)  # warnings become log lines too, not bare stderr text
-

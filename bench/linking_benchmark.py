@@ -1,0 +1,114 @@
+"""Messages per second through real Dramatiq workers, with and without JobLinking.
+
+    .venv/bin/python bench/linking_benchmark.py [--noop 20000] [--io 4000]
+
+For each actor (a no-op and a 20 ms sleep) and each mode, it fills the Redis
+queue, starts ``dramatiq`` with 2 processes x 8 threads, and times from the
+moment both processes are ready until the queue is empty; then prints the
+rates and the ratio linked / plain.  With linking it also checks that every
+message has exactly one ``success`` row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+import psycopg2
+import redis
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
+PG_ADMIN = os.environ.get("BENCH_POSTGRES_ADMIN_URL", "postgresql://root@127.0.0.1:5432/postgres")
+
+
+def admin(sql: str) -> None:
+    conn = psycopg2.connect(PG_ADMIN)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(sql)
+    conn.close()
+
+
+def run_once(actor: str, count: int, linking: bool, db_url: str) -> float:
+    env = dict(os.environ, REDIS_URL=REDIS_URL, DATABASE_URL=db_url, BENCH_LINKING="1" if linking else "0",
+               PYTHONPATH=ROOT)
+    r = redis.Redis.from_url(REDIS_URL)
+    r.flushdb()
+    if linking:
+        from models import EnrichmentLog, bind_database
+
+        bind_database(db_url)
+        EnrichmentLog.delete().execute()
+    # Fill the queue before any worker exists, so enqueue speed is not measured.
+    fill = (
+        "import sys; sys.path.insert(0, %r); import bench.linking_app as app\n"
+        "msgs = [app.%s.message() for _ in range(%d)]\n"
+        "for m in msgs: app.broker.enqueue(m)\n"
+    ) % (ROOT, actor, count)
+    subprocess.run([sys.executable, "-c", fill], env=env, check=True)
+    queue_key = "dramatiq:bench.msgs"
+    assert r.hlen(queue_key) == count
+    log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "dramatiq", "bench.linking_app", "--processes", "2", "--threads", "8",
+         "--queues", "bench", "--skip-logging"],
+        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log, text=True,
+    )
+    # The worker's log goes to a file: a pipe nobody reads would fill and block it.
+    while open(log.name).read().count("ready for action") < 2:
+        if worker.poll() is not None:
+            raise RuntimeError(f"worker exited before it was ready; see {log.name}")
+        time.sleep(0.01)
+    started = time.perf_counter()
+    while r.hlen(queue_key) > 0:
+        time.sleep(0.005)
+    elapsed = time.perf_counter() - started
+    worker.terminate()
+    worker.wait(60)
+    os.unlink(log.name)
+    if linking:
+        from models import EnrichmentLog
+
+        rows = EnrichmentLog.select().where(EnrichmentLog.status == "success").count()
+        total = EnrichmentLog.select().count()
+        assert rows == total == count, f"expected {count} success rows, found {rows} of {total}"
+    return count / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--noop", type=int, default=20000, help="messages for the no-op actor")
+    parser.add_argument("--io", type=int, default=4000, help="messages for the 20 ms actor")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per mode (best is kept)")
+    args = parser.parse_args()
+
+    sys.path.insert(0, ROOT)
+    from migrations import apply_migrations
+    from models import bind_database
+
+    name = f"enrich_bench_{uuid.uuid4().hex[:8]}"
+    admin(f'CREATE DATABASE "{name}"')
+    db_url = PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+    try:
+        db = bind_database(db_url)
+        apply_migrations(db)
+        print(f"{'actor':<10} {'plain msg/s':>12} {'linked msg/s':>13} {'ratio':>7}")
+        for actor, count in (("noop", args.noop), ("io_20ms", args.io)):
+            plain = max(run_once(actor, count, False, db_url) for _ in range(args.repeat))
+            linked = max(run_once(actor, count, True, db_url) for _ in range(args.repeat))
+            print(f"{actor:<10} {plain:>12.0f} {linked:>13.0f} {linked / plain:>6.2f}x", flush=True)
+    finally:
+        from models import database
+
+        database.obj.close_all()
+        admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""The broker every process uses: Redis when REDIS_URL is set, in-memory otherwise.
+
+Middleware order matters: Dramatiq's defaults first (with our retry
+settings), then the per-message database connection release, then
+JobLinking last, so that it sees each attempt's final verdict.
+"""
+
+from __future__ import annotations
+
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import AgeLimit, Callbacks, Pipelines, Retries, ShutdownNotifications, TimeLimit
+
+from middleware import DatabaseConnections, JobLinking
+from models import Settings
+
+
+def build_broker(settings: Settings) -> dramatiq.Broker:
+    """A broker with the product's middleware; in-memory when ``settings.redis_url`` is unset."""
+    middleware = [
+        AgeLimit(),
+        TimeLimit(time_limit=settings.job_time_limit_ms),
+        ShutdownNotifications(),
+        Callbacks(),
+        Pipelines(),
+        Retries(
+            max_retries=settings.job_max_retries,
+            min_backoff=settings.retry_min_backoff_ms,
+            max_backoff=settings.retry_max_backoff_ms,
+        ),
+    ]
+    if settings.redis_url:
+        broker = RedisBroker(url=settings.redis_url, middleware=middleware)
+    else:
+        broker = StubBroker(middleware=middleware)
+        broker.emit_after("process_boot")
+    broker.add_middleware(DatabaseConnections())
+    broker.add_middleware(JobLinking(secrets=settings.secrets))
+    return broker
+
+
+def job_linking(broker: dramatiq.Broker) -> JobLinking:
+    return next(m for m in broker.middleware if isinstance(m, JobLinking))
