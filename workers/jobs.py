@@ -117,3 +117,8 @@ class Clients(threading.local):
 
 
 clients = Clients()
+
+
+def send(actor_name: str, *args, **kwargs) -> dramatiq.Message:
+    """Send a message to an actor by name; JobLinking links it under the running job's root."""
+    return dramatiq.get_broker().get_actor(actor_name).send(*args, **kwargs)
