@@ -31,6 +31,10 @@ class Settings:
     spotify_accounts_url: str = "https://accounts.spotify.com"
     cloudflare_api_url: str = "https://api.cloudflare.com/client/v4"
     coverart_url: str = "https://coverartarchive.org"
+    # Seconds between two requests across all workers.  MusicBrainz allows one
+    # per second: lower values are only for the offline fake upstream.
+    musicbrainz_interval: float = 1.1
+    discogs_interval: float = 1.05
 
     # Secrets: repr=False keeps them out of any accidental log of the settings.
     discogs_token: Optional[str] = field(default=None, repr=False)
@@ -105,6 +109,8 @@ def load_settings(env: Optional[Mapping[str, str]] = None) -> Settings:
         spotify_accounts_url=_optional(env, "SPOTIFY_ACCOUNTS_URL") or defaults.spotify_accounts_url,
         cloudflare_api_url=_optional(env, "CLOUDFLARE_API_URL") or defaults.cloudflare_api_url,
         coverart_url=_optional(env, "COVERART_URL") or defaults.coverart_url,
+        musicbrainz_interval=_number(env, "MUSICBRAINZ_MIN_INTERVAL", defaults.musicbrainz_interval, float),
+        discogs_interval=_number(env, "DISCOGS_MIN_INTERVAL", defaults.discogs_interval, float),
         discogs_token=_optional(env, "DISCOGS_TOKEN"),
         spotify_client_id=_optional(env, "SPOTIFY_CLIENT_ID"),
         spotify_client_secret=_optional(env, "SPOTIFY_CLIENT_SECRET"),

@@ -34,7 +34,10 @@ from workers.upstream import (
     store_image,
 )
 from workers.upstream.http import parse_retry_after
-from workers.upstream.rate_limit import KEY_PREFIX, MUSICBRAINZ_INTERVAL
+from models.settings import Settings
+from workers.upstream.rate_limit import KEY_PREFIX
+
+MUSICBRAINZ_INTERVAL = Settings().musicbrainz_interval
 
 REDIS_URL = "redis://127.0.0.1:6379/14"
 ROOT = Path(__file__).resolve().parents[1]

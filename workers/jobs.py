@@ -94,14 +94,21 @@ def enrichment_actor(operation: str, entity: Optional[tuple[str, str]] = None, *
 
 
 class Clients(threading.local):
-    """Upstream clients, one set per worker thread, each request counted on the running job."""
+    """Upstream clients, one set per worker thread, each request counted on the running job.
+
+    A client is rebuilt when the settings it was built from change (a test
+    or the demo pointing the workers at another upstream).
+    """
 
     def _client(self, name: str, factory):
-        client = getattr(self, name, None)
-        if client is None:
-            client = factory(load_settings(), on_request=count_api_call)
-            setattr(self, name, client)
-        return client
+        settings = load_settings()
+        built = getattr(self, name, None)
+        if built is None or built[0] != settings:
+            if built is not None:
+                built[1].close()
+            built = (settings, factory(settings, on_request=count_api_call))
+            setattr(self, name, built)
+        return built[1]
 
     def musicbrainz(self) -> MusicBrainzClient:
         return self._client("_musicbrainz", MusicBrainzClient)

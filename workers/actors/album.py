@@ -1,1 +1,192 @@
-"""(being written)"""
+"""enrichment:album: MusicBrainz release group, the best release's tracklist, and what follows.
+
+Finds the release group (by its MBID, or by a search scored on MusicBrainz's
+score, title and artist similarity), writes the album fields that changed,
+matches the best release's audio tracks to the album's tracks (by position,
+title and duration) and creates the missing ones.  Then it sends
+``spotify:track-fallback`` when MusicBrainz has no tracks and the album has a
+Spotify id, and ``cache:album-cover-art`` when there is a cover and no cached
+image.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from middleware import record
+from models import Album, Track, album_artists, load_settings
+
+from ..field_changes import apply_changes, better_quality, fields_of, save_enrichment
+from ..jobs import clients, enrichment_actor, load, send
+from ..matching import credited_names, durations_close, similarity
+from .musicbrainz_scoring import ACCEPT_SCORE, best_match, quality_for, top_genres
+
+VIDEO_FORMATS = {"DVD-Video", "Blu-ray", "HD-DVD", "VHS", "VCD", "SVCD", "UMD", "LaserDisc", "DVD"}
+
+
+def score_release_group(candidate: dict, title: str, artist: Optional[str]) -> float:
+    """MusicBrainz's own score, title similarity and artist similarity, 0..1."""
+    mb = (candidate.get("score") or 0) / 100
+    title_sim = similarity(title, candidate.get("title"))
+    if not artist:
+        return 0.5 * mb + 0.5 * title_sim
+    return 0.3 * mb + 0.4 * title_sim + 0.3 * similarity(artist, credited_names(candidate))
+
+
+def find_release_group(album: Album, artist_name: Optional[str]) -> tuple[Optional[dict], float, str]:
+    """(release group, match score, how it was found); (None, best score, reason) when nothing fits."""
+    mb = clients.musicbrainz()
+    if album.musicbrainz_id:
+        return mb.get_release_group(album.musicbrainz_id), 1.0, "lookup by MusicBrainz id"
+    candidates = mb.search_release_groups(album.title, artist_name)
+    best, score = best_match(candidates, lambda c: score_release_group(c, album.title, artist_name))
+    if best is None or score <= ACCEPT_SCORE:
+        found = f" (best: {best.get('title')!r}, {score:.2f})" if best else ""
+        return None, score, f"no MusicBrainz release group scored above {ACCEPT_SCORE}{found}"
+    return mb.get_release_group(best["id"]), score, "search"
+
+
+def pick_release(release_group: dict) -> Optional[dict]:
+    """The official release with the earliest date (the original, usually)."""
+    releases = release_group.get("releases") or []
+    if not releases:
+        return None
+    return min(releases, key=lambda r: (r.get("status") != "Official", r.get("date") or "9999", r.get("id")))
+
+
+def audio_tracks(release: dict) -> list[dict[str, Any]]:
+    """The release's tracks on audio media, with their disc number."""
+    tracks = []
+    for medium in release.get("media") or []:
+        if medium.get("format") in VIDEO_FORMATS:
+            continue
+        for track in medium.get("tracks") or []:
+            tracks.append({**track, "disc": medium.get("position") or 1})
+    return tracks
+
+
+def _matching_track(existing: list[Track], mb_track: dict) -> Optional[Track]:
+    recording = mb_track.get("recording") or {}
+    title = mb_track.get("title") or recording.get("title")
+    length = mb_track.get("length") or recording.get("length")
+    for track in existing:
+        if track.musicbrainz_id and track.musicbrainz_id == recording.get("id"):
+            return track
+    for track in existing:
+        if (track.disc_number, track.track_number) == (mb_track["disc"], mb_track.get("position")):
+            if similarity(track.title, title) >= 0.6 and durations_close(track.duration_ms, length) is not False:
+                return track
+    for track in existing:
+        if similarity(track.title, title) >= 0.85 and durations_close(track.duration_ms, length) is not False:
+            return track
+    return None
+
+
+def sync_tracks(album: Album, mb_tracks: list[dict]) -> dict[str, int]:
+    """Match MusicBrainz tracks to the album's tracks; create the rest (a second run creates none)."""
+    existing = list(Track.select().where(Track.album == album))
+    used_ids = {t.musicbrainz_id for t in existing if t.musicbrainz_id}
+    matched = created = updated = 0
+    for mb_track in mb_tracks:
+        recording = mb_track.get("recording") or {}
+        recording_id = recording.get("id")
+        values = {
+            "title": mb_track.get("title") or recording.get("title"),
+            "track_number": mb_track.get("position"),
+            "disc_number": mb_track["disc"],
+            "duration_ms": mb_track.get("length") or recording.get("length"),
+            "isrc": (recording.get("isrcs") or [None])[0],
+        }
+        track = _matching_track(existing, mb_track)
+        if track is not None:
+            matched += 1
+            existing.remove(track)
+            if recording_id and not track.musicbrainz_id and recording_id not in used_ids:
+                values["musicbrainz_id"] = recording_id
+                used_ids.add(recording_id)
+            values.pop("title")  # the catalog's own title wins over MusicBrainz's spelling
+            changes = apply_changes(track, values)
+            if changes:
+                save_enrichment(track, changes)
+                updated += 1
+            continue
+        if recording_id in used_ids:
+            recording_id = None  # the same recording twice on one release: keep the first
+        inserted = (
+            Track.insert(album=album, musicbrainz_id=recording_id, data_quality="medium",
+                         enrichment_status="completed", **values)
+            .on_conflict_ignore()  # a redelivered job, or a concurrent one, already made it
+            .execute()
+        )
+        if recording_id:
+            used_ids.add(recording_id)
+        created += 1 if inserted else 0
+    return {"tracks_found": len(mb_tracks), "tracks_matched": matched, "tracks_created": created,
+            "tracks_updated": updated}
+
+
+@enrichment_actor("enrichment:album", entity=("album", "album_id"))
+def enrich_album(album_id: str):
+    album = load(Album, album_id)
+    quality_before = album.data_quality
+    artists = album_artists(album)
+    artist_name = artists[0].name if artists else None
+    record(data_quality_before=quality_before, details={"search_query": {"title": album.title, "artist": artist_name}})
+
+    release_group, score, how = find_release_group(album, artist_name)
+    if release_group is None:
+        save_enrichment(album, [])
+        record(status="no_data", reason=how, data_quality_after=quality_before, details={"match_score": round(score, 3)})
+        return
+
+    release = pick_release(release_group)
+    release_detail = clients.musicbrainz().get_release(release["id"]) if release else {}
+    mb_tracks = audio_tracks(release_detail)
+    quality = better_quality(album.data_quality, quality_for(score))
+    values = {
+        "musicbrainz_id": release_group["id"],
+        "release_date": release_group.get("first-release-date") or None,
+        "release_type": release_group.get("primary-type"),
+        "secondary_types": release_group.get("secondary-types") or None,
+        "genres": top_genres(release_group) or None,
+        "release_status": release_detail.get("status"),
+        "release_country": release_detail.get("country"),
+        "track_count": len(mb_tracks) or None,
+        "data_quality": quality,
+    }
+    if not album.cover_art_url and (release_detail.get("cover-art-archive") or {}).get("front"):
+        values["cover_art_url"] = f"{load_settings().coverart_url}/release-group/{release_group['id']}/front"
+    if album.musicbrainz_id:
+        values.pop("musicbrainz_id")
+    elif Album.select().where((Album.musicbrainz_id == release_group["id"]) & (Album.id != album.id)).exists():
+        values.pop("musicbrainz_id")  # another album of the catalog already is this release group
+    changes = apply_changes(album, values)
+    track_summary = sync_tracks(album, mb_tracks)
+    save_enrichment(album, changes)
+
+    fallback = not mb_tracks and bool(album.spotify_id)
+    if fallback:
+        send("spotify_track_fallback", str(album.id))
+    if album.cover_art_url and not album.cloudflare_image_id and not album.cached_image_path:
+        send("cache_album_cover_art", str(album.id))
+
+    if mb_tracks:
+        status, reason = "success", f"matched by {how}"
+    else:
+        status = "partial_success"
+        reason = "MusicBrainz has no audio tracks for this release" + ("; asked Spotify" if fallback else "")
+    record(
+        status=status,
+        reason=reason,
+        fields_enriched=fields_of(changes),
+        data_quality_after=album.data_quality,
+        details={
+            "musicbrainz_id": release_group["id"],
+            "release_id": release.get("id") if release else None,
+            "match_score": round(score, 3),
+            "field_changes": changes,
+            "data_quality_before": quality_before,
+            "data_quality_after": album.data_quality,
+            **track_summary,
+        },
+    )

@@ -1,1 +1,94 @@
-"""(being written)"""
+"""enrichment:artist: MusicBrainz artist lookup or scored search, and what follows.
+
+Writes country, area, type, formed year, genres (top tags) and the Discogs id
+from the URL relations.  Then it sends ``discogs:search-artist`` when the
+artist has neither a Discogs id nor an image, and ``cache:artist-image``
+when it has an image URL and no cached image.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Optional
+
+from middleware import record
+from models import Artist
+
+from ..field_changes import apply_changes, better_quality, fields_of, save_enrichment
+from ..jobs import clients, enrichment_actor, load, send
+from ..matching import similarity
+from .musicbrainz_scoring import ACCEPT_SCORE, best_match, quality_for, top_genres
+
+_DISCOGS_ARTIST_URL = re.compile(r"discogs\.com/artist/(\d+)")
+
+
+def score_artist(candidate: dict, name: str) -> float:
+    return 0.5 * (candidate.get("score") or 0) / 100 + 0.5 * similarity(name, candidate.get("name"))
+
+
+def discogs_id_from(relations: list[dict]) -> Optional[str]:
+    for relation in relations or []:
+        if relation.get("type") == "discogs":
+            found = _DISCOGS_ARTIST_URL.search((relation.get("url") or {}).get("resource") or "")
+            if found:
+                return found.group(1)
+    return None
+
+
+def formed_year(data: dict) -> Optional[int]:
+    begin = (data.get("life-span") or {}).get("begin") or ""
+    return int(begin[:4]) if begin[:4].isdigit() else None
+
+
+@enrichment_actor("enrichment:artist", entity=("artist", "artist_id"))
+def enrich_artist(artist_id: str):
+    artist = load(Artist, artist_id)
+    quality_before = artist.data_quality
+    record(data_quality_before=quality_before)
+    mb = clients.musicbrainz()
+    if artist.musicbrainz_id:
+        mbid, score, how = artist.musicbrainz_id, 1.0, "lookup by MusicBrainz id"
+    else:
+        best, score = best_match(mb.search_artists(artist.name), lambda c: score_artist(c, artist.name))
+        if best is None or score <= ACCEPT_SCORE:
+            found = f" (best: {best.get('name')!r}, {score:.2f})" if best else ""
+            save_enrichment(artist, [])
+            record(status="no_data", reason=f"no MusicBrainz artist scored above {ACCEPT_SCORE}{found}",
+                   data_quality_after=quality_before, details={"match_score": round(score, 3), "search_query": artist.name})
+            return
+        mbid, how = best["id"], "search"
+
+    data = mb.get_artist(mbid)
+    values = {
+        "country_code": data.get("country"),
+        "area": (data.get("area") or {}).get("name"),
+        "artist_type": data.get("type"),
+        "formed_year": formed_year(data),
+        "genres": top_genres(data) or None,
+        "discogs_id": None if artist.discogs_id else discogs_id_from(data.get("relations")),
+        "data_quality": better_quality(artist.data_quality, quality_for(score)),
+    }
+    if not artist.musicbrainz_id and not Artist.select().where(
+        (Artist.musicbrainz_id == mbid) & (Artist.id != artist.id)
+    ).exists():
+        values["musicbrainz_id"] = mbid
+    changes = apply_changes(artist, values)
+    save_enrichment(artist, changes)
+
+    if not artist.discogs_id and not artist.image_url:
+        send("discogs_search_artist", str(artist.id))
+    if artist.image_url and not artist.cloudflare_image_id and not artist.cached_image_path:
+        send("cache_artist_image", str(artist.id))
+    record(
+        status="success",
+        reason=f"matched by {how}",
+        fields_enriched=fields_of(changes),
+        data_quality_after=artist.data_quality,
+        details={
+            "musicbrainz_id": mbid,
+            "match_score": round(score, 3),
+            "field_changes": changes,
+            "data_quality_before": quality_before,
+            "data_quality_after": artist.data_quality,
+        },
+    )

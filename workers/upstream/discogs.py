@@ -8,7 +8,6 @@ from models.settings import Settings
 
 from .errors import MissingCredentials
 from .http import RateLimitedClient
-from .rate_limit import DISCOGS_INTERVAL
 
 SERVICE = "discogs"
 
@@ -29,7 +28,7 @@ class DiscogsClient(RateLimitedClient):
     """
 
     service = SERVICE
-    interval = DISCOGS_INTERVAL
+    interval_setting = "discogs_interval"
 
     def _endpoint(self, settings: Settings) -> tuple[str, dict[str, str], list[Optional[str]]]:
         if not settings.discogs_token:

@@ -296,7 +296,8 @@ class ClientBase:
 class RateLimitedClient(ClientBase):
     """A client whose requests are spaced by a shared limiter (MusicBrainz, Discogs).
 
-    Subclasses set ``service`` and ``interval`` and describe their endpoint in
+    Subclasses set ``service`` and ``interval_setting`` (the Settings field
+    holding the spacing in seconds) and describe their endpoint in
     ``_endpoint(settings) -> (base_url, headers, secrets)``.
 
     Parameters:
@@ -309,7 +310,7 @@ class RateLimitedClient(ClientBase):
     """
 
     service: str
-    interval: float
+    interval_setting: str
 
     def __init__(
         self,
@@ -325,7 +326,8 @@ class RateLimitedClient(ClientBase):
             base_url,
             timeout=settings.http_timeout,
             headers=headers,
-            rate_limiter=rate_limiter or service_limiter(settings.redis_url, self.service, self.interval),
+            rate_limiter=rate_limiter
+            or service_limiter(settings.redis_url, self.service, getattr(settings, self.interval_setting)),
             on_request=on_request,
             transport=transport,
             secrets=secrets,

@@ -11,7 +11,6 @@ from typing import Any, Optional
 from models.settings import Settings
 
 from .http import RateLimitedClient
-from .rate_limit import MUSICBRAINZ_INTERVAL
 
 SERVICE = "musicbrainz"
 
@@ -40,7 +39,7 @@ class MusicBrainzClient(RateLimitedClient):
     """
 
     service = SERVICE
-    interval = MUSICBRAINZ_INTERVAL
+    interval_setting = "musicbrainz_interval"
 
     def _endpoint(self, settings: Settings) -> tuple[str, dict[str, str], list[Optional[str]]]:
         headers = {"User-Agent": settings.musicbrainz_user_agent, "Accept": "application/json"}

@@ -21,10 +21,9 @@ from .errors import RetryableUpstreamError
 
 KEY_PREFIX = "music-enrichment:rate-limit:"
 
-# A tenth of a second over the published limit absorbs network jitter, so the
-# service itself never sees two requests closer than one second.
-MUSICBRAINZ_INTERVAL = 1.1
-DISCOGS_INTERVAL = 1.05
+# The spacings themselves are settings (Settings.musicbrainz_interval and
+# discogs_interval): a tenth of a second over the published limit absorbs
+# network jitter, so the service never sees two requests closer than 1 s.
 
 
 def build_rate_limiter_backend(redis_url: Optional[str] = None, *, client=None) -> RateLimiterBackend:
