@@ -14,6 +14,14 @@ import uuid
 import psycopg2
 import pytest
 
+# `import workers` builds the app from the environment: make that the test's
+# (an in-memory broker, quick retries, a scratch default database), whatever
+# the developer's shell says.
+os.environ.pop("REDIS_URL", None)
+os.environ["RETRY_MIN_BACKOFF_MS"] = "100"
+os.environ["RETRY_MAX_BACKOFF_MS"] = "400"
+os.environ.setdefault("DATABASE_URL", "sqlite:///" + os.path.join(os.environ.get("TMPDIR", "/tmp"), f"enrich-tests-{os.getpid()}.db"))
+
 from migrations import apply_migrations
 from models import ALL_MODELS, bind_database, database
 

@@ -34,20 +34,24 @@ class Harness:
         return self
 
     def drain(self, timeout: float = 30.0):
-        """Wait until every queue (delayed ones too) is empty and every message acked."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for queue in list(self.broker.queues):
-                self.broker.join(queue, fail_fast=False, timeout=int(max(deadline - time.monotonic(), 0.1) * 1000))
-            self.worker.join()
-            if all(q.qsize() == 0 and q.unfinished_tasks == 0 for q in self.broker.queues.values()):
-                return
-        raise TimeoutError("queues did not drain")
+        drain(self.broker, self.worker, timeout)
 
     def stop(self):
         self.worker.stop()
         self.linking.writer.stop()
         self.broker.close()
+
+
+def drain(broker: StubBroker, worker: Worker, timeout: float = 30.0) -> None:
+    """Wait until every queue (delayed ones too) is empty and every message acked."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for queue in list(broker.queues):
+            broker.join(queue, fail_fast=False, timeout=int(max(deadline - time.monotonic(), 0.1) * 1000))
+        worker.join()
+        if all(q.qsize() == 0 and q.unfinished_tasks == 0 for q in broker.queues.values()):
+            return
+    raise TimeoutError("queues did not drain")
 
 
 def rows() -> dict:
