@@ -1,1 +1,221 @@
-"""(being written)"""
+"""Spotify jobs: an album's tracks when MusicBrainz has none, and the new-releases sync.
+
+``spotify_track_fallback`` is sent by ``enrich_album`` for an album with a
+Spotify id whose MusicBrainz release lists no tracks; it sends nothing.
+``sync_spotify_new_releases`` is a root (a schedule or ``enrich
+sync-new-releases``): it adds Spotify's new albums and their artists to the
+catalog and starts one ``check_album_enrichment`` tree per album.
+
+Spotify fills gaps: on rows that already exist it only sets fields that are
+empty, so it never undoes what MusicBrainz enrichment wrote.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Optional
+
+import peewee
+from peewee import fn
+
+from middleware import new_tree, record
+from models import Album, AlbumArtist, Artist, Track, database
+
+from ..field_changes import apply_changes, fields_of, save_enrichment
+from ..jobs import JobInputError, clients, enrichment_actor, load, send
+from .images import largest_image
+
+NEW_RELEASES_SOURCE = "spotify:new-releases"  # the check's ``source``: why the album is looked at
+PAGE_SIZE = 50  # new releases per Spotify page
+_RELEASE_DATE = re.compile(r"\d{4}(-\d{2}(-\d{2})?)?")
+
+
+def release_date(value: Any) -> Optional[str]:
+    """Spotify's ``release_date`` as the catalog keeps it ("1997", "1997-05", "1997-05-21"), else None."""
+    if not isinstance(value, str) or not _RELEASE_DATE.fullmatch(value) or value.startswith("0000"):
+        return None  # Spotify writes "0000" for an unknown year
+    return value
+
+
+def missing_only(instance, values: dict[str, Any]) -> dict[str, Any]:
+    """The values for fields the row has nothing in yet."""
+    return {field: value for field, value in values.items() if getattr(instance, field) in (None, "", [])}
+
+
+def create_or_none(model, **values):
+    """Insert a row, or None when a unique index says another run already made it."""
+    try:
+        with database.atomic():  # a savepoint: the enclosing transaction survives the conflict
+            return model.create(**values)
+    except peewee.IntegrityError:
+        return None
+
+
+def save_fields(instance, changes: list[dict]) -> None:
+    """Write the changed fields only, without touching the enrichment bookkeeping.
+
+    Adding rows to the catalog is not enriching them: ``check_album_enrichment``
+    must still see them as never enriched.
+    """
+    if changes:
+        model = type(instance)
+        instance.save(only=[getattr(model, field) for field in fields_of(changes)] + [model.updated_at])
+
+
+# -- spotify:track-fallback --------------------------------------------------------------
+
+
+def track_values(item: dict) -> dict[str, Any]:
+    return {
+        "title": item.get("name"),
+        "track_number": item.get("track_number"),
+        "disc_number": item.get("disc_number") or 1,
+        "duration_ms": item.get("duration_ms"),
+        "explicit": item.get("explicit"),
+        "preview_url": item.get("preview_url"),
+        "spotify_id": item.get("id"),
+    }
+
+
+def upsert_tracks(album: Album, items: list[dict]) -> tuple[int, int]:
+    """Match Spotify tracks to the album's (by Spotify id, then disc and position); create the rest.
+
+    Returns ``(created, updated)``.  Running it twice creates nothing the second time.
+    """
+    existing = list(Track.select().where(Track.album == album))
+    by_spotify_id = {t.spotify_id: t for t in existing if t.spotify_id}
+    by_position = {(t.disc_number, t.track_number): t for t in existing}
+    created = updated = 0
+    with database.atomic():
+        for item in items:
+            values = track_values(item)
+            track = by_spotify_id.get(values["spotify_id"]) or by_position.get(
+                (values["disc_number"], values["track_number"])
+            )
+            if track is None:
+                created += create_or_none(Track, album=album, **values) is not None
+                continue
+            changes = apply_changes(track, missing_only(track, values))
+            if changes:
+                save_enrichment(track, changes, status=track.enrichment_status)
+                updated += 1
+    return created, updated
+
+
+@enrichment_actor("spotify:track-fallback", entity=("album", "album_id"))
+def spotify_track_fallback(album_id: str):
+    """Add the album's tracks from Spotify (every page) and set ``track_count``.
+
+    ``skipped`` without a Spotify id, ``no_data`` when Spotify lists no tracks.
+    """
+    album = load(Album, album_id)
+    if not album.spotify_id:
+        record(status="skipped", reason="album has no spotify_id: nothing to ask Spotify")
+        return
+    items = [item for item in clients.spotify().get_album_tracks(album.spotify_id) if item.get("id")]
+    details = {"spotify_album_id": album.spotify_id, "tracks_found": len(items)}
+    if not items:
+        record(status="no_data", reason=f"Spotify lists no tracks for album {album.spotify_id}",
+               details={**details, "tracks_created": 0, "tracks_updated": 0})
+        return
+
+    created, updated = upsert_tracks(album, items)
+    changes = apply_changes(album, {"track_count": len(items)})
+    if changes:
+        save_enrichment(album, changes, status=album.enrichment_status)
+    record(
+        status="success",
+        reason=f"{len(items)} tracks on Spotify: {created} created, {updated} updated",
+        fields_enriched=fields_of(changes),
+        details={**details, "tracks_created": created, "tracks_updated": updated},
+    )
+
+
+# -- spotify:sync-new-releases -----------------------------------------------------------
+
+
+def find_or_create_artist(item: dict) -> Optional[Artist]:
+    """The catalog artist of a Spotify artist: by Spotify id, else by name (case-insensitive), else new."""
+    spotify_id, name = item.get("id"), (item.get("name") or "").strip()
+    if spotify_id:
+        artist = Artist.get_or_none(Artist.spotify_id == spotify_id)
+        if artist is not None:
+            return artist
+    if not name:
+        return None
+    # Only artists without a Spotify id: one with another id is a namesake.
+    artist = (
+        Artist.select()
+        .where((fn.LOWER(Artist.name) == name.lower()) & Artist.spotify_id.is_null())
+        .order_by(Artist.created_at)
+        .first()
+    )
+    if artist is not None:
+        save_fields(artist, apply_changes(artist, {"spotify_id": spotify_id}))
+        return artist
+    return create_or_none(Artist, name=name, spotify_id=spotify_id) or Artist.get(Artist.spotify_id == spotify_id)
+
+
+def album_values(item: dict) -> dict[str, Any]:
+    album_type = item.get("album_type")
+    return {
+        "title": (item.get("name") or "").strip(),
+        "release_date": release_date(item.get("release_date")),
+        "release_type": album_type.capitalize() if isinstance(album_type, str) else None,  # MusicBrainz's spelling
+        "cover_art_url": largest_image(item.get("images")),
+        "track_count": item.get("total_tracks"),
+    }
+
+
+def upsert_album(item: dict) -> tuple[Album, bool, bool]:
+    """The album of a Spotify album object with its artists credited in order: ``(album, created, updated)``."""
+    values = album_values(item)
+    with database.atomic():
+        album = Album.select().where(Album.spotify_id == item["id"]).order_by(Album.created_at).first()
+        created = album is None
+        if created:
+            album = Album.create(spotify_id=item["id"], **{k: v for k, v in values.items() if v is not None})
+            changes = []
+        else:
+            changes = apply_changes(album, missing_only(album, values))
+            save_fields(album, changes)
+        artists = [find_or_create_artist(a) for a in item.get("artists") or [] if isinstance(a, dict)]
+        credited = list(dict.fromkeys(a for a in artists if a is not None))  # one credit per artist, in order
+        for position, artist in enumerate(credited):
+            AlbumArtist.insert(album=album, artist=artist, position=position).on_conflict_ignore().execute()
+    return album, created, bool(changes)
+
+
+@enrichment_actor("spotify:sync-new-releases")
+def sync_spotify_new_releases(limit: int = PAGE_SIZE):
+    """Add Spotify's newest ``limit`` albums to the catalog and start a check tree for each.
+
+    Each ``check_album_enrichment`` is a root of its own (``new_tree``) whose
+    ``triggered_by`` is this job.
+    """
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        raise JobInputError(f"limit {limit!r} is not a whole number >= 1", "invalid_limit")
+    pages = math.ceil(limit / PAGE_SIZE)
+    listed = clients.spotify().get_new_releases(min(limit, PAGE_SIZE), max_pages=pages)
+    # By id: an album listed on two pages (the list moved while we paged) is synced once.
+    unique = {r["id"]: r for r in listed if isinstance(r, dict) and r.get("id") and (r.get("name") or "").strip()}
+    releases = list(unique.values())[:limit]
+
+    albums, created, updated = [], 0, 0
+    for item in releases:
+        album, was_created, was_updated = upsert_album(item)
+        albums.append(album)
+        created += was_created
+        updated += was_updated
+    with new_tree():
+        for album in albums:
+            send("check_album_enrichment", str(album.id), NEW_RELEASES_SOURCE)
+
+    record(
+        status="success" if albums else "no_data",
+        reason=f"{len(albums)} new releases: {created} albums added, {updated} updated" if albums
+        else "Spotify listed no new releases",
+        details={"albums_seen": len(releases), "albums_created": created, "albums_updated": updated,
+                 "trees_started": len(albums)},
+    )
