@@ -62,8 +62,10 @@ def app(db, fake, tmp_path, monkeypatch):
     monkeypatch.setenv("IMAGE_CACHE_DIR", str(tmp_path / "images"))
     monkeypatch.setenv("MUSICBRAINZ_MIN_INTERVAL", "0.02")
     monkeypatch.setenv("DISCOGS_MIN_INTERVAL", "0.02")
+    import dramatiq
     import workers
 
+    dramatiq.set_broker(workers.broker)  # another test may have set its own broker
     app = App(workers.broker, fake)
     app.worker.start()
     yield app
