@@ -156,18 +156,21 @@ def test_album_with_redis_queues_the_root_and_prints_its_id(url):
     assert result.returncode == 0, result.stderr
     job_id = result.stdout.strip()
     assert f"enrich timeline {job_id} --follow" in result.stderr
+    ours: list = []
     client = redis.Redis.from_url(REDIS_TEST_URL)
     try:
-        # Dramatiq's Redis layout: a hash of messages and a list of ids per queue.
-        raw = client.hget("dramatiq:default.msgs", job_id)
-        assert raw is not None
-        message = json.loads(raw)
+        # Dramatiq's Redis layout: a hash of messages (keyed by a Redis-side id) and a list of those ids.
+        queued = {key: json.loads(raw) for key, raw in client.hscan_iter("dramatiq:default.msgs")}
+        ours = [key for key, message in queued.items() if message["message_id"] == job_id]
+        assert len(ours) == 1
+        message = queued[ours[0]]
         assert message["actor_name"] == "check_album_enrichment"
         assert message["args"] == [str(album.id)] and message["kwargs"] == {"force": True}
         assert message["options"]["triggered_by"] == "cli"
-    finally:  # leave the shared test Redis as it was
-        client.hdel("dramatiq:default.msgs", job_id)
-        client.lrem("dramatiq:default", 0, job_id)
+    finally:  # leave the shared test Redis as it was: remove our message only
+        for key in ours:
+            client.hdel("dramatiq:default.msgs", key)
+            client.lrem("dramatiq:default", 0, key)
         client.close()
 
 
@@ -208,6 +211,7 @@ def _log_row(job_id, parent=None, *, start=0.0, end=1.0, status="success", opera
         "error_code": None,
         "last_error": None,
         "failed_children": 0,
+        "reason": None,
         **extra,
     }
 
@@ -334,3 +338,35 @@ def test_ctrl_c_while_following_exits_130_without_a_traceback(url):
         process.kill()
     assert process.returncode == 130
     assert "Traceback" not in err and "interrupted" in err
+
+
+# -- running jobs here, without a shared broker ---------------------------------------------------
+
+
+def test_album_without_redis_runs_here_and_prints_the_timeline(tmp_path):
+    from workers.fake_upstream import COVER_ART, FakeUpstream
+
+    with FakeUpstream() as fake:
+        env = {
+            **fake.env(cloudflare=False),
+            "COVERART_URL": fake.url + COVER_ART,
+            "MUSICBRAINZ_MIN_INTERVAL": "0.2",
+            "DISCOGS_MIN_INTERVAL": "0.2",
+            "IMAGE_CACHE_DIR": str(tmp_path / "images"),
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'catalog.db'}",
+        }
+        assert enrich("migrate", env=env).returncode == 0
+        album_id = enrich("add-album", "Discovery", "--artist", "Daft Punk", env=env).stdout.strip()
+        result = enrich("album", album_id, env=env, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert "Traceback" not in result.stdout + result.stderr
+        assert any("REDIS_URL is not set" in line and "in this process" in line for line in said(result))
+        tree = result.stdout[result.stdout.index("\n\n"):].strip().splitlines()
+        assert "success" in tree[0]
+        assert tree[1].split()[:2] == ["success", "check:album-enrichment"]
+        assert any(line.split()[:2] == ["success", "enrichment:album"] and 'album "Discovery"' in line for line in tree)
+        assert any("enrichment:artist" in line and 'artist "Daft Punk"' in line for line in tree)
+        assert "jobs" in result.stdout and "done" in result.stdout  # the progress line
+
+        again = enrich("run", "--pending", env=env)
+        assert again.returncode == 0 and "nothing to do" in again.stdout

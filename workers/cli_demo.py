@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from models import Album, EnrichmentLog, Track
+from models import Album, EnrichmentLog, Settings, Track
 from models.job_log import DEGRADED
 from models.timeline import list_roots
 
@@ -31,6 +31,7 @@ DEMO_DB = "enrichment-demo.db"
 DEMO_LOG = "enrichment-demo.log"
 IMAGE_DIR = "image_cache"
 TIMEOUT = 100.0  # seconds; the demo takes well under a minute
+FAKE_SPACING = 0.2  # seconds between two MusicBrainz (and two Discogs) requests
 
 # The fake server's sample catalog (workers/fake_upstream/sample_data): some
 # albums come with their MusicBrainz id, some are found by title and artist,
@@ -58,6 +59,8 @@ UNSET = (
     "CLOUDFLARE_ACCOUNT_ID",
     "CLOUDFLARE_API_TOKEN",
     "COVERART_URL",
+    "MUSICBRAINZ_MIN_INTERVAL",
+    "DISCOGS_MIN_INTERVAL",
 )
 
 
@@ -81,6 +84,10 @@ def _restart_on_demo_defaults() -> None:
             "JOB_MAX_RETRIES": "3",
             "RETRY_MIN_BACKOFF_MS": "200",
             "RETRY_MAX_BACKOFF_MS": "1000",
+            # The fake server is local: the 1 request/s spacing real MusicBrainz and
+            # Discogs ask for would only make the demo wait (about 30 s instead of 10).
+            "MUSICBRAINZ_MIN_INTERVAL": str(FAKE_SPACING),
+            "DISCOGS_MIN_INTERVAL": str(FAKE_SPACING),
         },
     )
 
@@ -122,6 +129,9 @@ def _banner(fake) -> None:
     print(f"  logs:     {here / DEMO_LOG} (JSON, one line per event)")
     print("  on purpose: one MusicBrainz request fails once (a retry), and Discogs refuses")
     print("  Björk's artist page (a degraded tree)")
+    real = Settings()
+    print(f"  MusicBrainz and Discogs requests {FAKE_SPACING:g} s apart "
+          f"(the real services get {real.musicbrainz_interval:g} s and {real.discogs_interval:g} s)")
     print("=" * 78, flush=True)
 
 
@@ -142,20 +152,20 @@ def _demo() -> int:
         print("\nroot jobs (enrich roots):")
         print("\n".join(roots_lines(page, root_labels(page), Style(sys.stdout))))
         print_trees([root.job_id for root in reversed(page.roots)])
-        print("\n" + _summary(len(albums), time.monotonic() - started))
+        print("\n" + _summary(page, time.monotonic() - started))
     finally:
         fake.stop()
     return 0
 
 
-def _summary(album_count: int, seconds: float) -> str:
+def _summary(page, seconds: float) -> str:
     enriched = Album.select().where(Album.enrichment_status == "completed").count()
     tracks = Track.select().count()
     jobs = EnrichmentLog.select().count()
     retried = EnrichmentLog.select().where(EnrichmentLog.retry_count > 0).count()
-    degraded = EnrichmentLog.select().where(EnrichmentLog.is_root_job & (EnrichmentLog.status == DEGRADED)).count()
+    degraded = sum(root.status == DEGRADED for root in page.roots)
     return (
-        f"demo finished in {seconds:.1f}s: {enriched} of {album_count} albums enriched, {tracks} tracks, "
+        f"demo finished in {seconds:.1f}s: {enriched} of {len(page.roots)} albums enriched, {tracks} tracks, "
         f"{jobs} jobs, {retried} retried, {degraded} degraded. "
         f"Look again with: DATABASE_URL=sqlite:///{DEMO_DB} enrich roots"
     )

@@ -11,6 +11,7 @@ environment it needs (``reexec``) before anything else happens.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import sys
 import time
@@ -20,7 +21,7 @@ import dramatiq
 from dramatiq.brokers.stub import StubBroker
 from peewee import fn
 
-from models import EnrichmentLog
+from models import EnrichmentLog, utcnow
 from models.job_log import FINAL_STATUSES
 from models.timeline import get_tree
 
@@ -53,6 +54,22 @@ def reexecuted() -> bool:
 def _chunks(items: Sequence[str]):
     for start in range(0, len(items), _CHUNK):
         yield list(items[start : start + _CHUNK])
+
+
+def with_started_trees(root_job_ids: Sequence[str], since: dt.datetime) -> list[str]:
+    """These roots and the roots they started as new trees (``sync-new-releases`` starts one per album).
+
+    ``since`` (when the run began) keeps the lookup on the (is_root_job, created_at) index.
+    """
+    started = []
+    for chunk in _chunks(root_job_ids):
+        query = EnrichmentLog.select(EnrichmentLog.job_id).where(
+            (EnrichmentLog.is_root_job == True)  # noqa: E712 (peewee builds SQL from ==)
+            & (EnrichmentLog.created_at >= since)
+            & EnrichmentLog.triggered_by.in_(chunk)
+        ).order_by(EnrichmentLog.created_at)
+        started += [job_id for (job_id,) in query.tuples()]
+    return list(root_job_ids) + [job_id for job_id in started if job_id not in root_job_ids]
 
 
 def tree_status_counts(root_job_ids: Sequence[str]) -> dict[str, int]:
@@ -114,8 +131,10 @@ class InProcessRun:
         self.threads = threads
         self.root_job_ids: list[str] = []
         self.worker: Optional[dramatiq.Worker] = None
+        self.since = utcnow()
 
     def __enter__(self) -> "InProcessRun":
+        self.since = utcnow() - dt.timedelta(seconds=1)  # a margin for clocks that round
         self.worker = dramatiq.Worker(self.broker, worker_threads=self.threads)
         self.worker.start()
         return self
@@ -133,6 +152,10 @@ class InProcessRun:
         self.root_job_ids.append(message.message_id)
         return message.message_id
 
+    def trees(self) -> list[str]:
+        """The root job ids sent, and those of the trees they started."""
+        return with_started_trees(self.root_job_ids, self.since)
+
     def in_flight(self) -> int:
         """Messages queued, delayed for a retry, or being processed."""
         return sum(queue.unfinished_tasks for queue in self.broker.queues.values())
@@ -143,7 +166,7 @@ class InProcessRun:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             in_flight = self.in_flight()
-            counts = tree_status_counts(self.root_job_ids)
+            counts = tree_status_counts(self.trees())
             if in_flight == 0:
                 progress.show(counts, 0, final=True)
                 return
@@ -164,9 +187,12 @@ def run_here(roots: Sequence[tuple[str, tuple, dict]], timeout: Optional[float],
             run.send(actor_name, *job_args, **kwargs)
         try:
             run.wait(timeout)
-        finally:
+        except CommandError:  # timed out: show how far each tree got, then say so
             if show_trees:
-                print_trees(run.root_job_ids)
+                print_trees(run.trees())
+            raise
+    if show_trees:
+        print_trees(run.trees())
     return run.root_job_ids
 
 
