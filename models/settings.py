@@ -22,6 +22,11 @@ class ConfigError(ValueError):
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: Optional[str] = None
+    # A worker that stops heartbeating for this long is dead: Redis gives its
+    # unacked messages to the others.  Maintenance runs on this share (out of
+    # 100,000) of fetches.
+    redis_heartbeat_timeout_ms: int = 60000
+    redis_maintenance_chance: int = 1000
     db_max_connections: int = 32
 
     musicbrainz_url: str = "https://musicbrainz.org/ws/2"
@@ -101,6 +106,8 @@ def load_settings(env: Optional[Mapping[str, str]] = None) -> Settings:
     return Settings(
         database_url=_optional(env, "DATABASE_URL") or defaults.database_url,
         redis_url=_optional(env, "REDIS_URL"),
+        redis_heartbeat_timeout_ms=_number(env, "REDIS_HEARTBEAT_TIMEOUT_MS", defaults.redis_heartbeat_timeout_ms, int),
+        redis_maintenance_chance=_number(env, "REDIS_MAINTENANCE_CHANCE", defaults.redis_maintenance_chance, int),
         db_max_connections=_number(env, "DB_MAX_CONNECTIONS", defaults.db_max_connections, int),
         musicbrainz_url=_optional(env, "MUSICBRAINZ_URL") or defaults.musicbrainz_url,
         musicbrainz_user_agent=_optional(env, "MUSICBRAINZ_USER_AGENT") or defaults.musicbrainz_user_agent,

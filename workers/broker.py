@@ -31,7 +31,12 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
         ),
     ]
     if settings.redis_url:
-        broker = RedisBroker(url=settings.redis_url, middleware=middleware)
+        broker = RedisBroker(
+            url=settings.redis_url,
+            middleware=middleware,
+            heartbeat_timeout=settings.redis_heartbeat_timeout_ms,
+            maintenance_chance=settings.redis_maintenance_chance,
+        )
     else:
         broker = StubBroker(middleware=middleware)
         broker.emit_after("process_boot")
