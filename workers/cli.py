@@ -27,6 +27,7 @@ from models.timeline import MAX_LIMIT, get_tree, list_roots
 
 from .cli_catalog import AlbumInput, add_album, add_artist, credit_line
 from .cli_common import CommandError, actor, migrate, note, open_database, quiet_logs
+from .cli_demo import run_demo
 from .cli_run import reexec, reexecuted, run_here
 from .cli_timeline import Style, follow, is_active, root_labels, roots_lines, tree_labels, tree_lines
 
@@ -41,6 +42,7 @@ ROOT_JOBS = {
     "sync-new-releases": ("sync_spotify_new_releases", None),
 }
 RUN_TIMEOUT = 600.0
+ROOTS_PAGE = 20
 
 
 def _entity_id(value: str, what: str) -> uuid.UUID:
@@ -122,7 +124,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise CommandError("nothing to run: pass --album ID (any number of times) or --pending")
     if load_settings().redis_url and not reexecuted():
         note("enrich run uses its own in-memory queue: REDIS_URL is ignored")
-        reexec(sys.argv[1:] if args.argv is None else args.argv, unset=["REDIS_URL"])
+        reexec(args.argv, unset=["REDIS_URL"])
     db = open_database()
     for name in migrate(db):
         note(f"applied migration {name}")
@@ -155,7 +157,7 @@ def cmd_roots(args: argparse.Namespace) -> int:
     if page.next_cursor:
         filters = "".join(f" --{name} {value}" for name, value in
                           (("status", args.status), ("operation", args.operation)) if value)
-        limit = f" --limit {args.limit}" if args.limit != 20 else ""
+        limit = f" --limit {args.limit}" if args.limit != ROOTS_PAGE else ""
         print(f"next page: enrich roots{filters}{limit} --cursor {page.next_cursor}")
     return 0
 
@@ -164,7 +166,8 @@ def cmd_timeline(args: argparse.Namespace) -> int:
     open_database()
     job_id = args.job_id.strip()
     if args.follow:
-        tree = follow(job_id, sys.stdout if not args.json else sys.stderr, Style(sys.stdout if not args.json else sys.stderr))
+        screen = sys.stderr if args.json else sys.stdout  # with --json, stdout is only the final document
+        tree = follow(job_id, screen, Style(screen))
     else:
         tree = get_tree(job_id)
     if tree is None:
@@ -176,12 +179,6 @@ def cmd_timeline(args: argparse.Namespace) -> int:
         if is_active(tree):
             note(f"still running; watch it with: enrich timeline {job_id} --follow")
     return 0
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from .cli_demo import run_demo
-
-    return run_demo(args)
 
 
 # -- the parser -----------------------------------------------------------------------------------
@@ -258,8 +255,7 @@ def _add_job_commands(sub) -> None:
     p.add_argument("--pending", action="store_true", help="every album whose enrichment is pending or failed")
     p.add_argument("--timeout", type=_positive, default=RUN_TIMEOUT, metavar="S",
                    help=f"seconds to wait for every tree to finish (default {RUN_TIMEOUT:g})")
-    p.set_defaults(argv=None)
-    _add(sub, "demo", cmd_demo,
+    _add(sub, "demo", run_demo,
          "enrich sample albums end to end against a local fake of every upstream service (SAMPLE DATA, "
          "no network, no server): a fresh ./enrichment-demo.db, the real actors and middleware, "
          "a retried job and a degraded tree, then every timeline",
@@ -271,7 +267,7 @@ def _add_log_commands(sub) -> None:
              "enrich roots --status degraded --limit 20")
     p.add_argument("--status", choices=STATUSES, help="only roots with this status")
     p.add_argument("--operation", help="only roots of this job type, e.g. check:album-enrichment")
-    p.add_argument("--limit", type=_limit, default=20, help=f"roots per page, 1 to {MAX_LIMIT} (default 20)")
+    p.add_argument("--limit", type=_limit, default=ROOTS_PAGE, help=f"roots per page, 1 to {MAX_LIMIT} (default {ROOTS_PAGE})")
     p.add_argument("--cursor", help="the next-page cursor printed by the previous page")
     p.add_argument("--json", action="store_true", help="print the page as JSON")
     p = _add(sub, "timeline", cmd_timeline,
@@ -322,8 +318,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
-    if hasattr(args, "argv"):
-        args.argv = argv
+    args.argv = sys.argv[1:] if argv is None else argv  # what a re-executed command runs again
     try:
         return args.handler(args)
     except (ConfigError, CommandError) as exc:

@@ -33,13 +33,16 @@ IMAGE_DIR = "image_cache"
 TIMEOUT = 100.0  # seconds; the demo takes well under a minute
 FAKE_SPACING = 0.2  # seconds between two MusicBrainz (and two Discogs) requests
 
+HOMOGENIC_MBID = "810272e0-aef1-3d85-b2d3-e512e87fc38c"
+BJORK_DISCOGS_ID = "3272"
+
 # The fake server's sample catalog (workers/fake_upstream/sample_data): some
 # albums come with their MusicBrainz id, some are found by title and artist,
 # and one is known to Spotify only.
 SAMPLE_ALBUMS = (
     ("OK Computer", ("Radiohead",), "b1392450-e666-3926-a536-22c65f834433", None),
     ("Discovery", ("Daft Punk",), "48117b90-a16e-34ca-a514-19c702df1158", None),
-    ("Homogenic", ("Björk",), "810272e0-aef1-3d85-b2d3-e512e87fc38c", None),
+    ("Homogenic", ("Björk",), HOMOGENIC_MBID, None),
     ("Dummy", ("Portishead",), None, None),
     ("Mezzanine", ("Massive Attack",), None, None),
     ("OK Computer OKNOTOK 1997 2017", ("Radiohead",), None, "0tzfI6NFJqcJkWb23R3lRZ"),
@@ -113,10 +116,10 @@ def _start_fake():
 def _break_things(fake) -> None:
     from .fake_upstream import DISCOGS, MUSICBRAINZ
 
-    # The first release-group request gets a 503 once: that job retries and then succeeds.
-    fake.fail(MUSICBRAINZ + "/release-group", "server_error", times=1, retry_after=None)
+    # Homogenic's release-group lookup gets a 503 once: enrichment:album retries, then succeeds.
+    fake.fail(f"{MUSICBRAINZ}/release-group/{HOMOGENIC_MBID}", "server_error", times=1, retry_after=None)
     # Discogs refuses Björk's artist page for good: discogs:get-artist fails, the Homogenic tree is degraded.
-    fake.fail(DISCOGS + "/artists/3272", "status", status=400, times=None)
+    fake.fail(f"{DISCOGS}/artists/{BJORK_DISCOGS_ID}", "status", status=400, times=None)
 
 
 def _banner(fake) -> None:
@@ -127,8 +130,8 @@ def _banner(fake) -> None:
     print(f"  database: {here / DEMO_DB} (recreated on every run)")
     print(f"  images:   {here / IMAGE_DIR} (no Cloudflare account: the local image cache)")
     print(f"  logs:     {here / DEMO_LOG} (JSON, one line per event)")
-    print("  on purpose: one MusicBrainz request fails once (a retry), and Discogs refuses")
-    print("  Björk's artist page (a degraded tree)")
+    print("  on purpose, under Homogenic: one MusicBrainz request fails once (a retry), and")
+    print("  Discogs refuses Björk's artist page for good (a degraded tree)")
     real = Settings()
     print(f"  MusicBrainz and Discogs requests {FAKE_SPACING:g} s apart "
           f"(the real services get {real.musicbrainz_interval:g} s and {real.discogs_interval:g} s)")
