@@ -6,6 +6,7 @@ JSON log renderer, so the two can never disagree about what is a secret.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Iterable
 
@@ -40,21 +41,32 @@ def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
     for value in secrets:
         if value and len(value) >= 4 and value in text:  # a 1-3 character "secret" would shred ordinary text
             text = text.replace(value, REDACTED)
-    if _MAY_HOLD_CREDENTIAL.search(text):
+    if len(text) >= 8 and _MAY_HOLD_CREDENTIAL.search(text):  # no pattern fits in fewer characters
         for pattern, replacement in _PATTERNS:
             text = pattern.sub(replacement, text)
     return text
 
 
+@functools.lru_cache(maxsize=4096)
+def is_secret_key(key: str) -> bool:
+    """Whether a field called ``key`` holds a credential (log keys repeat: cached)."""
+    return bool(SECRET_KEY_PATTERN.search(key))
+
+
 def redact_value(value, secrets: Iterable[str] = ()):
-    """Redact strings anywhere inside dicts, lists and tuples; keys that name a secret lose their value."""
+    """JSON data with secrets removed, at any depth; keys that name a secret lose their value.
+
+    Anything that is not plain JSON data (an exception, a UUID, a datetime)
+    becomes its ``str`` first, so its text is redacted like any string.
+    """
     if isinstance(value, str):
         return redact_text(value, secrets)
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
     if isinstance(value, dict):
         return {
-            k: (REDACTED if isinstance(k, str) and SECRET_KEY_PATTERN.search(k) and v else redact_value(v, secrets))
-            for k, v in value.items()
+            str(k): (REDACTED if v and is_secret_key(str(k)) else redact_value(v, secrets)) for k, v in value.items()
         }
-    if isinstance(value, (list, tuple)):
-        return type(value)(redact_value(v, secrets) for v in value)
-    return value
+    if isinstance(value, (list, tuple, set)):
+        return [redact_value(v, secrets) for v in value]
+    return redact_text(str(value), secrets)

@@ -79,20 +79,9 @@ def redact_secrets(secrets: Iterable[str]) -> Processor:
     values = sorted(set(secrets), key=len, reverse=True)  # a secret containing another goes first
 
     def redact(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
-        return redact_value(_plain(event_dict), values)
+        return redact_value(event_dict, values)
 
     return redact
-
-
-def _plain(value):
-    """The value as JSON data: what the renderer would write, before it is redacted."""
-    if value is None or isinstance(value, (str, bool, int, float)):
-        return value
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set)):
-        return [_plain(v) for v in value]
-    return str(value)
 
 
 def render_processors(settings: Settings, colors: bool = False) -> list[Processor]:
