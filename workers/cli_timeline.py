@@ -20,6 +20,7 @@ from models.timeline import RootPage, RootSummary, TimelineItem, Tree, get_tree
 
 ACTIVE = (RUNNING, RETRYING)
 BAR_WIDTH = 24
+LABEL_WIDTH = 30
 NOTE_WIDTH = 110
 
 _COLORS = {
@@ -158,9 +159,9 @@ def tree_lines(tree: Tree, labels: dict, style: Style, now: Optional[dt.datetime
         indent = "" if item.is_root else "  "
         retries = f"↻{item.retry_count}" if item.retry_count else ""
         offset = f"+{fmt_ms(start)}" if start is not None else "queued"
-        label = entity_label(labels, item.entity_type, item.entity_id)
+        label = shorten(entity_label(labels, item.entity_type, item.entity_id), LABEL_WIDTH)
         lines.append(
-            f"  {style.status(item.status, 15)} {(indent + item.operation).ljust(op_width)} {label:<30.30} "
+            f"  {style.status(item.status, 15)} {(indent + item.operation).ljust(op_width)} {label:<{LABEL_WIDTH}} "
             f"{offset:>7} │{_bar(start, length, scale)}│ {fmt_ms(length):>6} {retries:<3} {_note(item)}".rstrip()
         )
     return lines
