@@ -53,5 +53,20 @@ def save_enrichment(instance, changes: list[dict[str, Any]], status: str = "comp
     ).execute()
 
 
+def save_changes(instance, changes: list[dict[str, Any]]) -> None:
+    """Write the changed fields only, leaving the enrichment bookkeeping alone.
+
+    For jobs that are not an enrichment run (caching an image, adding tracks
+    from Spotify, adding albums from new releases): a check must still see
+    the entity as it was.
+    """
+    if changes:
+        model = type(instance)
+        instance.updated_at = utcnow()
+        model.update({getattr(model, f): getattr(instance, f) for f in [*fields_of(changes), "updated_at"]}).where(
+            model.id == instance.id
+        ).execute()
+
+
 def fields_of(changes: list[dict[str, Any]]) -> list[str]:
     return [c["field"] for c in changes]

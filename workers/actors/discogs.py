@@ -11,7 +11,7 @@ from __future__ import annotations
 from middleware import record
 from models import Artist
 
-from ..field_changes import apply_changes, fields_of, save_enrichment
+from ..field_changes import apply_changes, fields_of, save_changes
 from ..jobs import clients, enrichment_actor, load, send
 from ..matching import similarity, strip_disambiguation
 from .images import largest_image
@@ -70,8 +70,7 @@ def discogs_search_artist(artist_id: str):
 
     discogs_id = str(best["id"])
     changes = apply_changes(artist, {"discogs_id": discogs_id})
-    if changes:
-        save_enrichment(artist, changes, status=artist.enrichment_status)
+    save_changes(artist, changes)
     send("discogs_get_artist", str(artist.id))
     record(
         status="success",
@@ -102,8 +101,7 @@ def discogs_get_artist(artist_id: str):
     if image_url and not artist.image_url:
         values["image_url"] = image_url
     changes = apply_changes(artist, values)
-    if changes:
-        save_enrichment(artist, changes, status=artist.enrichment_status)
+    save_changes(artist, changes)
 
     cache_sent = bool(image_url) and not artist.cloudflare_image_id and not artist.cached_image_path
     if cache_sent:

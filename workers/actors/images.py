@@ -15,7 +15,7 @@ from typing import Iterable, Optional, Union
 from middleware import record
 from models import Album, Artist
 
-from ..field_changes import apply_changes, fields_of, save_enrichment
+from ..field_changes import apply_changes, fields_of, save_changes
 from ..jobs import clients, enrichment_actor, load
 
 
@@ -64,9 +64,7 @@ def cache_image(entity: Union[Album, Artist], url: Optional[str], url_field: str
         values, where = {"cached_image_path": stored.cache_path}, {"cache_path": stored.cache_path}
         after_url = Path(stored.cache_path).as_uri()
     changes = apply_changes(entity, values)
-    if changes:
-        # Caching is not an enrichment run: the entity's enrichment status stays what it was.
-        save_enrichment(entity, changes, status=entity.enrichment_status)
+    save_changes(entity, changes)
 
     record(
         status="success",

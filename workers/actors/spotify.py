@@ -22,7 +22,7 @@ from peewee import fn
 from middleware import new_tree, record
 from models import Album, AlbumArtist, Artist, Track, database
 
-from ..field_changes import apply_changes, fields_of, save_enrichment
+from ..field_changes import apply_changes, fields_of, save_changes
 from ..jobs import JobInputError, clients, enrichment_actor, load, send
 from .images import largest_image
 
@@ -50,17 +50,6 @@ def create_or_none(model, **values):
             return model.create(**values)
     except peewee.IntegrityError:
         return None
-
-
-def save_fields(instance, changes: list[dict]) -> None:
-    """Write the changed fields only, without touching the enrichment bookkeeping.
-
-    Adding rows to the catalog is not enriching them: ``check_album_enrichment``
-    must still see them as never enriched.
-    """
-    if changes:
-        model = type(instance)
-        instance.save(only=[getattr(model, field) for field in fields_of(changes)] + [model.updated_at])
 
 
 # -- spotify:track-fallback --------------------------------------------------------------
@@ -97,9 +86,8 @@ def upsert_tracks(album: Album, items: list[dict]) -> tuple[int, int]:
                 created += create_or_none(Track, album=album, **values) is not None
                 continue
             changes = apply_changes(track, missing_only(track, values))
-            if changes:
-                save_enrichment(track, changes, status=track.enrichment_status)
-                updated += 1
+            save_changes(track, changes)
+            updated += bool(changes)
     return created, updated
 
 
@@ -122,8 +110,7 @@ def spotify_track_fallback(album_id: str):
 
     created, updated = upsert_tracks(album, items)
     changes = apply_changes(album, {"track_count": len(items)})
-    if changes:
-        save_enrichment(album, changes, status=album.enrichment_status)
+    save_changes(album, changes)
     record(
         status="success",
         reason=f"{len(items)} tracks on Spotify: {created} created, {updated} updated",
@@ -152,7 +139,7 @@ def find_or_create_artist(item: dict) -> Optional[Artist]:
         .first()
     )
     if artist is not None:
-        save_fields(artist, apply_changes(artist, {"spotify_id": spotify_id}))
+        save_changes(artist, apply_changes(artist, {"spotify_id": spotify_id}))
         return artist
     return create_or_none(Artist, name=name, spotify_id=spotify_id) or Artist.get(Artist.spotify_id == spotify_id)
 
@@ -179,7 +166,7 @@ def upsert_album(item: dict) -> tuple[Album, bool, bool]:
             changes = []
         else:
             changes = apply_changes(album, missing_only(album, values))
-            save_fields(album, changes)
+            save_changes(album, changes)
         artists = [find_or_create_artist(a) for a in item.get("artists") or [] if isinstance(a, dict)]
         credited = list(dict.fromkeys(a for a in artists if a is not None))  # one credit per artist, in order
         for position, artist in enumerate(credited):
