@@ -370,3 +370,19 @@ def test_album_without_redis_runs_here_and_prints_the_timeline(tmp_path):
 
         again = enrich("run", "--pending", env=env)
         assert again.returncode == 0 and "nothing to do" in again.stdout
+
+
+@pytest.mark.parametrize(
+    "variable, value, expected",
+    [
+        ("LOG_FORMAT", "xml", "LOG_FORMAT='xml' must be 'json' or 'console'"),
+        ("LOG_LEVEL", "LOUD", "LOG_LEVEL='LOUD' must be"),
+        ("DATABASE_URL", "mysql://x", "unsupported scheme 'mysql'"),
+        ("HTTP_TIMEOUT", "soon", "HTTP_TIMEOUT='soon' is not a number"),
+    ],
+)
+def test_a_bad_setting_is_one_line_for_every_command(variable, value, expected):
+    result = enrich("roots", env={variable: value})
+    assert result.returncode == 1
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr

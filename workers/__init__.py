@@ -10,13 +10,18 @@ import sys
 
 import dramatiq
 
-from models import bind_database, load_settings
+from models import ConfigError, bind_database, load_settings
 
 from .broker import build_broker
 from .logging_setup import configure_logging
 
-settings = load_settings()
-configure_logging(settings)
+try:
+    settings = load_settings()
+    configure_logging(settings)
+    bind_database(settings.database_url, settings.db_max_connections)
+except ConfigError as exc:
+    # `enrich` and `dramatiq workers` both import this package first: one line, no traceback.
+    raise SystemExit(f"enrich: {exc}") from None
 
 if settings.redis_url is None and "dramatiq.cli" in sys.modules:
     # Worker processes started by `dramatiq` cannot share an in-memory queue.
@@ -25,7 +30,6 @@ if settings.redis_url is None and "dramatiq.cli" in sys.modules:
         "(e.g. REDIS_URL=redis://127.0.0.1:6379/0). On a single machine without Redis, run `enrich run`."
     )
 
-bind_database(settings.database_url, settings.db_max_connections)
 broker = build_broker(settings)
 dramatiq.set_broker(broker)
 
