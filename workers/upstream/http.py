@@ -206,7 +206,18 @@ class ServiceClient:
         Raises ``UpstreamError`` for a non-2xx status or a transport failure,
         including one while the caller reads the body inside the block.
         """
-        request = self._client.build_request(method, url, **kwargs)
+        try:
+            request = self._client.build_request(method, url, **kwargs)
+        except httpx.InvalidURL as exc:
+            # E.g. a search for a 10,000-character title: httpx refuses the URL before
+            # sending anything, and the same input would be refused on every retry.
+            raise self.scrub(
+                PermanentUpstreamError(
+                    f"{self.service} {method}: the request URL cannot be built ({exc})",
+                    error_code="invalid_url",
+                    service=self.service,
+                )
+            ) from None
         where = f"{self.service} {method} {request.url.path}"
         try:
             response = self._client.send(request, stream=True)
