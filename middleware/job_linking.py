@@ -33,6 +33,7 @@ logger = structlog.get_logger("middleware.job_linking")
 MAX_ID_LENGTH = 100
 MAX_TRIGGERED_BY = 50
 MAX_ERROR_LENGTH = 2000
+MAX_ATTEMPT = 2**31 - 1  # what retry_count (an INTEGER) can hold
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 _CONTEXT_KEYS = ("job_id", "parent_job_id", "operation")
 
@@ -187,7 +188,17 @@ class JobLinking(Middleware):
                 )
                 parent = None
         attempt = options.get("retries", 0)
-        if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 0:
+        if not isinstance(attempt, int) or isinstance(attempt, bool) or not 0 <= attempt <= MAX_ATTEMPT:
+            if "retries" in options:
+                # Retries adds 1 to this option after a failure and JobLinking compares it
+                # with the attempt: a value of another type or out of range would leave the
+                # row running or retrying for ever (or count a retried job as failed).
+                logger.warning(
+                    "ignoring bad retries option; the attempt is counted as the first",
+                    job_id=message.message_id,
+                    bad_value=_shown(attempt),
+                )
+                options["retries"] = 0
             attempt = 0
         actor_options = self._actor_options(broker, message.actor_name)
         operation = str(actor_options.get("operation") or message.actor_name)[:MAX_ID_LENGTH]
@@ -262,7 +273,12 @@ class JobLinking(Middleware):
         details = dict(out.details) if out.details else {}
         started_by = message.options.get("started_by")
         if isinstance(started_by, dict):
-            details.setdefault("started_by", {k: str(v)[:MAX_ID_LENGTH] for k, v in started_by.items()})
+            # Only the keys before_enqueue writes, as plain short text: a message may carry
+            # anything here, and PostgreSQL refuses a NUL anywhere in the row.
+            details.setdefault("started_by", {
+                k: _CONTROL_CHARS.sub("", str(started_by[k]))[:MAX_ID_LENGTH]
+                for k in ("job_id", "operation") if k in started_by
+            })
         error_code = out.error_code
         last_error = None
         if error is not None:
