@@ -11,6 +11,7 @@ import contextlib
 import contextvars
 import datetime as dt
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
 
@@ -50,6 +51,8 @@ class JobState:
     started_monotonic: float = field(default_factory=time.monotonic)
     started_at: dt.datetime = field(default_factory=utcnow)
     entity: tuple[Optional[str], Optional[str]] = (None, None)
+    enqueued_at: Optional[dt.datetime] = None
+    row_id: uuid.UUID = field(default_factory=uuid.uuid4)  # used if this write inserts the row
     exception: Optional[BaseException] = None
     row_written: bool = False  # the start row is committed (children may point at it)
     skipped: bool = False

@@ -66,6 +66,8 @@ def error_code_for(exc: BaseException) -> str:
 
 
 def _as_uuid(value: Any) -> Optional[str]:
+    if value is None:
+        return None
     try:
         return str(uuid.UUID(str(value)))
     except (ValueError, TypeError, AttributeError):
@@ -208,6 +210,7 @@ class JobLinking(Middleware):
             operation=operation,
             attempt=attempt,
             entity=self._entity(actor_options.get("entity"), message),
+            enqueued_at=_from_millis(message.message_timestamp),
         )
         set_current(job)
         structlog.contextvars.bind_contextvars(
@@ -293,7 +296,7 @@ class JobLinking(Middleware):
         if check_job_id(triggered_by, MAX_TRIGGERED_BY):
             triggered_by = None
         return {
-            "id": uuid.uuid4(),
+            "id": job.row_id,
             "job_id": job.job_id,
             "parent_job_id": job.root_id,
             "is_root_job": job.is_root,
@@ -310,7 +313,7 @@ class JobLinking(Middleware):
             "last_error": last_error,
             "error_code": error_code[:50] if error_code else None,
             "api_call_count": out.api_call_count if ending else 0,
-            "enqueued_at": _from_millis(message.message_timestamp),
+            "enqueued_at": job.enqueued_at,
             "started_at": job.started_at,  # the database keeps the first attempt's
             "completed_at": now if final else None,
             "duration_ms": int((time.monotonic() - job.started_monotonic) * 1000) if ending else None,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from peewee import EXCLUDED, Case, Function, fn
+from peewee import EXCLUDED, Case, Function, JSONField, UUIDField, fn
 
 from models.base import utcnow
 from models.job_log import DEGRADABLE_STATUSES, DEGRADED, FAILED, JOB_ID_PRESENT, RETRYING, RUNNING, EnrichmentLog
@@ -76,6 +76,18 @@ def order_key(row: dict[str, Any]) -> tuple[int, int]:
     return (row["retry_count"], phase_rank(row["status"]))
 
 
+def merge_rows(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """Two pending writes of one job folded into one, exactly as ``upsert_rows`` would apply them."""
+    later, earlier = (new, old) if order_key(new) >= order_key(old) else (old, new)
+    row = dict(later)
+    for name in _KEEP_WHEN_MISSING:
+        if row[name] is None:
+            row[name] = earlier[name]
+    row["id"], row["created_at"] = old["id"], old["created_at"]
+    row["started_at"] = old["started_at"] or new["started_at"]
+    return row
+
+
 def _sql_rank(status):
     return Case(None, [(status == RETRYING, 0), (status == RUNNING, 1)], 2)
 
@@ -127,24 +139,36 @@ def _upsert_query(rows: list[dict[str, Any]]):
     )
 
 
-def _param(field, value):
-    """The bound parameter peewee would send for ``value``.
+def _converter(field):
+    """The bound parameter peewee would send for a value of ``field``.
 
-    Where peewee wraps a value in SQL (SQLite's ``json(?)``), the wrapper is
-    already in the compiled statement: only its argument is bound.
+    Only UUID and JSON columns change their values; the rest are bound as
+    they are (they already have the column's type).  Where peewee wraps a
+    value in SQL (SQLite's ``json(?)``), the wrapper is already in the
+    compiled statement: only its argument is bound.
     """
-    value = field.db_value(value)
-    while isinstance(value, Function) and len(value.arguments) == 1:
-        value = value.arguments[0]
-    return value
+    if not isinstance(field, (UUIDField, JSONField)):
+        return None
+
+    def convert(value):
+        value = field.db_value(value)
+        while isinstance(value, Function) and len(value.arguments) == 1:
+            value = value.arguments[0]
+        return value
+
+    return convert
+
+
+_CONVERTERS = [(name, _converter(field)) for name, field in zip(INSERT_COLUMNS, _INSERT_FIELDS)]
 
 
 def _bound_values(rows: list[dict[str, Any]]) -> list:
-    return [
-        _param(field, row.get(name, 0))
-        for row in rows
-        for name, field in zip(INSERT_COLUMNS, _INSERT_FIELDS)
-    ]
+    values = []
+    for row in rows:
+        for name, convert in _CONVERTERS:
+            value = row.get(name, 0)
+            values.append(value if convert is None or value is None else convert(value))
+    return values
 
 
 def upsert_rows(rows: list[dict[str, Any]]) -> None:

@@ -38,26 +38,19 @@ OUTAGE_ERRORS = (peewee.OperationalError, peewee.InterfaceError)
 class PendingWrite:
     row: dict[str, Any]
     failed_child_of: Optional[str] = None  # the root to count this job's permanent failure against
-    done: threading.Event = field(default_factory=threading.Event)
+    done: Optional[threading.Event] = None  # made when someone waits for this write
     urgent: bool = False
 
     def merge(self, newer: "PendingWrite") -> None:
         """Fold a newer write for the same job into this one, as the database would."""
-        old, new = self.row, newer.row
-        later, earlier = (new, old) if log_rows.order_key(new) >= log_rows.order_key(old) else (old, new)
-        merged = dict(earlier)
-        merged.update({k: v for k, v in later.items() if v is not None or k in ("completed_at",)})
-        merged["id"] = old["id"]
-        merged["created_at"] = old["created_at"]
-        merged["started_at"] = old["started_at"] or new["started_at"]
-        self.row = merged
+        self.row = log_rows.merge_rows(self.row, newer.row)
         self.failed_child_of = self.failed_child_of or newer.failed_child_of
         self.urgent = self.urgent or newer.urgent
         # Whoever waits for either write waits for the merged one.
-        if newer.done is not self.done:
-            done = self.done
-            newer_done = newer.done
-            self.done = _LinkedEvent(done, newer_done)
+        if self.done is None:
+            self.done = newer.done
+        elif newer.done is not None and newer.done is not self.done:
+            self.done = _LinkedEvent(self.done, newer.done)
 
 
 class _LinkedEvent:
@@ -106,6 +99,7 @@ class LogWriter:
         self.max_batch = max_batch
         self.retry_backoff = retry_backoff
         self._pending: dict[str, PendingWrite] = {}
+        self._in_flight: dict[str, PendingWrite] = {}  # the batch being committed
         self._cond = threading.Condition()
         self._thread: Optional[threading.Thread] = None
         self._pid: Optional[int] = None
@@ -129,20 +123,25 @@ class LogWriter:
                 self._pending[job_id] = pending = write
             else:
                 pending.merge(write)
-            pending.urgent = pending.urgent or wait
+            if not wait:
+                self._cond.notify()
+                return True
+            pending.urgent = True
+            if pending.done is None:
+                pending.done = threading.Event()
             done = pending.done
             self._cond.notify()
-        if not wait:
-            return True
         return self._wait(done)
 
     def wait_for(self, job_id: str) -> bool:
-        """Commit ``job_id``'s pending write now and wait for it (True if none is pending)."""
+        """Commit ``job_id``'s pending write now and wait for it (True if nothing is left to write)."""
         with self._cond:
-            pending = self._pending.get(job_id)
+            pending = self._pending.get(job_id) or self._in_flight.get(job_id)
             if pending is None:
                 return True
             pending.urgent = True
+            if pending.done is None:
+                pending.done = threading.Event()
             done = pending.done
             self._cond.notify()
         return self._wait(done)
@@ -225,8 +224,11 @@ class LogWriter:
                 self._commit_one_by_one(batch, exc)
             backoff = self.retry_backoff[0]
             self._note_recovery()
-            for pending in batch:
-                pending.done.set()
+            with self._cond:  # wait_for() may have given a write its event meanwhile
+                self._in_flight = {}
+                for pending in batch:
+                    if pending.done is not None:
+                        pending.done.set()
 
     def _next_batch(self) -> Optional[list[PendingWrite]]:
         with self._cond:
@@ -238,11 +240,14 @@ class LogWriter:
                 # Only start rows: give their jobs a moment to finish and merge.
                 self._cond.wait(self.flush_interval)
             keys = list(self._pending)[: self.max_batch]
-            return [self._pending.pop(k) for k in keys]
+            batch = [self._pending.pop(k) for k in keys]
+            self._in_flight = {p.row["job_id"]: p for p in batch}
+            return batch
 
     def _requeue(self, batch: list[PendingWrite]) -> None:
         """Put a failed batch back in front, merging newer writes for the same jobs."""
         with self._cond:
+            self._in_flight = {}
             newer = self._pending
             self._pending = {}
             for pending in batch:
