@@ -32,7 +32,7 @@ from structlog.stdlib import ProcessorFormatter
 from structlog.tracebacks import ExceptionDictTransformer
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from middleware.redaction import redact_value
+from middleware.redaction import REDACTED, is_secret_key, redact_text, redact_value
 from models.settings import ConfigError, Settings
 
 # Loggers that speak once per request or query: (level when debugging, level otherwise).
@@ -77,11 +77,38 @@ def redact_secrets(secrets: Iterable[str]) -> Processor:
     string.
     """
     values = sorted(set(secrets), key=len, reverse=True)  # a secret containing another goes first
+    # Most strings of a line repeat from line to line (logger, message,
+    # operation, status, a job id in its start and end lines): remember
+    # their redacted form instead of scanning them again.
+    seen: dict[str, str] = {}
+
+    def redact_string(text: str) -> str:
+        done = seen.get(text)
+        if done is None:
+            done = redact_text(text, values)
+            if len(text) <= 200:
+                if len(seen) >= 4096:
+                    seen.clear()
+                seen[text] = done
+        return done
 
     def redact(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
-        return redact_value(event_dict, values)
+        clean = {}
+        for key, value in event_dict.items():
+            key = str(key)
+            if value and is_secret_key(key):
+                clean[key] = REDACTED
+            elif isinstance(value, str):
+                clean[key] = value if key in TRUSTED_KEYS else redact_string(value)
+            else:
+                clean[key] = redact_value(value, values)
+        return clean
 
     return redact
+
+
+# Values only this module's processors write.
+TRUSTED_KEYS = frozenset({"timestamp", "level", "logger"})
 
 
 def render_processors(settings: Settings, colors: bool = False) -> list[Processor]:
