@@ -239,6 +239,7 @@ def test_image_goes_to_cloudflare_when_configured(app, fake, monkeypatch):
     assert row.status == "success" and row.details["cache_location"] == "cloudflare_images"
     assert row.details["cloudflare_id"] in fake.uploads and row.sources == ["image", "cloudflare"]
     assert Artist.get_by_id(artist.id).cloudflare_image_id == row.details["cloudflare_id"]
+    assert row.details["after_url"].endswith(f"/{row.details['cloudflare_id']}/public")
 
 
 def test_image_that_is_not_an_image_fails_at_once(app, fake):

@@ -58,8 +58,7 @@ def cache_image(entity: Union[Album, Artist], url: Optional[str], url_field: str
     stored = client.store(image.data, image.info)
     if stored.cloudflare_id:
         values, where = {"cloudflare_image_id": stored.cloudflare_id}, {"cloudflare_id": stored.cloudflare_id}
-        # ImageClient does not hand back the upload's delivery URL yet; use it once StoredImage carries one.
-        after_url = getattr(stored, "delivery_url", None)
+        after_url = stored.delivery_url
     else:
         values, where = {"cached_image_path": stored.cache_path}, {"cache_path": stored.cache_path}
         after_url = Path(stored.cache_path).as_uri()

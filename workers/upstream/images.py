@@ -56,6 +56,7 @@ class StoredImage:
     sha256: str
     cloudflare_id: Optional[str] = None
     cache_path: Optional[str] = None
+    delivery_url: Optional[str] = None  # Cloudflare's URL for the image
 
 
 def cloudflare_configured(settings: Settings) -> bool:
@@ -147,9 +148,13 @@ class ImageClient(ClientBase):
         if self._cloudflare is None:
             path = store_local(data, info, self._settings.image_cache_dir, digest)
             return StoredImage(cache_location="local", cache_path=str(path), **common)
-        return StoredImage(cache_location="cloudflare_images", cloudflare_id=self._upload(data, info, digest), **common)
+        image_id, delivery_url = self._upload(data, info, digest)
+        return StoredImage(
+            cache_location="cloudflare_images", cloudflare_id=image_id, delivery_url=delivery_url, **common
+        )
 
-    def _upload(self, data: bytes, info: ImageInfo, digest: str) -> str:
+    def _upload(self, data: bytes, info: ImageInfo, digest: str) -> tuple[str, Optional[str]]:
+        """Upload; returns the image id and its first delivery URL (None when Cloudflare gives none)."""
         path = f"accounts/{self._settings.cloudflare_account_id}/images/v1"
         files = {"file": (f"{digest}.{info.extension}", data, info.mime_type)}
         body = self._cloudflare.request_json("POST", path, files=files)
@@ -162,7 +167,9 @@ class ImageClient(ClientBase):
                     "cloudflare POST images/v1 returned no image id", error_code="malformed_response", service="cloudflare"
                 )
             )
-        return image_id
+        variants = result.get("variants")
+        delivery_url = variants[0] if isinstance(variants, list) and variants and isinstance(variants[0], str) else None
+        return image_id, delivery_url
 
     def close(self) -> None:
         if self._cloudflare is not None:
