@@ -55,6 +55,7 @@ class JobState:
     row_id: uuid.UUID = field(default_factory=uuid.uuid4)  # used if this write inserts the row
     exception: Optional[BaseException] = None
     row_written: bool = False  # the start row is committed (children may point at it)
+    loggable: bool = True  # False when the message id cannot key a row
     skipped: bool = False
     outcome: Outcome = field(default_factory=Outcome)
 

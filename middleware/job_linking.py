@@ -65,6 +65,17 @@ def error_code_for(exc: BaseException) -> str:
     return code[:50]
 
 
+def _text(value: Any) -> Any:
+    """``value`` with NUL characters removed at any depth: PostgreSQL refuses them in text and JSON."""
+    if isinstance(value, str):
+        return value.replace("\x00", "") if "\x00" in value else value
+    if isinstance(value, dict):
+        return {_text(k): _text(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_text(v) for v in value]
+    return value
+
+
 def _as_uuid(value: Any) -> Optional[str]:
     if value is None:
         return None
@@ -150,7 +161,8 @@ class JobLinking(Middleware):
 
     def before_process_message(self, broker, message):
         job = self._start_job(broker, message)
-        self.writer.submit(PendingWrite(self._row(job, message, RUNNING)), wait=False)
+        if job.loggable:
+            self.writer.submit(PendingWrite(self._row(job, message, RUNNING)), wait=False)
         self._log("job started", job, RUNNING)
 
     def after_process_message(self, broker, message, *, result=None, exception=None):
@@ -212,6 +224,12 @@ class JobLinking(Middleware):
             entity=self._entity(actor_options.get("entity"), message),
             enqueued_at=_from_millis(message.message_timestamp),
         )
+        problem = check_job_id(job.job_id)
+        if problem:
+            # The row is keyed by the message id: one that cannot be stored gets no row.
+            job.loggable = False
+            logger.warning("message id cannot be a job id; the job runs without a log row",
+                           bad_value=_shown(job.job_id), problem=problem)
         set_current(job)
         structlog.contextvars.bind_contextvars(
             job_id=job.job_id, parent_job_id=job.root_id, operation=job.operation
@@ -246,7 +264,7 @@ class JobLinking(Middleware):
             status, retry_count, error = self._verdict(job, message, failed)
             row = self._row(job, message, status, retry_count=retry_count, error=error)
             write = PendingWrite(row, failed_child_of=job.root_id if status == FAILED else None)
-            saved = self.writer.submit(write, wait=True)
+            saved = job.loggable and self.writer.submit(write, wait=True)
             self._log("job finished", job, status, retry_count=retry_count, duration_ms=row["duration_ms"],
                       error=row["last_error"], saved=saved)
         finally:
@@ -304,20 +322,20 @@ class JobLinking(Middleware):
             "entity_type": out.entity_type if out.entity_type in ENTITY_TYPES else entity_type,
             "entity_id": _as_uuid(out.entity_id) or entity_id,
             "status": status,
-            "reason": out.reason if ending else None,
-            "sources": list(out.sources) if ending else [],
-            "fields_enriched": list(out.fields_enriched) if ending else [],
-            "data_quality_before": out.data_quality_before,
-            "data_quality_after": out.data_quality_after,
+            "reason": _text(out.reason) if ending else None,
+            "sources": _text(list(out.sources)) if ending else [],
+            "fields_enriched": _text(list(out.fields_enriched)) if ending else [],
+            "data_quality_before": _text(out.data_quality_before),
+            "data_quality_after": _text(out.data_quality_after),
             "retry_count": job.attempt if retry_count is None else retry_count,
-            "last_error": last_error,
-            "error_code": error_code[:50] if error_code else None,
+            "last_error": _text(last_error),
+            "error_code": _text(error_code[:50]) if error_code else None,
             "api_call_count": out.api_call_count if ending else 0,
             "enqueued_at": job.enqueued_at,
             "started_at": job.started_at,  # the database keeps the first attempt's
             "completed_at": now if final else None,
             "duration_ms": int((time.monotonic() - job.started_monotonic) * 1000) if ending else None,
-            "details": details or None,
+            "details": _text(details) or None,
             "triggered_by": triggered_by,
             "created_at": now,
             "updated_at": now,

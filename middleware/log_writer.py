@@ -39,6 +39,7 @@ class PendingWrite:
     row: dict[str, Any]
     failed_child_of: Optional[str] = None  # the root to count this job's permanent failure against
     done: Optional[threading.Event] = None  # made when someone waits for this write
+    rejected: bool = False  # the database refused the row (it is in the JSON log instead)
     urgent: bool = False
 
     def merge(self, newer: "PendingWrite") -> None:
@@ -131,7 +132,7 @@ class LogWriter:
                 pending.done = threading.Event()
             done = pending.done
             self._cond.notify()
-        return self._wait(done)
+        return self._wait(done) and not pending.rejected
 
     def wait_for(self, job_id: str) -> bool:
         """Commit ``job_id``'s pending write now and wait for it (True if nothing is left to write)."""
@@ -220,8 +221,8 @@ class LogWriter:
                 if self._stopping and backoff >= self.retry_backoff[1]:
                     return  # give up at shutdown; stop() logs what is left
                 continue
-            except Exception as exc:  # a bad row: commit the others, log the culprit in full
-                self._commit_one_by_one(batch, exc)
+            except Exception:  # a bad row: commit the others, log the culprit in full
+                batch = self._commit_one_by_one(batch)
             backoff = self.retry_backoff[0]
             self._note_recovery()
             with self._cond:  # wait_for() may have given a write its event meanwhile
@@ -289,13 +290,18 @@ class LogWriter:
                     parent_job_id=pending.failed_child_of,
                 )
 
-    def _commit_one_by_one(self, batch: list[PendingWrite], first_error: Exception) -> None:
+    def _commit_one_by_one(self, batch: list[PendingWrite]) -> list[PendingWrite]:
+        """Commit a batch the database refused, row by row; returns the writes settled (saved or rejected)."""
+        settled = []
         for pending in batch:
             try:
                 self._commit([pending])
+                settled.append(pending)
             except OUTAGE_ERRORS:
                 self._requeue([pending])
             except Exception as exc:
+                settled.append(pending)
+                pending.rejected = True
                 logger.error(
                     "job log row rejected by the database",
                     job_id=pending.row["job_id"],

@@ -402,3 +402,34 @@ def test_log_lines_carry_job_ids(harness):
     assert {e["parent_job_id"] for e in finished} == {None, msg.message_id}
     assert all(e["status"] == "success" and "duration_ms" in e for e in finished)
     assert set(inside) == {"inside parent", "inside child"}
+
+
+def test_nul_characters_in_an_outcome_do_not_lose_the_row(harness):
+    @harness.actor(max_retries=0)
+    def odd():
+        record(status="no_data", reason="nothing for 'Bj\x00rk'", details={"matched_name": "a\x00b"})
+
+    msg = odd.send()
+    harness.start().drain()
+    row = rows()[msg.message_id]
+    assert row.status == "no_data" and row.reason == "nothing for 'Bjrk'"
+    assert row.details == {"matched_name": "ab"}
+
+
+@pytest.mark.parametrize("bad_id", ["x" * 150, "ctl\x00\x1b"], ids=["too-long", "control-chars"])
+def test_a_message_id_that_cannot_key_a_row_runs_without_one(harness, bad_id):
+    ran = []
+
+    @harness.actor
+    def job():
+        ran.append(1)
+
+    message = job.message()._replace(message_id=bad_id)
+    with structlog.testing.capture_logs() as logs:
+        harness.broker.enqueue(message)
+        harness.start().drain()
+    assert ran == [1]
+    assert rows() == {}
+    assert any(e["event"].startswith("message id cannot be a job id") for e in logs)
+    finished = next(e for e in logs if e["event"] == "job finished")
+    assert finished["saved"] is False

@@ -263,9 +263,6 @@ LATE_FIRST_ATTEMPT = [
 ]
 
 
-@pytest.mark.xfail(strict=True, reason="started_at is the first DELIVERED write's, not the first attempt's: "
-                   "PendingWrite.merge keeps the older pending write's started_at, and upsert_rows skips "
-                   "(WHERE moves_forward) a write of an earlier attempt entirely")
 @pytest.mark.parametrize("batches", [b for _, b in LATE_FIRST_ATTEMPT], ids=[name for name, _ in LATE_FIRST_ATTEMPT])
 def test_started_at_when_the_first_attempts_write_arrives_late(db, writer, batches):
     deliver(writer, batches)
