@@ -433,3 +433,27 @@ def test_a_message_id_that_cannot_key_a_row_runs_without_one(harness, bad_id):
     assert any(e["event"].startswith("message id cannot be a job id") for e in logs)
     finished = next(e for e in logs if e["event"] == "job finished")
     assert finished["saved"] is False
+
+
+def test_pipelines_and_groups_sent_from_a_job_join_its_tree(harness):
+    @harness.actor
+    def step(x=None):
+        return None
+
+    @harness.actor
+    def fan(n):
+        pass
+
+    @harness.actor
+    def root_job():
+        dramatiq.pipeline([step.message(), step.message(), step.message()], broker=harness.broker).run()
+        dramatiq.group([fan.message(i) for i in range(3)], broker=harness.broker).run()
+
+    msg = root_job.send()
+    harness.start().drain()
+    all_rows = rows()
+    children = [r for r in all_rows.values() if r.job_id != msg.message_id]
+    # The 2nd and 3rd pipeline steps are sent by the steps before them, still under the root.
+    assert sorted(r.operation for r in children) == ["fan"] * 3 + ["step"] * 3
+    assert {r.parent_job_id for r in children} == {msg.message_id}
+    assert all(r.status == "success" for r in all_rows.values())
