@@ -56,6 +56,7 @@ class JobState:
     exception: Optional[BaseException] = None
     row_written: bool = False  # the start row is committed (children may point at it)
     loggable: bool = True  # False when the message id cannot key a row
+    retry_enqueued: bool = False  # the broker accepted this message again for a retry
     skipped: bool = False
     outcome: Outcome = field(default_factory=Outcome)
 

@@ -139,6 +139,11 @@ class JobLinking(Middleware):
 
     # -- linking -------------------------------------------------------------
 
+    def after_enqueue(self, broker, message, delay):
+        job = current_job()
+        if job is not None and message.message_id == job.job_id:
+            job.retry_enqueued = True  # Retries put this very message back on the queue
+
     def before_enqueue(self, broker, message, delay):
         job = current_job()
         if job is None or message.message_id == job.job_id:
@@ -280,9 +285,13 @@ class JobLinking(Middleware):
         if job.skipped:
             return SKIPPED, job.attempt, None
         if exception is not None:
-            if message.options.get("retries", 0) > job.attempt:
+            if job.retry_enqueued:
                 return RETRYING, job.attempt + 1, exception
-            return FAILED, job.attempt, exception  # no Retries middleware: it will not run again
+            if message.options.get("retries", 0) > job.attempt:
+                # Retries meant to retry, but the broker refused the message (Redis down):
+                # nothing will run this job again, so its row must not wait for it.
+                job.outcome.error_code = "retry_not_enqueued"
+            return FAILED, job.attempt, exception  # or no Retries middleware: it will not run again
         return (job.outcome.status or SUCCESS), job.attempt, None
 
     def _row(self, job: JobState, message, status: str, retry_count: Optional[int] = None, error=None) -> dict:

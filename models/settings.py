@@ -24,7 +24,7 @@ class Settings:
     redis_url: Optional[str] = None
     # A worker that stops heartbeating for this long is dead: Redis gives its
     # unacked messages to the others.  Maintenance runs on this share (out of
-    # 100,000) of fetches.
+    # 1,000,000, as Dramatiq counts) of fetches.
     redis_heartbeat_timeout_ms: int = 60000
     redis_maintenance_chance: int = 1000
     db_max_connections: int = 32

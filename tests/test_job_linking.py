@@ -457,3 +457,27 @@ def test_pipelines_and_groups_sent_from_a_job_join_its_tree(harness):
     assert sorted(r.operation for r in children) == ["fan"] * 3 + ["step"] * 3
     assert {r.parent_job_id for r in children} == {msg.message_id}
     assert all(r.status == "success" for r in all_rows.values())
+
+
+def test_a_retry_the_broker_refuses_is_a_failure_not_a_row_retrying_for_ever(harness):
+    attempts = []
+
+    @harness.actor(max_retries=3)
+    def uses_redis():
+        attempts.append(1)
+        raise ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    real_enqueue = harness.broker.enqueue
+
+    def enqueue(message, *, delay=None):
+        if delay is not None:  # Retries putting the message back: Redis is still down
+            raise ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+        return real_enqueue(message, delay=delay)
+
+    harness.broker.enqueue = enqueue
+    msg = uses_redis.send()
+    harness.start().drain()
+    row = rows()[msg.message_id]
+    assert attempts == [1]
+    assert row.status == "failed" and row.error_code == "retry_not_enqueued"
+    assert row.last_error.startswith("ConnectionError")
