@@ -219,6 +219,12 @@ class JobLinking(Middleware):
                 )
                 options["retries"] = 0
             attempt = 0
+        # Retries re-enqueue these same options: the first attempt's start travels
+        # with the message, so every write of the job carries it.
+        first_start = _from_millis(options.get("first_started_at"))
+        if first_start is None:
+            first_start = utcnow()
+            options["first_started_at"] = int(first_start.replace(tzinfo=dt.timezone.utc).timestamp() * 1000)
         actor_options = self._actor_options(broker, message.actor_name)
         operation = str(actor_options.get("operation") or message.actor_name)[:MAX_ID_LENGTH]
         job = JobState(
@@ -228,6 +234,7 @@ class JobLinking(Middleware):
             attempt=attempt,
             entity=self._entity(actor_options.get("entity"), message),
             enqueued_at=_from_millis(message.message_timestamp),
+            started_at=first_start,
         )
         problem = check_job_id(job.job_id)
         if problem:
@@ -341,7 +348,7 @@ class JobLinking(Middleware):
             "error_code": _text(error_code[:50]) if error_code else None,
             "api_call_count": out.api_call_count if ending else 0,
             "enqueued_at": job.enqueued_at,
-            "started_at": job.started_at,  # the database keeps the first attempt's
+            "started_at": job.started_at,  # the first attempt's
             "completed_at": now if final else None,
             "duration_ms": int((time.monotonic() - job.started_monotonic) * 1000) if ending else None,
             "details": _text(details) or None,

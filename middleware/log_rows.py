@@ -92,15 +92,7 @@ def _sql_rank(status):
     return Case(None, [(status == RETRYING, 0), (status == RUNNING, 1)], 2)
 
 
-def _moves_forward():
-    return (EXCLUDED.retry_count > T.retry_count) | (
-        (EXCLUDED.retry_count == T.retry_count) & (_sql_rank(EXCLUDED.status) >= _sql_rank(T.status))
-    )
-
-
 def _update_clause() -> dict:
-    """Every column takes the write's value only if the write moves the row forward;
-    ``started_at`` takes the earliest start whatever order the writes came in."""
     update = {getattr(T, name): fn.COALESCE(getattr(EXCLUDED, name), getattr(T, name)) for name in _KEEP_WHEN_MISSING}
     update.update(
         {
@@ -116,14 +108,13 @@ def _update_clause() -> dict:
             T.sources: EXCLUDED.sources,
             T.fields_enriched: EXCLUDED.fields_enriched,
             T.api_call_count: EXCLUDED.api_call_count,
+            # Every write of a job carries its first attempt's start (JobLinking keeps it
+            # in the message's options across retries); the first one written stays.
+            T.started_at: fn.COALESCE(T.started_at, EXCLUDED.started_at),
             T.completed_at: EXCLUDED.completed_at,
             T.updated_at: EXCLUDED.updated_at,
         }
     )
-    forward = _moves_forward()
-    update = {column: Case(None, [(forward, value)], column) for column, value in update.items()}
-    earlier_start = T.started_at.is_null() | (EXCLUDED.started_at < T.started_at)
-    update[T.started_at] = Case(None, [(earlier_start, EXCLUDED.started_at)], T.started_at)  # the first attempt's
     return update
 
 
@@ -139,8 +130,11 @@ _compiled: dict[tuple[type, int], tuple[str, list]] = {}
 
 
 def _upsert_query(rows: list[dict[str, Any]]):
+    moves_forward = (EXCLUDED.retry_count > T.retry_count) | (
+        (EXCLUDED.retry_count == T.retry_count) & (_sql_rank(EXCLUDED.status) >= _sql_rank(T.status))
+    )
     return T.insert_many([dict(row, failed_children=0) for row in rows], fields=_INSERT_FIELDS).on_conflict(
-        conflict_target=[T.job_id], conflict_where=JOB_ID_PRESENT, update=_update_clause()
+        conflict_target=[T.job_id], conflict_where=JOB_ID_PRESENT, update=_update_clause(), where=moves_forward
     )
 
 

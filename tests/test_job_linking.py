@@ -481,3 +481,21 @@ def test_a_retry_the_broker_refuses_is_a_failure_not_a_row_retrying_for_ever(har
     assert attempts == [1]
     assert row.status == "failed" and row.error_code == "retry_not_enqueued"
     assert row.last_error.startswith("ConnectionError")
+
+
+def test_a_retried_row_keeps_its_first_attempts_start(harness):
+    starts = []
+
+    @harness.actor(max_retries=2)
+    def flaky():
+        starts.append(current_job().started_at)
+        if len(starts) < 3:
+            raise TimeoutError("slow upstream")
+
+    msg = flaky.send()
+    harness.start().drain()
+    row = rows()[msg.message_id]
+    assert len(starts) == 3 and len(set(starts)) == 1
+    assert abs((row.started_at - starts[0]).total_seconds()) < 0.001
+    assert row.completed_at > row.started_at
+    assert row.retry_count == 2 and row.status == "success"

@@ -68,8 +68,10 @@ def job_id(job: int) -> str:
 
 
 def started_at(write: Write) -> dt.datetime:
-    # Attempts start one second apart; a redelivery of an attempt starts later than the original.
-    return T0 + dt.timedelta(seconds=10 * write.attempt + write.copy, milliseconds=7 * write.job)
+    # JobLinking keeps the first attempt's start in the message's options, and Retries
+    # re-enqueues those options: every attempt's writes carry it.  A redelivery of the
+    # first attempt (the broker's own copy, without that option) starts later.
+    return T0 + dt.timedelta(seconds=write.copy if write.attempt == 0 else 0, milliseconds=7 * write.job)
 
 
 def make_row(write: Write) -> dict:
