@@ -223,8 +223,8 @@ class JobLinking(Middleware):
         # with the message, so every write of the job carries it.
         first_start = _from_millis(options.get("first_started_at"))
         if first_start is None:
-            first_start = utcnow()
-            options["first_started_at"] = int(first_start.replace(tzinfo=dt.timezone.utc).timestamp() * 1000)
+            options["first_started_at"] = int(time.time() * 1000)
+            first_start = _from_millis(options["first_started_at"])
         actor_options = self._actor_options(broker, message.actor_name)
         operation = str(actor_options.get("operation") or message.actor_name)[:MAX_ID_LENGTH]
         job = JobState(
