@@ -40,6 +40,7 @@ class PendingWrite:
     failed_child_of: Optional[str] = None  # the root to count this job's permanent failure against
     done: Optional[threading.Event] = None  # made when someone waits for this write
     rejected: bool = False  # the database refused the row (it is in the JSON log instead)
+    queued_at: float = field(default_factory=time.monotonic)
     urgent: bool = False
 
     def merge(self, newer: "PendingWrite") -> None:
@@ -101,6 +102,7 @@ class LogWriter:
         self.retry_backoff = retry_backoff
         self._pending: dict[str, PendingWrite] = {}
         self._in_flight: dict[str, PendingWrite] = {}  # the batch being committed
+        self._committing = False  # one batch at a time, by whichever thread leads
         self._cond = threading.Condition()
         self._thread: Optional[threading.Thread] = None
         self._pid: Optional[int] = None
@@ -114,7 +116,8 @@ class LogWriter:
         """Queue a row write; with ``wait``, block until it is committed.
 
         Returns True when committed (or when not asked to wait), False when
-        the wait timed out or the database is down (the write stays queued).
+        the wait timed out, the row was refused, or the database is down (the
+        write stays queued).
         """
         self._ensure_running()
         with self._cond:
@@ -125,14 +128,9 @@ class LogWriter:
             else:
                 pending.merge(write)
             if not wait:
-                self._cond.notify()
+                self._cond.notify_all()
                 return True
-            pending.urgent = True
-            if pending.done is None:
-                pending.done = threading.Event()
-            done = pending.done
-            self._cond.notify()
-        return self._wait(done) and not pending.rejected
+        return self._commit_and_wait(job_id, pending)
 
     def wait_for(self, job_id: str) -> bool:
         """Commit ``job_id``'s pending write now and wait for it (True if nothing is left to write)."""
@@ -140,17 +138,35 @@ class LogWriter:
             pending = self._pending.get(job_id) or self._in_flight.get(job_id)
             if pending is None:
                 return True
-            pending.urgent = True
-            if pending.done is None:
-                pending.done = threading.Event()
-            done = pending.done
-            self._cond.notify()
-        return self._wait(done)
+        return self._commit_and_wait(job_id, pending)
 
-    def _wait(self, done) -> bool:
-        if self._outage_since is not None:
-            return False  # the database is down: do not hold up the actors
-        return done.wait(self.commit_timeout)
+    def _commit_and_wait(self, job_id: str, pending: PendingWrite) -> bool:
+        """Group commit, led by the waiting threads themselves.
+
+        A thread whose write is pending while no batch is being committed
+        commits everything pending itself (no hand-off to another thread,
+        whose turn at the GIL could take milliseconds); the others wait for
+        that commit, then lead the next one if their write is still pending.
+        """
+        deadline = time.monotonic() + self.commit_timeout
+        while True:
+            with self._cond:
+                pending.urgent = True
+                if pending.done is None:
+                    pending.done = threading.Event()
+                while True:
+                    if pending.done.is_set():
+                        return not pending.rejected
+                    if self._outage_since is not None:
+                        return False  # the database is down: do not hold up the actors
+                    if not self._committing and job_id in self._pending:
+                        batch = self._take_batch()
+                        break
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    self._cond.wait(remaining)
+            self._commit_batch(batch)
 
     @property
     def pending_count(self) -> int:
@@ -211,39 +227,77 @@ class LogWriter:
             batch = self._next_batch()
             if batch is None:
                 return
-            try:
-                self._commit(batch)
-            except OUTAGE_ERRORS as exc:
-                self._requeue(batch)
-                self._note_outage(exc)
-                time.sleep(backoff)
-                backoff = min(backoff * 2, self.retry_backoff[1])
-                if self._stopping and backoff >= self.retry_backoff[1]:
-                    return  # give up at shutdown; stop() logs what is left
+            if self._commit_batch(batch):
+                backoff = self.retry_backoff[0]
                 continue
-            except Exception:  # a bad row: commit the others, log the culprit in full
-                batch = self._commit_one_by_one(batch)
-            backoff = self.retry_backoff[0]
-            self._note_recovery()
-            with self._cond:  # wait_for() may have given a write its event meanwhile
-                self._in_flight = {}
-                for pending in batch:
-                    if pending.done is not None:
-                        pending.done.set()
+            time.sleep(backoff)
+            backoff = min(backoff * 2, self.retry_backoff[1])
+            if self._stopping and backoff >= self.retry_backoff[1]:
+                return  # give up at shutdown; stop() logs what is left
 
     def _next_batch(self) -> Optional[list[PendingWrite]]:
+        """The writer thread's share: start rows nobody waits for, and retries after an outage."""
         with self._cond:
-            while not self._pending:
-                if self._stopping:
+            while True:
+                if self._stopping and not self._pending:
                     return None
-                self._cond.wait(0.5)
-            if not self._stopping and not any(p.urgent for p in self._pending.values()):
-                # Only start rows: give their jobs a moment to finish and merge.
-                self._cond.wait(self.flush_interval)
-            keys = list(self._pending)[: self.max_batch]
-            batch = [self._pending.pop(k) for k in keys]
-            self._in_flight = {p.row["job_id"]: p for p in batch}
-            return batch
+                if not self._committing and self._pending:
+                    due = self._due_in()
+                    if due <= 0:
+                        return self._take_batch()
+                    self._cond.wait(due)
+                else:
+                    self._cond.wait(0.5)
+
+    def _due_in(self) -> float:
+        """Seconds until the oldest pending write must go (0: now)."""
+        if self._stopping:
+            return 0.0
+        first = next(iter(self._pending.values()))
+        if any(p.urgent for p in self._pending.values()):
+            return 0.0
+        return first.queued_at + self.flush_interval - time.monotonic()
+
+    def _take_batch(self) -> list[PendingWrite]:
+        """Claim the next batch (the caller holds the lock and saw no commit running).
+
+        A start row younger than ``flush_interval`` stays behind: its job will
+        most likely end soon, and then both become one row insert.
+        """
+        now = time.monotonic()
+        keys = [
+            k for k, p in self._pending.items()
+            if p.urgent or self._stopping or now - p.queued_at >= self.flush_interval
+        ][: self.max_batch]
+        batch = [self._pending.pop(k) for k in keys]
+        self._in_flight = {p.row["job_id"]: p for p in batch}
+        self._committing = True
+        return batch
+
+    def _commit_batch(self, batch: list[PendingWrite]) -> bool:
+        """Commit a claimed batch and wake its waiters; False when the database is down."""
+        if not batch:
+            return True
+        try:
+            self._commit(batch)
+        except OUTAGE_ERRORS as exc:
+            self._requeue(batch)
+            self._note_outage(exc)
+            with self._cond:
+                self._committing = False
+                self._cond.notify_all()
+            return False
+        except Exception:  # a bad row: commit the others, log the culprit in full
+            batch = self._commit_one_by_one(batch)
+        self._note_recovery()
+        with self._cond:
+            self._in_flight = {}
+            self._committing = False
+            for pending in batch:
+                if pending.done is not None:
+                    pending.done.set()
+            self._cond.notify_all()
+        return True
 
     def _requeue(self, batch: list[PendingWrite]) -> None:
         """Put a failed batch back in front, merging newer writes for the same jobs."""
