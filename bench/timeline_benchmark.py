@@ -75,14 +75,6 @@ FROM (
 ) AS rows
 """
 
-# The indexes the report recommends for the roots list, measured with and without: partial
-# (roots are a tenth of the rows), with id for the keyset order, one of them led by status.
-RECOMMENDED_INDEXES = {
-    "enrichment_logs_roots_created_at": "(created_at, id) WHERE is_root_job",
-    "enrichment_logs_roots_status_created_at": "(status, created_at, id) WHERE is_root_job",
-}
-
-
 def loaded_trees(admin_url: str, name: str) -> int:
     """How many trees a kept database from an earlier run holds (0: there is none)."""
     with admin_connection(admin_url) as conn, conn.cursor() as cur:
@@ -210,17 +202,7 @@ def run(args: argparse.Namespace) -> None:
             print(f"loading {args.trees:,} trees ({args.trees * 10:,} rows) into {args.database}", flush=True)
             load(db, args.trees)
         print(f"\n{args.trees * 10:,} rows, {args.calls} calls each (after 20 warm-up calls):")
-        measure(db, args.calls, args.seed)
-        print("\nthe roots list again, with the recommended indexes:")
-        try:
-            for name, definition in RECOMMENDED_INDEXES.items():
-                print(f"  CREATE INDEX CONCURRENTLY {name} ON {TABLE} {definition};")
-                db.execute_sql(f"CREATE INDEX {name} ON {TABLE} {definition}")
-            db.execute_sql(f"ANALYZE {TABLE}")
-            measure(db, args.calls, args.seed, prefix="list_roots")
-        finally:
-            for name in RECOMMENDED_INDEXES:
-                db.execute_sql(f"DROP INDEX IF EXISTS {name}")
+        measure(db, args.calls, args.seed)  # the partial root indexes come with migration 0005
     finally:
         db.close_all()
         if not args.keep:
