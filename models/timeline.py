@@ -194,6 +194,38 @@ def decode_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
 # -- the roots list --------------------------------------------------------
 
 
+# Building a statement costs peewee more than PostgreSQL takes to run it (a
+# page is two statements), so each statement shape is built once and later
+# calls only bind their values.  The values bound by hand are checked against
+# peewee's own the first time; a shape where they differ is never cached.
+_compiled: dict[tuple, Optional[str]] = {}
+
+
+def _run(shape: tuple, build, params: list, fields) -> list[tuple]:
+    """Rows of the query ``build()`` returns, as tuples converted by ``fields``."""
+    db = Log._meta.database
+    key = (type(getattr(db, "obj", db)), *shape)
+    sql = _compiled.get(key, False)
+    if sql is False:
+        built_sql, built_params = build().sql()
+        sql = _compiled[key] = built_sql if list(built_params) == list(params) else None
+    if sql is None:
+        sql, params = build().sql()
+    cursor = db.execute_sql(sql, params)
+    converters = [f.python_value for f in fields]
+    return [tuple(c(v) if v is not None else None for c, v in zip(converters, row)) for row in cursor.fetchall()]
+
+
+def _filter_params(status, operation, entity_type, entity_id, since, until) -> list:
+    """The values ``_root_filters`` binds, in its order (validated there)."""
+    params: list = [Log.is_root_job.db_value(True)]
+    params += [v for v in (status, operation, entity_type) if v is not None]
+    if entity_id is not None:
+        params.append(Log.entity_id.db_value(uuid.UUID(str(entity_id))))
+    params += [Log.created_at.db_value(_naive_utc(v)) for v in (since, until) if v is not None]
+    return params
+
+
 def _root_filters(status, operation, entity_type, entity_id, since, until) -> list:
     if status is not None and status not in STATUSES:
         raise ValueError(f"status {status!r} is not one of {', '.join(STATUSES)}")
@@ -222,14 +254,14 @@ def _child_stats(root_job_ids: list[str]) -> dict[str, tuple[dict[str, int], Opt
     """For each root job id: its children counted by status and their latest completion, in one query."""
     if not root_job_ids:
         return {}
-    query = (
+    query = lambda: (  # noqa: E731
         Log.select(Log.parent_job_id, Log.status, fn.COUNT(Log.id), fn.MAX(Log.completed_at))
         .where(Log.parent_job_id.in_(root_job_ids))
         .group_by(Log.parent_job_id, Log.status)
-        .tuples()
     )
+    fields = (Log.parent_job_id, Log.status, Log.failed_children, Log.completed_at)  # failed_children: an int
     stats: dict[str, tuple[dict[str, int], Optional[dt.datetime]]] = {}
-    for parent, status, count, last_completed in query:
+    for parent, status, count, last_completed in _run(("children", len(root_job_ids)), query, root_job_ids, fields):
         counts, latest = stats.get(parent, ({}, None))
         counts[status] = count
         stats[parent] = (counts, max(filter(None, (latest, last_completed)), default=None))
@@ -267,17 +299,23 @@ def list_roots(
     if not 1 <= limit <= MAX_LIMIT:
         raise ValueError(f"limit {limit} must be between 1 and {MAX_LIMIT}")
     conditions = _root_filters(status, operation, entity_type, entity_id, since, until)
+    params = _filter_params(status, operation, entity_type, entity_id, since, until)
     if cursor is not None:
         created_at, row_id = decode_cursor(cursor)
         # (created_at, id) < cursor, spelled so both back ends bound the index scan on created_at.
         conditions.append((Log.created_at <= created_at) & ((Log.created_at < created_at) | (Log.id < row_id)))
-    rows = list(
+        params += [Log.created_at.db_value(created_at)] * 2 + [Log.id.db_value(row_id)]
+    params.append(limit + 1)
+    shape = ("roots", status is not None, operation is not None, entity_type is not None, entity_id is not None,
+             since is not None, until is not None, cursor is not None)
+    query = lambda: (  # noqa: E731
         Log.select(*ROOT_COLUMNS)
         .where(*conditions)
         .order_by(Log.created_at.desc(), Log.id.desc())
         .limit(limit + 1)  # one more tells whether there is a next page
-        .dicts()  # plain rows: a page is on the hot path of every list view
     )
+    names = [c.name for c in ROOT_COLUMNS]
+    rows = [dict(zip(names, row)) for row in _run(shape, query, params, ROOT_COLUMNS)]
     page, more = rows[:limit], len(rows) > limit
     stats = _child_stats([row["job_id"] for row in page if row["job_id"] is not None])
     next_cursor = encode_cursor(page[-1]["created_at"], page[-1]["id"]) if more else None
