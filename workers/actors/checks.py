@@ -109,15 +109,27 @@ def _mark_queued(entity: CatalogModel) -> None:
     model.update(enrichment_status="queued", updated_at=utcnow()).where(model.id == entity.id).execute()
 
 
+def check_and_send(model, entity_id, entity_type: str, reasons_for, source: str, force: bool):
+    """Load the entity, decide, and when there is work mark it queued and send ``enrich_<type>``.
+
+    Returns the entity when its enrichment was sent, else None (the check
+    has recorded why).
+    """
+    entity = load(model, entity_id)
+    record(details={"source": source}, data_quality_before=entity.data_quality)
+    if not decide(entity, entity_type, f"enrichment:{entity_type}", reasons_for(entity, utcnow()), force):
+        return None
+    _mark_queued(entity)
+    send(f"enrich_{entity_type}", str(entity.id))
+    return entity
+
+
 @enrichment_actor("check:album-enrichment", entity=("album", "album_id"))
 def check_album_enrichment(album_id: str, source: str = "manual", force: bool = False):
     """Send enrichment:album and one artist check per credited artist, when the album needs work."""
-    album = load(Album, album_id)
-    record(details={"source": source}, data_quality_before=album.data_quality)
-    if not decide(album, "album", "enrichment:album", album_reasons(album, utcnow()), force):
+    album = check_and_send(Album, album_id, "album", album_reasons, source, force)
+    if album is None:
         return
-    _mark_queued(album)
-    send("enrich_album", str(album.id))
     artists = album_artists(album)
     for artist in artists:
         send("check_artist_enrichment", str(artist.id), source, force)
@@ -127,18 +139,10 @@ def check_album_enrichment(album_id: str, source: str = "manual", force: bool = 
 @enrichment_actor("check:artist-enrichment", entity=("artist", "artist_id"))
 def check_artist_enrichment(artist_id: str, source: str = "manual", force: bool = False):
     """Send enrichment:artist when the artist lacks a MusicBrainz id, an image or a country."""
-    artist = load(Artist, artist_id)
-    record(details={"source": source}, data_quality_before=artist.data_quality)
-    if decide(artist, "artist", "enrichment:artist", artist_reasons(artist, utcnow()), force):
-        _mark_queued(artist)
-        send("enrich_artist", str(artist.id))
+    check_and_send(Artist, artist_id, "artist", artist_reasons, source, force)
 
 
 @enrichment_actor("check:track-enrichment", entity=("track", "track_id"))
 def check_track_enrichment(track_id: str, source: str = "manual", force: bool = False):
     """Send enrichment:track when the track lacks a MusicBrainz id."""
-    track = load(Track, track_id)
-    record(details={"source": source}, data_quality_before=track.data_quality)
-    if decide(track, "track", "enrichment:track", common_reasons(track, utcnow()), force):
-        _mark_queued(track)
-        send("enrich_track", str(track.id))
+    check_and_send(Track, track_id, "track", common_reasons, source, force)
