@@ -1,11 +1,12 @@
-"""A background writer that commits job-log rows in groups, and never drops one.
+"""A group-commit writer for job-log rows that never drops one.
 
-Worker threads hand it row writes; one thread per process commits whatever is
-pending in one transaction (one multi-row upsert), so eight threads finishing
-eight jobs cost one round trip, and a job's start and end that are both still
-pending become one row insert.  A thread that must know its row is saved
-(before Dramatiq acks the message) waits for the commit, for at most
-``commit_timeout`` seconds.
+Worker threads hand it row writes.  One batch at a time is committed in one
+transaction (one multi-row upsert), so eight threads finishing eight jobs
+cost one round trip, and a job's start and end that are both still pending
+become one row insert.  A thread that must know its row is saved (before
+Dramatiq acks the message) commits the pending batch itself, or waits for
+the batch in flight, for at most ``commit_timeout`` seconds; a background
+thread commits start rows nobody waits for, and retries after an outage.
 
 When the database fails (a restart, a lost connection), the pending writes
 stay in memory, in order, and are retried with backoff until the database is
@@ -24,6 +25,8 @@ from typing import Any, Optional
 
 import peewee
 import structlog
+
+from models.database import is_postgres
 
 from . import log_rows
 
@@ -73,7 +76,7 @@ class _LinkedEvent:
 
 
 class LogWriter:
-    """Commits job-log rows in groups from one background thread.
+    """Commits job-log rows in groups, led by the threads that wait for them.
 
     Parameters:
       database(peewee.Database): Where the rows go (a DatabaseProxy works).
@@ -332,7 +335,7 @@ class LogWriter:
     def _upsert_counting_failures(db, batch: list[PendingWrite], failing: list[PendingWrite]) -> None:
         # Count a child's failure on its root only when this write is what
         # makes it failed: a replayed write must not count twice.
-        before = log_rows.statuses_of([p.row["job_id"] for p in failing], lock=_is_postgres(db))
+        before = log_rows.statuses_of([p.row["job_id"] for p in failing], lock=is_postgres(db))
         log_rows.upsert_rows([p.row for p in batch])
         for pending in failing:
             if before.get(pending.row["job_id"]) == log_rows.FAILED:
@@ -381,11 +384,6 @@ class LogWriter:
                 outage_seconds=round(down_for, 1),
                 pending_writes=self.pending_count,
             )
-
-
-def _is_postgres(db) -> bool:
-    db = getattr(db, "obj", db)
-    return isinstance(db, peewee.PostgresqlDatabase)
 
 
 def _discard_connection(db) -> None:

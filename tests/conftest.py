@@ -24,6 +24,7 @@ os.environ.setdefault("DATABASE_URL", "sqlite:///" + os.path.join(os.environ.get
 
 from migrations import apply_migrations
 from models import ALL_MODELS, bind_database, database
+from models.database import is_postgres
 
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_ADMIN_URL", "postgresql://root@127.0.0.1:5432/postgres")
 REDIS_TEST_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -77,7 +78,7 @@ def sqlite_url(tmp_path_factory):
 
 def _truncate(db) -> None:
     tables = [m._meta.table_name for m in reversed(ALL_MODELS)]
-    if isinstance(db, __import__("peewee").PostgresqlDatabase):
+    if is_postgres(db):
         db.execute_sql("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " CASCADE")
     else:
         with db.atomic():
