@@ -25,6 +25,9 @@ import redis
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 PG_ADMIN = os.environ.get("BENCH_POSTGRES_ADMIN_URL", "postgresql://root@127.0.0.1:5432/postgres")
+sys.path.insert(0, ROOT)
+
+from bench import cpu_usage  # noqa: E402
 
 
 def admin(sql: str) -> None:
@@ -35,7 +38,8 @@ def admin(sql: str) -> None:
     conn.close()
 
 
-def run_once(actor: str, count: int, linking: bool, db_url: str) -> float:
+def run_once(actor: str, count: int, linking: bool, db_url: str) -> tuple[float, dict[str, float]]:
+    """Messages per second, and CPU microseconds per message by process group."""
     env = dict(os.environ, REDIS_URL=REDIS_URL, DATABASE_URL=db_url, BENCH_LINKING="1" if linking else "0",
                PYTHONPATH=ROOT)
     r = redis.Redis.from_url(REDIS_URL)
@@ -65,10 +69,12 @@ def run_once(actor: str, count: int, linking: bool, db_url: str) -> float:
         if worker.poll() is not None:
             raise RuntimeError(f"worker exited before it was ready; see {log.name}")
         time.sleep(0.01)
+    cpu_before = cpu_usage.snapshot()
     started = time.perf_counter()
     while r.hlen(queue_key) > 0:
         time.sleep(0.005)
     elapsed = time.perf_counter() - started
+    cpu = cpu_usage.used_between(cpu_before, cpu_usage.snapshot())
     worker.terminate()
     worker.wait(60)
     os.unlink(log.name)
@@ -78,7 +84,7 @@ def run_once(actor: str, count: int, linking: bool, db_url: str) -> float:
         rows = EnrichmentLog.select().where(EnrichmentLog.status == "success").count()
         total = EnrichmentLog.select().count()
         assert rows == total == count, f"expected {count} success rows, found {rows} of {total}"
-    return count / elapsed
+    return count / elapsed, {group: seconds / count * 1e6 for group, seconds in cpu.items()}
 
 
 def main() -> None:
@@ -88,7 +94,6 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="runs per mode (best is kept)")
     args = parser.parse_args()
 
-    sys.path.insert(0, ROOT)
     from migrations import apply_migrations
     from models import bind_database
 
@@ -98,11 +103,18 @@ def main() -> None:
     try:
         db = bind_database(db_url)
         apply_migrations(db)
+        results = []
         print(f"{'actor':<10} {'plain msg/s':>12} {'linked msg/s':>13} {'ratio':>7}")
         for actor, count in (("noop", args.noop), ("io_20ms", args.io)):
-            plain = max(run_once(actor, count, False, db_url) for _ in range(args.repeat))
-            linked = max(run_once(actor, count, True, db_url) for _ in range(args.repeat))
-            print(f"{actor:<10} {plain:>12.0f} {linked:>13.0f} {linked / plain:>6.2f}x", flush=True)
+            plain = max((run_once(actor, count, False, db_url) for _ in range(args.repeat)), key=lambda r: r[0])
+            linked = max((run_once(actor, count, True, db_url) for _ in range(args.repeat)), key=lambda r: r[0])
+            results.append((actor, plain[1], linked[1]))
+            print(f"{actor:<10} {plain[0]:>12.0f} {linked[0]:>13.0f} {linked[0] / plain[0]:>6.2f}x", flush=True)
+        print("\nCPU per message, microseconds (plain / linked):")
+        print(f"{'actor':<10}" + "".join(f"{group:>18}" for group in cpu_usage.GROUPS + ("other",)))
+        for actor, plain_cpu, linked_cpu in results:
+            print(f"{actor:<10}" + "".join(
+                f"{plain_cpu[g]:>9.0f} /{linked_cpu[g]:>7.0f}" for g in cpu_usage.GROUPS + ("other",)))
     finally:
         from models import database
 

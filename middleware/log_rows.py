@@ -12,9 +12,14 @@ Both statements are safe to run in any order and more than once:
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+import re
+import weakref
 from typing import Any
 
-from peewee import EXCLUDED, Case, Function, JSONField, UUIDField, fn
+import peewee
+from peewee import EXCLUDED, SQL, Case, Function, JSONField, Select, UUIDField, fn
 
 from models.base import utcnow
 from models.job_log import DEGRADABLE_STATUSES, DEGRADED, FAILED, JOB_ID_PRESENT, RETRYING, RUNNING, EnrichmentLog
@@ -129,12 +134,15 @@ _CACHED_BATCH_SIZES = 64
 _compiled: dict[tuple[type, int], tuple[str, list]] = {}
 
 
-def _upsert_query(rows: list[dict[str, Any]]):
-    moves_forward = (EXCLUDED.retry_count > T.retry_count) | (
+def _moves_forward():
+    return (EXCLUDED.retry_count > T.retry_count) | (
         (EXCLUDED.retry_count == T.retry_count) & (_sql_rank(EXCLUDED.status) >= _sql_rank(T.status))
     )
+
+
+def _upsert_query(rows: list[dict[str, Any]]):
     return T.insert_many([dict(row, failed_children=0) for row in rows], fields=_INSERT_FIELDS).on_conflict(
-        conflict_target=[T.job_id], conflict_where=JOB_ID_PRESENT, update=_update_clause(), where=moves_forward
+        conflict_target=[T.job_id], conflict_where=JOB_ID_PRESENT, update=_update_clause(), where=_moves_forward()
     )
 
 
@@ -173,7 +181,11 @@ def _bound_values(rows: list[dict[str, Any]]) -> list:
 def upsert_rows(rows: list[dict[str, Any]]) -> None:
     """Insert or move forward one row per job id, in one statement."""
     db = T._meta.database
-    key = (type(getattr(db, "obj", db)), len(rows))  # the SQL depends on the dialect only
+    real = getattr(db, "obj", db)
+    if isinstance(real, peewee.PostgresqlDatabase):
+        _upsert_postgres(real, rows)
+        return
+    key = (type(real), len(rows))  # the SQL depends on the dialect only
     compiled = _compiled.get(key)
     if compiled is None:
         query = _upsert_query(rows)
@@ -185,6 +197,73 @@ def upsert_rows(rows: list[dict[str, Any]]) -> None:
         _compiled[key] = compiled = (sql, constants)
     sql, constants = compiled
     db.execute_sql(sql, _bound_values(rows) + constants)
+
+
+# On PostgreSQL a batch travels as ONE JSON parameter of a statement prepared
+# once per connection: binding 26 parameters per row and sending and planning
+# a statement of hundreds of them cost more CPU than the rows themselves.
+_PREPARED_NAME = "enrich_upsert_job_logs"
+_prepared_on: "weakref.WeakSet" = weakref.WeakSet()  # connections that hold the statement
+_postgres_statement: list = []  # [(PREPARE sql, EXECUTE sql)], built on first use
+
+_RECORD_TYPES = (
+    (peewee.UUIDField, "uuid"),
+    (peewee.BooleanField, "boolean"),
+    (peewee.IntegerField, "integer"),
+    (peewee.DateTimeField, "timestamp"),
+    (JSONField, "jsonb"),
+)
+
+
+def _record_type(field) -> str:
+    return next((name for cls, name in _RECORD_TYPES if isinstance(field, cls)), "text")
+
+
+def _build_postgres_statement() -> tuple[str, str]:
+    record = ", ".join(f'"{name}" {_record_type(getattr(T, name))}' for name in ROW_COLUMNS)
+    source = Select(
+        from_list=[SQL(f"jsonb_to_recordset(%s::jsonb) AS r({record})", ["rows"])],
+        columns=[SQL(f'r."{name}"') for name in ROW_COLUMNS] + [SQL("0")],  # failed_children
+    )
+    query = T.insert_from(source, fields=_INSERT_FIELDS).on_conflict(
+        conflict_target=[T.job_id], conflict_where=JOB_ID_PRESENT, update=_update_clause(), where=_moves_forward()
+    )
+    sql, params = query.sql()
+    # The statement's other parameters are its own constants (statuses, ranks):
+    # written into it once, so each EXECUTE binds nothing but the rows.
+    values = iter(["$1", *(_literal(value) for value in params[1:])])
+    prepared, count = re.subn(r"%s", lambda _: next(values), sql)
+    if count != len(params) or params[0] != "rows":
+        raise RuntimeError("the job-log upsert's placeholders do not match its parameters")
+    return f"PREPARE {_PREPARED_NAME} AS {prepared}", f"EXECUTE {_PREPARED_NAME}(%s)"
+
+
+def _literal(value) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, str) and re.fullmatch(r"[a-z_]+", value):
+        return f"'{value}'"
+    raise RuntimeError(f"unexpected constant in the job-log upsert: {value!r}")
+
+
+def _json_value(value: Any) -> str:
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    return str(value)  # UUIDs
+
+
+_encode_rows = json.JSONEncoder(default=_json_value, separators=(",", ":"), ensure_ascii=False).encode
+
+
+def _upsert_postgres(db, rows: list[dict[str, Any]]) -> None:
+    if not _postgres_statement:
+        _postgres_statement.append(_build_postgres_statement())
+    prepare, execute = _postgres_statement[0]
+    conn = db.connection()
+    if conn not in _prepared_on:
+        db.execute_sql(prepare)
+        _prepared_on.add(conn)
+    db.execute_sql(execute, [_encode_rows([{name: row.get(name) for name in ROW_COLUMNS} for row in rows])])
 
 
 def statuses_of(job_ids: list[str], lock: bool) -> dict[str, str]:

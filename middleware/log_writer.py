@@ -37,11 +37,22 @@ logger = structlog.get_logger("middleware.job_linking")
 OUTAGE_ERRORS = (peewee.OperationalError, peewee.InterfaceError)
 
 
+class _Waiter:
+    """One thread waiting for one write: woken when it is settled, or when it may lead a commit."""
+
+    __slots__ = ("event", "saved", "waiting")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.saved: Optional[bool] = None  # None until the write is committed or refused
+        self.waiting = True  # False once its thread gave up: it must not be handed the lead
+
+
 @dataclass
 class PendingWrite:
     row: dict[str, Any]
     failed_child_of: Optional[str] = None  # the root to count this job's permanent failure against
-    done: Optional[threading.Event] = None  # made when someone waits for this write
+    waiters: list[_Waiter] = field(default_factory=list)
     rejected: bool = False  # the database refused the row (it is in the JSON log instead)
     queued_at: float = field(default_factory=time.monotonic)
     urgent: bool = False
@@ -51,32 +62,25 @@ class PendingWrite:
         self.row = log_rows.merge_rows(self.row, newer.row)
         self.failed_child_of = self.failed_child_of or newer.failed_child_of
         self.urgent = self.urgent or newer.urgent
-        # Whoever waits for either write waits for the merged one.
-        if self.done is None:
-            self.done = newer.done
-        elif newer.done is not None and newer.done is not self.done:
-            self.done = _LinkedEvent(self.done, newer.done)
+        self.waiters.extend(newer.waiters)  # whoever waits for either write waits for the merged one
 
+    def settle(self) -> None:
+        for waiter in self.waiters:
+            waiter.saved = not self.rejected
+            waiter.event.set()
 
-class _LinkedEvent:
-    """Sets several events at once (waiters may hold any of them)."""
-
-    def __init__(self, *events):
-        self.events = events
-
-    def set(self):
-        for event in self.events:
-            event.set()
-
-    def wait(self, timeout=None):
-        return self.events[0].wait(timeout)
-
-    def is_set(self):
-        return all(e.is_set() for e in self.events)
+    def wake(self) -> None:
+        for waiter in self.waiters:
+            waiter.event.set()
 
 
 class LogWriter:
     """Commits job-log rows in groups, led by the threads that wait for them.
+
+    Each waiting thread sleeps on its own event and is woken once: when its
+    row is committed, or when the commit before it ends and it may lead the
+    next one.  Waking every waiter at every commit (a shared condition)
+    cost more CPU than the commits themselves with eight worker threads.
 
     Parameters:
       database(peewee.Database): Where the rows go (a DatabaseProxy works).
@@ -106,7 +110,8 @@ class LogWriter:
         self._pending: dict[str, PendingWrite] = {}
         self._in_flight: dict[str, PendingWrite] = {}  # the batch being committed
         self._committing = False  # one batch at a time, by whichever thread leads
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        self._wake_writer = threading.Event()  # set at shutdown; otherwise the writer thread polls
         self._thread: Optional[threading.Thread] = None
         self._pid: Optional[int] = None
         self._stopping = False
@@ -123,57 +128,62 @@ class LogWriter:
         write stays queued).
         """
         self._ensure_running()
-        with self._cond:
-            job_id = write.row["job_id"]
+        job_id = write.row["job_id"]
+        waiter = _Waiter() if wait else None
+        with self._lock:
+            if waiter is not None:
+                write.urgent = True
+                write.waiters.append(waiter)
             pending = self._pending.get(job_id)
             if pending is None:
-                self._pending[job_id] = pending = write
+                self._pending[job_id] = write
             else:
                 pending.merge(write)
-            if not wait:
-                self._cond.notify_all()
-                return True
-        return self._commit_and_wait(job_id, pending)
+        return True if waiter is None else self._commit_and_wait(job_id, waiter)
 
     def wait_for(self, job_id: str) -> bool:
         """Commit ``job_id``'s pending write now and wait for it (True if nothing is left to write)."""
-        with self._cond:
+        waiter = _Waiter()
+        with self._lock:
             pending = self._pending.get(job_id) or self._in_flight.get(job_id)
             if pending is None:
                 return True
-        return self._commit_and_wait(job_id, pending)
+            pending.urgent = True
+            pending.waiters.append(waiter)
+        return self._commit_and_wait(job_id, waiter)
 
-    def _commit_and_wait(self, job_id: str, pending: PendingWrite) -> bool:
+    def _commit_and_wait(self, job_id: str, waiter: _Waiter) -> bool:
         """Group commit, led by the waiting threads themselves.
 
         A thread whose write is pending while no batch is being committed
         commits everything pending itself (no hand-off to another thread,
-        whose turn at the GIL could take milliseconds); the others wait for
-        that commit, then lead the next one if their write is still pending.
+        whose turn at the GIL could take milliseconds); the others sleep
+        until their write is settled or the running commit hands them the lead.
         """
         deadline = time.monotonic() + self.commit_timeout
         while True:
-            with self._cond:
-                pending.urgent = True
-                if pending.done is None:
-                    pending.done = threading.Event()
-                while True:
-                    if pending.done.is_set():
-                        return not pending.rejected
-                    if self._outage_since is not None:
-                        return False  # the database is down: do not hold up the actors
-                    if not self._committing and job_id in self._pending:
-                        batch = self._take_batch()
-                        break
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        return False
-                    self._cond.wait(remaining)
-            self._commit_batch(batch)
+            with self._lock:
+                if waiter.saved is not None:
+                    return waiter.saved
+                if self._outage_since is not None:
+                    return False  # the database is down: do not hold up the actors
+                batch = None
+                if not self._committing and job_id in self._pending:
+                    batch = self._take_batch()
+                else:
+                    waiter.event.clear()  # under the lock: a wake-up after this is not missed
+            if batch is not None:
+                self._commit_batch(batch)
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                waiter.waiting = False
+                return False
+            waiter.event.wait(remaining)
 
     @property
     def pending_count(self) -> int:
-        with self._cond:
+        with self._lock:
             return len(self._pending)
 
     @property
@@ -187,11 +197,12 @@ class LogWriter:
         # does not exist in the child, so each process starts its own.
         if self._thread is not None and self._pid == os.getpid() and self._thread.is_alive():
             return
-        with self._cond:
+        with self._lock:
             if self._thread is not None and self._pid == os.getpid() and self._thread.is_alive():
                 return
             self._pid = os.getpid()
             self._stopping = False
+            self._wake_writer.clear()
             self._thread = threading.Thread(target=self._run, name="job-log-writer", daemon=True)
             self._thread.start()
 
@@ -204,13 +215,11 @@ class LogWriter:
         thread = self._thread
         if thread is None or self._pid != os.getpid():
             return 0
-        with self._cond:
+        with self._lock:
             self._stopping = True
-            for pending in self._pending.values():
-                pending.urgent = True
-            self._cond.notify()
+        self._wake_writer.set()
         thread.join(timeout)
-        with self._cond:
+        with self._lock:
             left = list(self._pending.values())
             self._pending.clear()
         for pending in left:
@@ -219,47 +228,40 @@ class LogWriter:
                 job_id=pending.row["job_id"],
                 row=json.loads(json.dumps(pending.row, default=str)),
             )
+            pending.wake()
         self._thread = None
         return len(left)
 
     # -- the writer thread ----------------------------------------------------
 
     def _run(self) -> None:
+        """The writer thread's share: start rows nobody waits for, retries after an outage, the last flush."""
         backoff = self.retry_backoff[0]
         while True:
-            batch = self._next_batch()
+            with self._lock:
+                if self._stopping and not self._pending:
+                    return
+                batch = self._take_batch() if not self._committing and self._due() else None
             if batch is None:
-                return
+                # Polling costs less than being woken by every write.
+                self._wake_writer.wait(self.flush_interval / 2)
+                continue
             if self._commit_batch(batch):
                 backoff = self.retry_backoff[0]
                 continue
-            time.sleep(backoff)
+            self._wake_writer.wait(backoff)
             backoff = min(backoff * 2, self.retry_backoff[1])
             if self._stopping and backoff >= self.retry_backoff[1]:
                 return  # give up at shutdown; stop() logs what is left
 
-    def _next_batch(self) -> Optional[list[PendingWrite]]:
-        """The writer thread's share: start rows nobody waits for, and retries after an outage."""
-        with self._cond:
-            while True:
-                if self._stopping and not self._pending:
-                    return None
-                if not self._committing and self._pending:
-                    due = self._due_in()
-                    if due <= 0:
-                        return self._take_batch()
-                    self._cond.wait(due)
-                else:
-                    self._cond.wait(0.5)
-
-    def _due_in(self) -> float:
-        """Seconds until the oldest pending write must go (0: now)."""
-        if self._stopping:
-            return 0.0
-        first = next(iter(self._pending.values()))
-        if any(p.urgent for p in self._pending.values()):
-            return 0.0
-        return first.queued_at + self.flush_interval - time.monotonic()
+    def _due(self) -> bool:
+        """Whether the writer thread should commit now (the caller holds the lock)."""
+        if not self._pending:
+            return False
+        if self._stopping or self._outage_since is not None:
+            return True
+        oldest = next(iter(self._pending.values()))  # writes keep their first arrival's place
+        return time.monotonic() - oldest.queued_at >= self.flush_interval
 
     def _take_batch(self) -> list[PendingWrite]:
         """Claim the next batch (the caller holds the lock and saw no commit running).
@@ -270,7 +272,7 @@ class LogWriter:
         now = time.monotonic()
         keys = [
             k for k, p in self._pending.items()
-            if p.urgent or self._stopping or now - p.queued_at >= self.flush_interval
+            if p.urgent or self._stopping or self._outage_since is not None or now - p.queued_at >= self.flush_interval
         ][: self.max_batch]
         batch = [self._pending.pop(k) for k in keys]
         self._in_flight = {p.row["job_id"]: p for p in batch}
@@ -278,33 +280,39 @@ class LogWriter:
         return batch
 
     def _commit_batch(self, batch: list[PendingWrite]) -> bool:
-        """Commit a claimed batch and wake its waiters; False when the database is down."""
-        if not batch:
-            return True
+        """Commit a claimed batch, wake its waiters and hand the lead on; False when the database is down."""
         try:
-            self._commit(batch)
+            if batch:
+                self._commit(batch)
         except OUTAGE_ERRORS as exc:
             self._requeue(batch)
             self._note_outage(exc)
-            with self._cond:
+            with self._lock:
                 self._committing = False
-                self._cond.notify_all()
+                for pending in self._pending.values():
+                    pending.wake()  # they see the outage and stop waiting
             return False
         except Exception:  # a bad row: commit the others, log the culprit in full
             batch = self._commit_one_by_one(batch)
         self._note_recovery()
-        with self._cond:
+        with self._lock:
             self._in_flight = {}
             self._committing = False
             for pending in batch:
-                if pending.done is not None:
-                    pending.done.set()
-            self._cond.notify_all()
+                pending.settle()
+            self._hand_off_lead()
         return True
+
+    def _hand_off_lead(self) -> None:
+        """Wake the waiters of one pending write: one of them leads the next commit."""
+        for pending in self._pending.values():
+            if any(waiter.waiting for waiter in pending.waiters):
+                pending.wake()
+                return
 
     def _requeue(self, batch: list[PendingWrite]) -> None:
         """Put a failed batch back in front, merging newer writes for the same jobs."""
-        with self._cond:
+        with self._lock:
             self._in_flight = {}
             newer = self._pending
             self._pending = {}
@@ -365,6 +373,7 @@ class LogWriter:
                     error=f"{type(exc).__name__}: {exc}",
                     row=json.loads(json.dumps(pending.row, default=str)),
                 )
+        return settled
 
     def _note_outage(self, exc: Exception) -> None:
         if self._outage_since is None:
