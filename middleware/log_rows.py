@@ -178,9 +178,9 @@ def _bound_values(rows: list[dict[str, Any]]) -> list:
     return values
 
 
-def upsert_rows(rows: list[dict[str, Any]]) -> None:
-    """Insert or move forward one row per job id, in one statement."""
-    db = T._meta.database
+def upsert_rows(rows: list[dict[str, Any]], db=None) -> None:
+    """Insert or move forward one row per job id, in one statement (on ``db``, default: the model's)."""
+    db = db if db is not None else T._meta.database
     real = getattr(db, "obj", db)
     if isinstance(real, peewee.PostgresqlDatabase):
         _upsert_postgres(real, rows)
@@ -190,7 +190,7 @@ def upsert_rows(rows: list[dict[str, Any]]) -> None:
     if compiled is None:
         query = _upsert_query(rows)
         if len(rows) > _CACHED_BATCH_SIZES:
-            query.execute()
+            query.execute(db)
             return
         sql, params = query.sql()
         constants = params[len(rows) * len(INSERT_COLUMNS):]
@@ -266,17 +266,17 @@ def _upsert_postgres(db, rows: list[dict[str, Any]]) -> None:
     db.execute_sql(execute, [_encode_rows([{name: row.get(name) for name in ROW_COLUMNS} for row in rows])])
 
 
-def statuses_of(job_ids: list[str], lock: bool) -> dict[str, str]:
+def statuses_of(job_ids: list[str], lock: bool, db=None) -> dict[str, str]:
     """Current status of each existing row; ``lock`` holds the rows until commit (PostgreSQL)."""
     if not job_ids:
         return {}
     query = T.select(T.job_id, T.status).where(T.job_id.in_(job_ids))
     if lock:
         query = query.for_update()
-    return {job_id: status for job_id, status in query.tuples()}
+    return {job_id: status for job_id, status in query.tuples().execute(db or T._meta.database)}
 
 
-def count_failed_child(root_job_id: str) -> bool:
+def count_failed_child(root_job_id: str, db=None) -> bool:
     """One atomic UPDATE of the root: +1 failed child, degraded if it had finished well.
 
     Returns False when there is no such root row (a legacy id, a root on
@@ -291,7 +291,7 @@ def count_failed_child(root_job_id: str) -> bool:
             }
         )
         .where((T.job_id == root_job_id) & (T.is_root_job == True))  # noqa: E712
-        .execute()
+        .execute(db or T._meta.database)
     )
     return updated > 0
 

@@ -116,6 +116,9 @@ class LogWriter:
         self._pid: Optional[int] = None
         self._stopping = False
         self._outage_since: Optional[float] = None
+        self._own = None  # the writer's own PostgreSQL connection (see _connection)
+        self._own_pid: Optional[int] = None
+        self._own_source = None
         self.committed_rows = 0
 
     # -- called by worker threads -----------------------------------------
@@ -214,6 +217,7 @@ class LogWriter:
         """
         thread = self._thread
         if thread is None or self._pid != os.getpid():
+            self._close_own_connection()
             return 0
         with self._lock:
             self._stopping = True
@@ -230,7 +234,13 @@ class LogWriter:
             )
             pending.wake()
         self._thread = None
+        self._close_own_connection()
         return len(left)
+
+    def _close_own_connection(self) -> None:
+        if self._own is not None and self._own_pid == os.getpid():
+            _discard_connection(self._own)
+            self._own = None
 
     # -- the writer thread ----------------------------------------------------
 
@@ -324,13 +334,36 @@ class LogWriter:
                 else:
                     self._pending[job_id] = pending
 
+    def _connection(self):
+        """The database the commits run on.
+
+        On PostgreSQL, a connection of the writer's own, opened in each
+        process on first use: commits run one at a time, so one connection
+        is enough, and a connection taken from the pool for every commit
+        cost a ``SELECT 1`` round trip (the pool's liveness check) each time.
+        SQLite commits go through the shared pool (one writer at a time anyway).
+        """
+        real = getattr(self.database, "obj", self.database)
+        if not is_postgres(real):
+            return self.database
+        if self._own is None or self._own_pid != os.getpid() or self._own_source is not real:
+            if self._own is not None and self._own_pid != os.getpid():
+                # A connection inherited through fork belongs to the parent: closing it
+                # here (or letting it be collected) would end the parent's session.
+                _inherited_connections.append(self._own)
+            elif self._own is not None:
+                _discard_connection(self._own)
+            self._own = peewee.PostgresqlDatabase(real.database, thread_safe=False, **real.connect_params)
+            self._own_pid, self._own_source = os.getpid(), real
+        return self._own
+
     def _commit(self, batch: list[PendingWrite]) -> None:
-        db = self.database
+        db = self._connection()
         try:
             failing = [p for p in batch if p.failed_child_of]
             if not failing:
                 # One statement is its own transaction: no BEGIN/COMMIT round trips.
-                log_rows.upsert_rows([p.row for p in batch])
+                log_rows.upsert_rows([p.row for p in batch], db)
             else:
                 with db.atomic():
                     self._upsert_counting_failures(db, batch, failing)
@@ -343,12 +376,12 @@ class LogWriter:
     def _upsert_counting_failures(db, batch: list[PendingWrite], failing: list[PendingWrite]) -> None:
         # Count a child's failure on its root only when this write is what
         # makes it failed: a replayed write must not count twice.
-        before = log_rows.statuses_of([p.row["job_id"] for p in failing], lock=is_postgres(db))
-        log_rows.upsert_rows([p.row for p in batch])
+        before = log_rows.statuses_of([p.row["job_id"] for p in failing], lock=is_postgres(db), db=db)
+        log_rows.upsert_rows([p.row for p in batch], db)
         for pending in failing:
             if before.get(pending.row["job_id"]) == log_rows.FAILED:
                 continue
-            if not log_rows.count_failed_child(pending.failed_child_of):
+            if not log_rows.count_failed_child(pending.failed_child_of, db):
                 logger.warning(
                     "root job row not found; child failure not counted on it",
                     job_id=pending.row["job_id"],
@@ -393,6 +426,9 @@ class LogWriter:
                 outage_seconds=round(down_for, 1),
                 pending_writes=self.pending_count,
             )
+
+
+_inherited_connections: list = []  # kept open on purpose, see LogWriter._connection
 
 
 def _discard_connection(db) -> None:

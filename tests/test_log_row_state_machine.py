@@ -202,7 +202,9 @@ def check_started_at(row, job: int, first_start: dt.datetime, batches: list[list
 
 @pytest.fixture
 def writer(db):
-    return LogWriter(db)  # its thread is never started: batches are committed by the test
+    writer = LogWriter(db)  # its thread is never started: batches are committed by the test
+    yield writer
+    writer.stop()  # closes its connection
 
 
 @settings(
