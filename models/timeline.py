@@ -4,9 +4,10 @@ Used by the ``enrich`` command and by any future UI; every function returns
 plain dataclasses whose ``as_dict()`` is ready for ``json.dumps``.
 
 Trees are flat: every descendant's ``parent_job_id`` is the root's ``job_id``.
-So a page of roots is one query on the ``(is_root_job, created_at)`` index
-plus one grouped query on the ``(parent_job_id, started_at)`` index, and a
-tree is at most two queries (the job asked for, then its root and children).
+So a page of roots is one scan of a partial index over roots plus one probe
+of the ``(parent_job_id, started_at)`` index per root (on PostgreSQL one
+statement, a LATERAL join; on SQLite a second, grouped query), and a tree is
+at most two queries (the job asked for, then its root and children).
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ import dataclasses
 import datetime as dt
 import json
 import uuid
+from collections import Counter, namedtuple
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
 from peewee import fn
 
+from .database import is_postgres
 from .job_log import ENTITY_TYPES, STATUSES, EnrichmentLog
 
 DEFAULT_LIMIT = 50
@@ -191,29 +194,37 @@ def decode_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
         raise ValueError(f"malformed cursor {shown!r}: pass back a next_cursor exactly as list_roots gave it") from exc
 
 
-# -- the roots list --------------------------------------------------------
+# -- statements ------------------------------------------------------------
 
 
-# Building a statement costs peewee more than PostgreSQL takes to run it (a
-# page is two statements), so each statement shape is built once and later
-# calls only bind their values.  The values bound by hand are checked against
-# peewee's own the first time; a shape where they differ is never cached.
+# Building a statement costs peewee more than PostgreSQL takes to run it, so
+# each statement shape is built once and later calls only bind their values.
+# The values bound by hand are checked against peewee's own the first time; a
+# shape where they differ is never cached.
 _compiled: dict[tuple, Optional[str]] = {}
 
 
-def _run(shape: tuple, build, params: list, fields) -> list[tuple]:
-    """Rows of the query ``build()`` returns, as tuples converted by ``fields``."""
+def _run(shape: tuple, build, params: list, fields, wrap: str = "{}") -> list[tuple]:
+    """Rows of the query ``build()`` returns (inside ``wrap``), as tuples converted by ``fields``."""
     db = Log._meta.database
-    key = (type(getattr(db, "obj", db)), *shape)
+    key = (type(getattr(db, "obj", db)), wrap, *shape)
     sql = _compiled.get(key, False)
     if sql is False:
         built_sql, built_params = build().sql()
-        sql = _compiled[key] = built_sql if list(built_params) == list(params) else None
+        sql = _compiled[key] = wrap.format(built_sql) if list(built_params) == list(params) else None
     if sql is None:
-        sql, params = build().sql()
-    cursor = db.execute_sql(sql, params)
+        built_sql, params = build().sql()
+        sql = wrap.format(built_sql)
+    rows = db.execute_sql(sql, params).fetchall()
+    if is_postgres(db):
+        # psycopg2 (with the UUID type peewee registers) already returns what
+        # python_value would: converting again was most of the client's time.
+        return rows
     converters = [f.python_value for f in fields]
-    return [tuple(c(v) if v is not None else None for c, v in zip(converters, row)) for row in cursor.fetchall()]
+    return [tuple(c(v) if v is not None else None for c, v in zip(converters, row)) for row in rows]
+
+
+# -- the roots list --------------------------------------------------------
 
 
 def _filter_params(status, operation, entity_type, entity_id, since, until) -> list:
@@ -268,14 +279,28 @@ def _child_stats(root_job_ids: list[str]) -> dict[str, tuple[dict[str, int], Opt
     return stats
 
 
-def _summary(row: dict, stats) -> RootSummary:
-    counts, last_child = stats.get(row["job_id"], ({}, None))
-    last = max(filter(None, (row["completed_at"], last_child)), default=None)
+# The page's roots, each with the statuses and latest completion of its
+# children: one round trip instead of two, the children found through the
+# (parent_job_id, started_at) index.  NULL job ids match no children.
+_WITH_CHILDREN = (
+    "SELECT r.*, kids.statuses, kids.last_completed FROM ({}) AS r"
+    " LEFT JOIN LATERAL (SELECT array_agg(c.status) AS statuses, MAX(c.completed_at) AS last_completed"
+    f' FROM "{Log._meta.table_name}" AS c WHERE c.parent_job_id = r.job_id) AS kids ON true'
+    " ORDER BY r.created_at DESC, r.id DESC"
+)
+# Positions in a ROOT_COLUMNS row (by name: == on a peewee field builds SQL).
+_ID, _JOB_ID, _CREATED_AT, _STARTED_AT, _COMPLETED_AT = (
+    [c.name for c in ROOT_COLUMNS].index(name) for name in ("id", "job_id", "created_at", "started_at", "completed_at")
+)
+
+
+def _summary(row: tuple, counts: dict[str, int], last_child: Optional[dt.datetime]) -> RootSummary:
+    last = max(filter(None, (row[_COMPLETED_AT], last_child)), default=None)
     return RootSummary(
-        **row,  # the ROOT_COLUMNS, named as the summary's fields
+        *row,  # the ROOT_COLUMNS, in the summary's field order
         children=dict(sorted(counts.items())),
         child_count=sum(counts.values()),
-        total_duration_ms=_ms(last, row["started_at"]),
+        total_duration_ms=_ms(last, row[_STARTED_AT]),
     )
 
 
@@ -314,12 +339,18 @@ def list_roots(
         .order_by(Log.created_at.desc(), Log.id.desc())
         .limit(limit + 1)  # one more tells whether there is a next page
     )
-    names = [c.name for c in ROOT_COLUMNS]
-    rows = [dict(zip(names, row)) for row in _run(shape, query, params, ROOT_COLUMNS)]
-    page, more = rows[:limit], len(rows) > limit
-    stats = _child_stats([row["job_id"] for row in page if row["job_id"] is not None])
-    next_cursor = encode_cursor(page[-1]["created_at"], page[-1]["id"]) if more else None
-    return RootPage(roots=[_summary(row, stats) for row in page], next_cursor=next_cursor)
+    if is_postgres(Log._meta.database):
+        rows = _run(shape, query, params, ROOT_COLUMNS, wrap=_WITH_CHILDREN)
+        page = [(row[:-2], Counter(row[-2] or ()), row[-1]) for row in rows[:limit]]
+    else:
+        rows = _run(shape, query, params, ROOT_COLUMNS)
+        stats = _child_stats([row[_JOB_ID] for row in rows[:limit] if row[_JOB_ID] is not None])
+        page = [(row, *stats.get(row[_JOB_ID], ({}, None))) for row in rows[:limit]]
+    last = page[-1][0] if len(rows) > limit else None
+    return RootPage(
+        roots=[_summary(*entry) for entry in page],
+        next_cursor=None if last is None else encode_cursor(last[_CREATED_AT], last[_ID]),
+    )
 
 
 # -- one tree --------------------------------------------------------------
@@ -332,18 +363,23 @@ def _as_uuid(value: str) -> Optional[uuid.UUID]:
         return None
 
 
-def _tree_rows(condition) -> list:
+_TreeRow = namedtuple("_TreeRow", [c.name for c in TREE_COLUMNS])
+
+
+def _tree_rows(shape: tuple, condition, params: list) -> list:
     """Rows as named tuples of TREE_COLUMNS: no model instances, no JSON decoding of unused columns."""
-    return list(Log.select(*TREE_COLUMNS).where(condition).namedtuples())
+    rows = _run(shape, lambda: Log.select(*TREE_COLUMNS).where(condition()), params, TREE_COLUMNS)
+    return [_TreeRow._make(row) for row in rows]
 
 
 def _find_job(job_id: str):
     """The row with this job id, or (for legacy rows without one) this row id."""
-    condition = Log.job_id == job_id
     row_id = _as_uuid(job_id)
-    if row_id is not None:
-        condition = condition | (Log.id == row_id)
-    rows = _tree_rows(condition)
+    if row_id is None:
+        rows = _tree_rows(("job",), lambda: Log.job_id == job_id, [job_id])
+    else:
+        rows = _tree_rows(("job or id",), lambda: (Log.job_id == job_id) | (Log.id == row_id),
+                          [job_id, Log.id.db_value(row_id)])
     return next((r for r in rows if r.job_id == job_id), rows[0] if rows else None)
 
 
@@ -387,10 +423,11 @@ def get_tree(job_id: str) -> Optional[Tree]:
         return None
     if row.parent_job_id is not None:  # a child: fetch its root and all the root's children
         root_job_id = row.parent_job_id
-        rows = _tree_rows((Log.job_id == root_job_id) | (Log.parent_job_id == root_job_id))
+        rows = _tree_rows(("tree",), lambda: (Log.job_id == root_job_id) | (Log.parent_job_id == root_job_id),
+                          [root_job_id, root_job_id])
     elif row.job_id is not None:  # a root: fetch its children
         root_job_id = row.job_id
-        rows = [row, *_tree_rows(Log.parent_job_id == root_job_id)]
+        rows = [row, *_tree_rows(("children of",), lambda: Log.parent_job_id == root_job_id, [root_job_id])]
     else:  # a legacy row without a job id: nothing can point at it
         root_job_id, rows = None, [row]
     rows.sort(key=_start_order)
