@@ -11,11 +11,13 @@ from dramatiq.brokers.redis import RedisBroker
 
 from middleware import DatabaseConnections, JobLinking
 from models import bind_database, load_settings
+from workers.log_buffer import DrainLogsAtShutdown
 from workers.logging_setup import configure_logging
 
 configure_logging(load_settings())  # production logging in both modes (workers run with --skip-logging)
 
 broker = RedisBroker(url=os.environ["REDIS_URL"])
+broker.add_middleware(DrainLogsAtShutdown())
 if os.environ.get("BENCH_LINKING") == "1":
     bind_database(os.environ["DATABASE_URL"])
     broker.add_middleware(DatabaseConnections())

@@ -56,6 +56,7 @@ class Settings:
     http_timeout: float = 10.0
     log_format: str = "json"
     log_level: str = "INFO"
+    log_flush_ms: int = 50  # how late an INFO line on stderr may be written; 0: each line at once
 
     def secrets(self) -> list[str]:
         """The configured secret values, for the log redaction step."""
@@ -131,4 +132,5 @@ def load_settings(env: Optional[Mapping[str, str]] = None) -> Settings:
         http_timeout=_number(env, "HTTP_TIMEOUT", defaults.http_timeout, float),
         log_format=log_format,
         log_level=(_optional(env, "LOG_LEVEL") or defaults.log_level).upper(),
+        log_flush_ms=_count(env, "LOG_FLUSH_MS", defaults.log_flush_ms),
     )

@@ -9,6 +9,7 @@ from dramatiq.middleware import Retries
 
 from middleware import DatabaseConnections, JobLinking, current_job
 from models import bind_database, load_settings
+from workers.log_buffer import DrainLogsAtShutdown
 from workers.logging_setup import configure_logging
 
 configure_logging(load_settings())
@@ -17,6 +18,7 @@ broker = RedisBroker(url=os.environ["REDIS_URL"])
 for m in broker.middleware:
     if isinstance(m, Retries):
         m.min_backoff, m.max_backoff = 100, 300
+broker.add_middleware(DrainLogsAtShutdown())
 broker.add_middleware(DatabaseConnections())
 broker.add_middleware(JobLinking(commit_timeout=2.0))
 dramatiq.set_broker(broker)

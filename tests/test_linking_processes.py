@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import psycopg2
@@ -30,6 +31,7 @@ def app(pg_db, pg_url, tmp_path, monkeypatch):
     worker = WorkerProcess("process_app", {"REDIS_URL": REDIS_TEST_URL, "DATABASE_URL": pg_url}, tmp_path / "worker.log")
     worker.wait_ready()
     module.worker_log = worker.log_path
+    module.worker_process = worker
     yield module
     worker.stop()
     module.broker.close()
@@ -66,6 +68,16 @@ def _set_connections(db_name: str, allowed: bool) -> None:
         if not allowed:
             cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (db_name,))
     conn.close()
+
+
+def test_a_stopped_worker_has_written_every_jobs_log_lines(app):
+    """Lines are written in batches; stopping the worker (SIGTERM) writes what was still waiting."""
+    sent = [app.slow.send(0.01) for _ in range(30)]
+    wait_for(finished(30), timeout=30)
+    app.worker_process.stop()
+    lines = [json.loads(line) for line in app.worker_log.read_text().splitlines() if line.startswith("{")]
+    finished_ids = {line["job_id"] for line in lines if line["message"] == "job finished"}
+    assert finished_ids == {m.message_id for m in sent}
 
 
 def test_log_database_outage_mid_run_loses_no_row(app, pg_url):

@@ -15,6 +15,8 @@ from dramatiq.middleware import AgeLimit, Callbacks, Pipelines, Retries, Shutdow
 from middleware import DatabaseConnections, JobLinking
 from models import Settings
 
+from .log_buffer import DrainLogsAtShutdown
+
 
 def build_broker(settings: Settings) -> dramatiq.Broker:
     """A broker with the product's middleware; in-memory when ``settings.redis_url`` is unset."""
@@ -40,6 +42,7 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
     else:
         broker = StubBroker(middleware=middleware)
         broker.emit_after("process_boot")
+    broker.add_middleware(DrainLogsAtShutdown())
     broker.add_middleware(DatabaseConnections())
     broker.add_middleware(JobLinking(secrets=settings.secrets))
     return broker

@@ -35,6 +35,8 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 from middleware.redaction import REDACTED, is_secret_key, redact_text, redact_value
 from models.settings import ConfigError, Settings
 
+from .log_buffer import BufferedLines
+
 # Loggers that speak once per request or query: (level when debugging, level otherwise).
 # httpcore's DEBUG is one line per socket event and peewee's is every SQL
 # statement with its parameters, too much even when debugging.
@@ -150,7 +152,26 @@ class _NamedWriteLogger(structlog.WriteLogger):
         self._file = _output.stream
         super().msg(message)
 
-    log = debug = info = warn = warning = err = error = critical = exception = fatal = failure = msg
+    def urgent(self, message: str) -> None:
+        self.msg(message)
+        _drain(self._file)
+
+    log = debug = info = msg
+    warn = warning = err = error = critical = exception = fatal = failure = urgent
+
+
+class _Handler(logging.StreamHandler):
+    """The standard library's lines: WARNING and above are written at once, like structlog's."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        super().emit(record)
+        if record.levelno >= logging.WARNING:
+            _drain(self.stream)
+
+
+def _drain(stream) -> None:
+    if isinstance(stream, BufferedLines):
+        stream.drain()
 
 
 class _Output:
@@ -171,13 +192,22 @@ def _render(logger: WrappedLogger, method: str, event_dict: EventDict):
 def configure_logging(settings: Settings, stream: Optional[TextIO] = None) -> None:
     """Send structlog and standard-library logging through one renderer (stderr by default); safe to call again.
 
+    Lines to stderr are written in batches every ``settings.log_flush_ms``
+    (WARNING and above at once); lines to a ``stream`` given here are not held.
+
     Every line runs through ``shared_processors()`` and then ``render_processors()``.
     structlog's own lines are written directly (no ``logging`` handler and its
     lock on the hot path of every job); the standard library's lines go
     through ``ProcessorFormatter`` with the same processors.
     """
     level = _level(settings.log_level)
-    stream = stream if stream is not None else sys.stderr
+    if isinstance(_output.stream, BufferedLines):
+        _output.stream.drain()  # what the previous configuration still holds goes out first
+    if stream is None:
+        # The process's stderr: batched (see workers.log_buffer); a stream the caller chose is left as it is.
+        stream = sys.stderr
+        if settings.log_flush_ms > 0:
+            stream = BufferedLines(stream, settings.log_flush_ms / 1000)
     shared = shared_processors()
     colors = stream.isatty() if hasattr(stream, "isatty") else False
     tail = render_processors(settings, colors)
@@ -191,7 +221,7 @@ def configure_logging(settings: Settings, stream: Optional[TextIO] = None) -> No
         # cached before a reconfiguration stay correct.
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(stream)
+    handler = _Handler(stream)
     handler.name = HANDLER_NAME
     handler.setFormatter(ProcessorFormatter(foreign_pre_chain=shared, processors=tail))
 
