@@ -205,7 +205,7 @@ _compiled: dict[tuple, Optional[str]] = {}
 
 
 def _run(shape: tuple, build, params: list, fields, wrap: str = "{}") -> list[tuple]:
-    """Rows of the query ``build()`` returns (inside ``wrap``), as tuples converted by ``fields``."""
+    """Rows of the query ``build()`` returns (inside ``wrap``), as tuples of the Python values of ``fields``."""
     db = Log._meta.database
     key = (type(getattr(db, "obj", db)), wrap, *shape)
     sql = _compiled.get(key, False)
@@ -218,7 +218,8 @@ def _run(shape: tuple, build, params: list, fields, wrap: str = "{}") -> list[tu
     rows = db.execute_sql(sql, params).fetchall()
     if is_postgres(db):
         # psycopg2 (with the UUID type peewee registers) already returns what
-        # python_value would: converting again was most of the client's time.
+        # python_value would; converting every value again was a large share
+        # of a page's client-side time.
         return rows
     converters = [f.python_value for f in fields]
     return [tuple(c(v) if v is not None else None for c, v in zip(converters, row)) for row in rows]
