@@ -66,14 +66,20 @@ def error_code_for(exc: BaseException) -> str:
 
 
 def _text(value: Any) -> Any:
-    """``value`` with NUL characters removed at any depth: PostgreSQL refuses them in text and JSON."""
+    """``value`` as plain JSON data that both databases take.
+
+    NUL characters are removed at any depth (PostgreSQL refuses them in text
+    and JSON), and what JSON has no type for (a Decimal, a date) becomes its text.
+    """
     if isinstance(value, str):
         return value.replace("\x00", "") if "\x00" in value else value
     if isinstance(value, dict):
-        return {_text(k): _text(v) for k, v in value.items()}
+        return {_text(k if isinstance(k, str) else str(k)): _text(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_text(v) for v in value]
-    return value
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    return _text(str(value))
 
 
 def _as_uuid(value: Any) -> Optional[str]:

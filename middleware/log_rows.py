@@ -12,12 +12,12 @@ Both statements are safe to run in any order and more than once:
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import re
 import weakref
 from typing import Any
 
+import orjson
 import peewee
 from peewee import EXCLUDED, SQL, Case, Function, JSONField, Select, UUIDField, fn
 
@@ -247,12 +247,15 @@ def _literal(value) -> str:
 
 
 def _json_value(value: Any) -> str:
-    if isinstance(value, dt.datetime):
-        return value.isoformat()
-    return str(value)  # UUIDs
+    return str(value)  # what orjson cannot write itself (a Decimal in details, say)
 
 
-_encode_rows = json.JSONEncoder(default=_json_value, separators=(",", ":"), ensure_ascii=False).encode
+def _encode_rows(rows: list[dict[str, Any]]) -> str:
+    # orjson writes datetimes (ISO 8601) and UUIDs itself, at a twentieth of json's cost.
+    try:
+        return orjson.dumps(rows, default=_json_value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except orjson.JSONEncodeError:  # what orjson refuses (an integer over 64 bits): json writes it
+        return json.dumps(rows, default=_json_value)
 
 
 def _upsert_postgres(db, rows: list[dict[str, Any]]) -> None:
@@ -263,7 +266,7 @@ def _upsert_postgres(db, rows: list[dict[str, Any]]) -> None:
     if conn not in _prepared_on:
         db.execute_sql(prepare)
         _prepared_on.add(conn)
-    db.execute_sql(execute, [_encode_rows([{name: row.get(name) for name in ROW_COLUMNS} for row in rows])])
+    db.execute_sql(execute, [_encode_rows(rows)])  # keys the record does not name are ignored
 
 
 def statuses_of(job_ids: list[str], lock: bool, db=None) -> dict[str, str]:
