@@ -1,12 +1,13 @@
 """A group-commit writer for job-log rows that never drops one.
 
 Worker threads hand it row writes.  One batch at a time is committed in one
-transaction (one multi-row upsert), so eight threads finishing eight jobs
-cost one round trip, and a job's start and end that are both still pending
-become one row insert.  A thread that must know its row is saved (before
-Dramatiq acks the message) commits the pending batch itself, or waits for
-the batch in flight, for at most ``commit_timeout`` seconds; a background
-thread commits start rows nobody waits for, and retries after an outage.
+transaction (one multi-row upsert, on PostgreSQL over a connection of the
+writer's own), so eight threads finishing eight jobs cost one round trip,
+and a job's start and end that are both still pending become one row
+insert.  A thread that must know its row is saved (before Dramatiq acks the
+message) commits the pending batch itself, or sleeps until the batch in
+flight is done, for at most ``commit_timeout`` seconds; a background thread
+commits start rows nobody waits for, and retries after an outage.
 
 When the database fails (a restart, a lost connection), the pending writes
 stay in memory, in order, and are retried with backoff until the database is
