@@ -13,17 +13,37 @@ TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 
 
-class WorkerProcess:
-    """``dramatiq MODULE`` in a process group of its own, its log in a file."""
+def procfile_command(process_type: str) -> str:
+    """The command the Procfile gives for ``process_type`` (``worker``, ``release``)."""
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        name, _, command = line.partition(":")
+        if name.strip() == process_type:
+            return command.strip()
+    raise KeyError(f"no {process_type!r} line in the Procfile")
 
-    def __init__(self, module: str, env: dict, log_path: Path, processes: int = 1, threads: int = 4, extra=()):
+
+def shell_env(env: dict) -> dict:
+    """``env`` for a shell command: this venv's ``dramatiq`` and ``enrich`` first on PATH, the project importable."""
+    bin_dir = str(Path(sys.executable).parent)
+    return {**os.environ, **env, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PYTHONPATH": f"{TESTS}{os.pathsep}{ROOT}"}
+
+
+class WorkerProcess:
+    """``dramatiq MODULE`` (or a shell ``command``) in a process group of its own, its log in a file."""
+
+    def __init__(self, module: str, env: dict, log_path: Path, processes: int = 1, threads: int = 4, extra=(),
+                 command: str = None):
         self.log_path = log_path
-        full_env = {**os.environ, **env, "PYTHONPATH": f"{TESTS}{os.pathsep}{ROOT}"}
         self.log = open(log_path, "w")
+        if command is not None:  # run as a Procfile runner would: bash, from the project root
+            args, cwd = ["bash", "-c", f"exec {command}"], ROOT
+        else:
+            args = [sys.executable, "-m", "dramatiq", module, "--processes", str(processes), "--threads", str(threads),
+                    "--skip-logging", *extra]
+            cwd = TESTS
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "dramatiq", module, "--processes", str(processes), "--threads", str(threads),
-             "--skip-logging", *extra],
-            env=full_env, cwd=TESTS, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+            args, env=shell_env(env), cwd=cwd, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )
 
     def wait_ready(self, processes: int = 1, timeout: float = 30.0) -> None:

@@ -12,7 +12,7 @@ from models import Album, EnrichmentLog, Track
 from app_harness import add_album, fake  # noqa: F401  (fixture)
 from conftest import REDIS_TEST_URL
 from linking_harness import wait_for
-from process_harness import WorkerProcess
+from process_harness import WorkerProcess, procfile_command, shell_env
 
 pytestmark = pytest.mark.slow
 
@@ -30,12 +30,33 @@ def workers_running(pg_db, pg_url, fake, tmp_path):
         "RETRY_MIN_BACKOFF_MS": "100",
     }
     env.pop("MUSICBRAINZ_MIN_INTERVAL", None)  # the production spacing: 1 request per second
-    worker = WorkerProcess("workers", env, tmp_path / "workers.log", processes=2, threads=4)
+    # Started with the Procfile's own worker line, as a deployment would.
+    env.update(WORKER_PROCESSES="2", WORKER_THREADS="4")
+    worker = WorkerProcess("workers", env, tmp_path / "workers.log", command=procfile_command("worker"))
     worker.wait_ready(processes=2)
     sender = RedisBroker(url=REDIS_TEST_URL)
     yield sender, worker
     worker.stop()
     sender.close()
+
+
+def test_the_procfile_release_line_migrates_a_new_database(fresh_database_url, tmp_path):
+    import subprocess
+
+    command = procfile_command("release")
+    for run in ("first", "second"):  # a release runs on every deploy: the second one must be harmless
+        result = subprocess.run(["bash", "-c", command], env=shell_env({"DATABASE_URL": fresh_database_url}),
+                                cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, (run, result.stdout, result.stderr)
+    from migrations import pending_migrations
+    from models import bind_database
+
+    db = bind_database(fresh_database_url)
+    try:
+        assert pending_migrations(db) == []
+        assert EnrichmentLog.select().count() == 0
+    finally:
+        db.close()
 
 
 def send_root(broker, actor_name: str, *args) -> str:
