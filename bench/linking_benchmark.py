@@ -40,8 +40,9 @@ def admin(sql: str) -> None:
 
 def run_once(actor: str, count: int, linking: bool, db_url: str) -> tuple[float, dict[str, float]]:
     """Messages per second, and CPU microseconds per message by process group."""
+    # INFO: the benchmark waits for the workers' "ready for action" lines (and production logs at INFO).
     env = dict(os.environ, REDIS_URL=REDIS_URL, DATABASE_URL=db_url, BENCH_LINKING="1" if linking else "0",
-               PYTHONPATH=ROOT)
+               PYTHONPATH=ROOT, LOG_LEVEL="INFO")
     r = redis.Redis.from_url(REDIS_URL)
     r.flushdb()
     if linking:
@@ -65,9 +66,13 @@ def run_once(actor: str, count: int, linking: bool, db_url: str) -> tuple[float,
         env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log, text=True,
     )
     # The worker's log goes to a file: a pipe nobody reads would fill and block it.
+    ready_by = time.monotonic() + 60
     while open(log.name).read().count("ready for action") < 2:
         if worker.poll() is not None:
             raise RuntimeError(f"worker exited before it was ready; see {log.name}")
+        if time.monotonic() > ready_by:
+            worker.kill()
+            raise RuntimeError(f"workers not ready after 60 s; see {log.name}")
         time.sleep(0.01)
     cpu_before = cpu_usage.snapshot()
     started = time.perf_counter()
