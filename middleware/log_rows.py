@@ -7,7 +7,8 @@ Both statements are safe to run in any order and more than once:
   N+1, which precedes any final status of that attempt;
 * a root's own final write, and a child's failure, each look at the other's
   result inside the same UPDATE, so whichever lands second turns the root
-  ``degraded``.
+  ``degraded``; a child row that leaves ``failed`` again (a redelivery that
+  succeeds) takes its failure back through migration 0006's trigger.
 """
 
 from __future__ import annotations
@@ -109,6 +110,7 @@ def _update_clause() -> dict:
                 [((EXCLUDED.status.in_(DEGRADABLE_STATUSES)) & (T.failed_children > 0), DEGRADED)],
                 EXCLUDED.status,
             ),
+            T.own_status: EXCLUDED.own_status,
             T.retry_count: EXCLUDED.retry_count,
             T.sources: EXCLUDED.sources,
             T.fields_enriched: EXCLUDED.fields_enriched,
@@ -123,8 +125,9 @@ def _update_clause() -> dict:
     return update
 
 
-# failed_children is only ever changed by count_failed_child().
-INSERT_COLUMNS = ROW_COLUMNS + ("failed_children",)
+# failed_children is only ever changed by count_failed_child() (and taken back
+# by migration 0006's trigger); own_status is the written status, kept apart.
+INSERT_COLUMNS = ROW_COLUMNS + ("failed_children", "own_status")
 _INSERT_FIELDS = [getattr(T, c) for c in INSERT_COLUMNS]
 
 # Compiling the statement costs far more than running it (the update clause
@@ -141,9 +144,13 @@ def _moves_forward():
 
 
 def _upsert_query(rows: list[dict[str, Any]]):
-    return T.insert_many([dict(row, failed_children=0) for row in rows], fields=_INSERT_FIELDS).on_conflict(
+    return T.insert_many([_insert_row(row) for row in rows], fields=_INSERT_FIELDS).on_conflict(
         conflict_target=[T.job_id], conflict_where=JOB_ID_PRESENT, update=_update_clause(), where=_moves_forward()
     )
+
+
+def _insert_row(row: dict[str, Any]) -> dict[str, Any]:
+    return dict(row, failed_children=0, own_status=row["status"])
 
 
 def _converter(field):
@@ -172,6 +179,7 @@ _CONVERTERS = [(name, _converter(field)) for name, field in zip(INSERT_COLUMNS, 
 def _bound_values(rows: list[dict[str, Any]]) -> list:
     values = []
     for row in rows:
+        row = _insert_row(row)
         for name, convert in _CONVERTERS:
             value = row.get(name, 0)
             values.append(value if convert is None or value is None else convert(value))
@@ -223,7 +231,7 @@ def _build_postgres_statement() -> tuple[str, str]:
     record = ", ".join(f'"{name}" {_record_type(getattr(T, name))}' for name in ROW_COLUMNS)
     source = Select(
         from_list=[SQL(f"jsonb_to_recordset(%s::jsonb) AS r({record})", ["rows"])],
-        columns=[SQL(f'r."{name}"') for name in ROW_COLUMNS] + [SQL("0")],  # failed_children
+        columns=[SQL(f'r."{name}"') for name in ROW_COLUMNS] + [SQL("0"), SQL('r."status"')],
     )
     query = T.insert_from(source, fields=_INSERT_FIELDS).on_conflict(
         conflict_target=[T.job_id], conflict_where=JOB_ID_PRESENT, update=_update_clause(), where=_moves_forward()

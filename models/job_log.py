@@ -39,6 +39,9 @@ class EnrichmentLog(TimestampedModel):
     entity_id = peewee.UUIDField(null=True)
 
     status = peewee.CharField(max_length=20, default=RUNNING)
+    # The job's own last status, while ``status`` shows ``degraded`` for a root
+    # with failed children (restored if they recover: migration 0006).
+    own_status = peewee.CharField(max_length=20, null=True)
     reason = peewee.TextField(null=True)
     sources = JSONField(default=list)
     fields_enriched = JSONField(default=list)

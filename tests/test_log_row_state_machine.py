@@ -275,9 +275,6 @@ def test_started_at_when_the_first_attempts_write_arrives_late(db, writer, batch
     assert row.started_at == started_at(Write(1, 0, RUNNING, 0))  # the first attempt's
 
 
-@pytest.mark.xfail(strict=True, reason="a failure already counted on the root is never taken back: a redelivered "
-                   "last attempt that succeeds moves the child's row from failed to success (same retry_count), "
-                   "but the root keeps failed_children=1 and stays degraded")
 def test_a_failed_child_whose_redelivery_succeeds_is_no_longer_counted(db, writer):
     # The child's last attempt failed and was written, but the broker never saw the nack (the
     # worker died): the message is delivered again with the same retries option, and succeeds.
@@ -293,3 +290,18 @@ def test_a_failed_child_whose_redelivery_succeeds_is_no_longer_counted(db, write
     root = EnrichmentLog.get(EnrichmentLog.job_id == job_id(0))
     assert (child.status, child.retry_count) == ("success", 0)
     assert (root.status, root.failed_children) == ("success", 0)
+
+
+def test_a_root_stays_degraded_while_another_child_is_still_failed(db, writer):
+    deliver(writer, [
+        [Write(0, 0, RUNNING, 0)],
+        [Write(1, 0, RUNNING, 0), Write(2, 0, RUNNING, 0)],
+        [Write(1, 0, FAILED, 0), Write(2, 0, FAILED, 0)],
+        [Write(0, 0, "partial_success", 0)],
+        [Write(1, 0, "success", 0, copy=1)],  # child 1 delivered again, and this time it works
+    ])
+    root = EnrichmentLog.get(EnrichmentLog.job_id == job_id(0))
+    assert (root.status, root.failed_children) == (DEGRADED, 1)
+    deliver(writer, [[Write(2, 0, "success", 0, copy=1)]])
+    root = EnrichmentLog.get(EnrichmentLog.job_id == job_id(0))
+    assert (root.status, root.failed_children) == ("partial_success", 0)  # its own status, not success

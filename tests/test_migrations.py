@@ -54,6 +54,7 @@ def test_pre_linking_database_migrates_to_head_keeping_every_row(fresh_database_
         "0003_backfill_root_jobs",
         "0004_linking_columns",
         "0005_image_cache_and_root_indexes",
+        "0006_recovered_child_failures",
     ]
 
     rows = {r.job_id: r for r in EnrichmentLog.select()}
@@ -139,7 +140,7 @@ def test_enrich_migrate_twice_is_a_no_op(fresh_database_url, tmp_path):
     cmd = [sys.executable, "-m", "workers.cli", "migrate"]
     first = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert first.returncode == 0, first.stderr
-    assert "applied 0005_image_cache_and_root_indexes" in first.stdout
+    assert "applied 0006_recovered_child_failures" in first.stdout
     second = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert second.returncode == 0, second.stderr
     assert second.stdout.strip() == "database is up to date"
