@@ -13,17 +13,18 @@ Both statements are safe to run in any order and more than once:
 
 from __future__ import annotations
 
-import json
 import re
 import weakref
 from typing import Any
 
-import orjson
 import peewee
 from peewee import EXCLUDED, SQL, Case, Function, JSONField, Select, UUIDField, fn
 
 from models.base import utcnow
+from models.database import is_postgres
 from models.job_log import DEGRADABLE_STATUSES, DEGRADED, FAILED, JOB_ID_PRESENT, RETRYING, RUNNING, EnrichmentLog
+
+from .json_text import json_text
 
 T = EnrichmentLog
 
@@ -189,11 +190,10 @@ def _bound_values(rows: list[dict[str, Any]]) -> list:
 def upsert_rows(rows: list[dict[str, Any]], db=None) -> None:
     """Insert or move forward one row per job id, in one statement (on ``db``, default: the model's)."""
     db = db if db is not None else T._meta.database
-    real = getattr(db, "obj", db)
-    if isinstance(real, peewee.PostgresqlDatabase):
-        _upsert_postgres(real, rows)
+    if is_postgres(db):
+        _upsert_postgres(db, rows)
         return
-    key = (type(real), len(rows))  # the SQL depends on the dialect only
+    key = (type(getattr(db, "obj", db)), len(rows))  # the SQL depends on the dialect only
     compiled = _compiled.get(key)
     if compiled is None:
         query = _upsert_query(rows)
@@ -254,18 +254,6 @@ def _literal(value) -> str:
     raise RuntimeError(f"unexpected constant in the job-log upsert: {value!r}")
 
 
-def _json_value(value: Any) -> str:
-    return str(value)  # what orjson cannot write itself (a Decimal in details, say)
-
-
-def _encode_rows(rows: list[dict[str, Any]]) -> str:
-    # orjson writes datetimes (ISO 8601) and UUIDs itself, at a twentieth of json's cost.
-    try:
-        return orjson.dumps(rows, default=_json_value, option=orjson.OPT_NON_STR_KEYS).decode()
-    except orjson.JSONEncodeError:  # what orjson refuses (an integer over 64 bits): json writes it
-        return json.dumps(rows, default=_json_value)
-
-
 def _upsert_postgres(db, rows: list[dict[str, Any]]) -> None:
     if not _postgres_statement:
         _postgres_statement.append(_build_postgres_statement())
@@ -274,7 +262,8 @@ def _upsert_postgres(db, rows: list[dict[str, Any]]) -> None:
     if conn not in _prepared_on:
         db.execute_sql(prepare)
         _prepared_on.add(conn)
-    db.execute_sql(execute, [_encode_rows(rows)])  # keys the record does not name are ignored
+    # Keys the record does not name are ignored; str() for anything JSON has no type for.
+    db.execute_sql(execute, [json_text(rows, default=str)])
 
 
 def statuses_of(job_ids: list[str], lock: bool, db=None) -> dict[str, str]:

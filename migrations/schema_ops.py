@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import peewee
 
-
-def is_postgres(db) -> bool:
-    return isinstance(db, peewee.PostgresqlDatabase)
+from models.database import is_postgres  # noqa: F401  (the migration files import it from here)
 
 
 def add_column_if_missing(migrator, db, table: str, name: str, field: peewee.Field) -> bool:

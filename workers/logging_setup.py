@@ -21,19 +21,18 @@ is the only logging configuration in the process.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from typing import Iterable, Optional, TextIO
 from urllib.parse import quote, unquote, urlparse
 
-import orjson
 import structlog
 from structlog.processors import ExceptionRenderer
 from structlog.stdlib import ProcessorFormatter
 from structlog.tracebacks import ExceptionDictTransformer
 from structlog.typing import EventDict, Processor, WrappedLogger
 
+from middleware.json_text import json_text
 from middleware.redaction import REDACTED, is_secret_key, redact_text, redact_value
 from models.settings import ConfigError, Settings
 
@@ -125,19 +124,11 @@ def render_processors(settings: Settings, colors: bool = False) -> list[Processo
         structlog.processors.EventRenamer("message"),  # the key Datadog and Vector read as the message
         redact_secrets(secret_values(settings)),  # last but rendering: nothing added later escapes it
         (
-            structlog.processors.JSONRenderer(serializer=_orjson_text)
+            structlog.processors.JSONRenderer(serializer=json_text)  # orjson: a fifth of json's cost
             if json_format
             else structlog.dev.ConsoleRenderer(event_key="message", colors=colors)
         ),
     ]
-
-
-def _orjson_text(event_dict: EventDict, **kw) -> str:
-    """orjson as structlog's serializer (a fifth of json's cost), as text for the text stream."""
-    try:
-        return orjson.dumps(event_dict, option=orjson.OPT_NON_STR_KEYS, **kw).decode()
-    except orjson.JSONEncodeError:  # what orjson refuses (an integer over 64 bits): json writes it
-        return json.dumps(event_dict, **kw)
 
 
 def _level(name: str) -> int:
