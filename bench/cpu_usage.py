@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 _TICKS = os.sysconf("SC_CLK_TCK")
-GROUPS = ("workers", "postgres", "redis")
+GROUPS = ("workers", "postgres", "redis", "other")
 
 
 def snapshot() -> dict[int, tuple[str, float]]:
@@ -42,7 +42,7 @@ def _group(comm: str) -> str:
 
 def used_between(before: dict, after: dict) -> dict[str, float]:
     """CPU seconds per group spent between two snapshots."""
-    used = dict.fromkeys(GROUPS + ("other",), 0.0)
+    used = dict.fromkeys(GROUPS, 0.0)
     for pid, (group, seconds) in after.items():
         used[group] += seconds - before.get(pid, (group, 0.0))[1]
     return used

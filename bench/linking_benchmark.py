@@ -116,10 +116,10 @@ def main() -> None:
             results.append((actor, plain[1], linked[1]))
             print(f"{actor:<10} {plain[0]:>12.0f} {linked[0]:>13.0f} {linked[0] / plain[0]:>6.2f}x", flush=True)
         print("\nCPU per message, microseconds (plain / linked):")
-        print(f"{'actor':<10}" + "".join(f"{group:>18}" for group in cpu_usage.GROUPS + ("other",)))
+        print(f"{'actor':<10}" + "".join(f"{group:>18}" for group in cpu_usage.GROUPS))
         for actor, plain_cpu, linked_cpu in results:
             print(f"{actor:<10}" + "".join(
-                f"{plain_cpu[g]:>9.0f} /{linked_cpu[g]:>7.0f}" for g in cpu_usage.GROUPS + ("other",)))
+                f"{plain_cpu[g]:>9.0f} /{linked_cpu[g]:>7.0f}" for g in cpu_usage.GROUPS))
     finally:
         from models import database
 
