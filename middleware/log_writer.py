@@ -21,6 +21,7 @@ import json
 import os
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -39,14 +40,32 @@ OUTAGE_ERRORS = (peewee.OperationalError, peewee.InterfaceError)
 
 
 class _Waiter:
-    """One thread waiting for one write: woken when it is settled, or when it may lead a commit."""
+    """One thread waiting for one write: woken when it is settled, or when it may lead a commit.
 
-    __slots__ = ("event", "saved", "waiting")
+    A bare lock is the signal (held: not woken yet): setting and waiting on
+    it run in C, where an ``Event`` runs a ``Condition`` in Python, and the
+    committing thread wakes a whole batch while the other threads wait for the GIL.
+    """
+
+    __slots__ = ("_signal", "saved", "waiting")
 
     def __init__(self) -> None:
-        self.event = threading.Event()
+        self._signal = threading.Lock()
+        self._signal.acquire()
         self.saved: Optional[bool] = None  # None until the write is committed or refused
         self.waiting = True  # False once its thread gave up: it must not be handed the lead
+
+    def wake(self) -> None:
+        try:
+            self._signal.release()
+        except RuntimeError:
+            pass  # already woken and not waiting again yet
+
+    def reset(self) -> None:
+        self._signal.acquire(blocking=False)
+
+    def sleep(self, timeout: float) -> None:
+        self._signal.acquire(timeout=timeout)
 
 
 @dataclass
@@ -68,11 +87,11 @@ class PendingWrite:
     def settle(self) -> None:
         for waiter in self.waiters:
             waiter.saved = not self.rejected
-            waiter.event.set()
+            waiter.wake()
 
     def wake(self) -> None:
         for waiter in self.waiters:
-            waiter.event.set()
+            waiter.wake()
 
 
 class LogWriter:
@@ -113,14 +132,13 @@ class LogWriter:
         self._committing = False  # one batch at a time, by whichever thread leads
         self._lock = threading.Lock()
         self._wake_writer = threading.Event()  # set at shutdown; otherwise the writer thread polls
-        self._thread: Optional[threading.Thread] = None
-        self._pid: Optional[int] = None
+        self._thread: Optional[threading.Thread] = None  # None again in a forked child (see _forget_after_fork)
         self._stopping = False
         self._outage_since: Optional[float] = None
         self._own = None  # the writer's own PostgreSQL connection (see _connection)
-        self._own_pid: Optional[int] = None
         self._own_source = None
         self.committed_rows = 0
+        _all_writers.add(self)
 
     # -- called by worker threads -----------------------------------------
 
@@ -175,7 +193,7 @@ class LogWriter:
                 if not self._committing and job_id in self._pending:
                     batch = self._take_batch()
                 else:
-                    waiter.event.clear()  # under the lock: a wake-up after this is not missed
+                    waiter.reset()  # under the lock: a wake-up after this is not missed
             if batch is not None:
                 self._commit_batch(batch)
                 continue
@@ -183,7 +201,7 @@ class LogWriter:
             if remaining <= 0:
                 waiter.waiting = False
                 return False
-            waiter.event.wait(remaining)
+            waiter.sleep(remaining)
 
     @property
     def pending_count(self) -> int:
@@ -197,18 +215,29 @@ class LogWriter:
     # -- lifecycle ----------------------------------------------------------
 
     def _ensure_running(self) -> None:
-        # Dramatiq forks worker processes: a thread started in the parent
-        # does not exist in the child, so each process starts its own.
-        if self._thread is not None and self._pid == os.getpid() and self._thread.is_alive():
+        # Called for every write: no system call (os.getpid) and no lock here.
+        if self._thread is not None:
             return
         with self._lock:
-            if self._thread is not None and self._pid == os.getpid() and self._thread.is_alive():
+            if self._thread is not None:
                 return
-            self._pid = os.getpid()
             self._stopping = False
             self._wake_writer.clear()
             self._thread = threading.Thread(target=self._run, name="job-log-writer", daemon=True)
             self._thread.start()
+
+    def _forget_after_fork(self) -> None:
+        # Dramatiq forks worker processes: the parent's thread does not exist in the
+        # child, and its connection belongs to the parent's session (closing it here,
+        # or letting it be collected, would end that session).
+        self._lock = threading.Lock()
+        self._thread = None
+        # The parent commits its own pending writes; a commit it was running at the
+        # fork would otherwise look like one in flight here for ever.
+        self._pending, self._in_flight, self._committing = {}, {}, False
+        if self._own is not None:
+            _inherited_connections.append(self._own)
+            self._own = None
 
     def stop(self, timeout: float = 10.0) -> int:
         """Flush what is pending and stop; returns how many writes could not be saved.
@@ -217,7 +246,7 @@ class LogWriter:
         so an operator can replay them: nothing is dropped silently.
         """
         thread = self._thread
-        if thread is None or self._pid != os.getpid():
+        if thread is None:
             self._close_own_connection()
             return 0
         with self._lock:
@@ -239,7 +268,7 @@ class LogWriter:
         return len(left)
 
     def _close_own_connection(self) -> None:
-        if self._own is not None and self._own_pid == os.getpid():
+        if self._own is not None:
             _discard_connection(self._own)
             self._own = None
 
@@ -247,6 +276,14 @@ class LogWriter:
 
     def _run(self) -> None:
         """The writer thread's share: start rows nobody waits for, retries after an outage, the last flush."""
+        try:
+            self._commit_until_stopped()
+        except Exception:
+            # Waiting threads still commit their own writes; the next write starts a new thread.
+            logger.exception("job log writer thread failed; it is restarted with the next write")
+            self._thread = None
+
+    def _commit_until_stopped(self) -> None:
         backoff = self.retry_backoff[0]
         while True:
             with self._lock:
@@ -347,15 +384,11 @@ class LogWriter:
         real = getattr(self.database, "obj", self.database)
         if not is_postgres(real):
             return self.database
-        if self._own is None or self._own_pid != os.getpid() or self._own_source is not real:
-            if self._own is not None and self._own_pid != os.getpid():
-                # A connection inherited through fork belongs to the parent: closing it
-                # here (or letting it be collected) would end the parent's session.
-                _inherited_connections.append(self._own)
-            elif self._own is not None:
+        if self._own is None or self._own_source is not real:
+            if self._own is not None:
                 _discard_connection(self._own)
             self._own = peewee.PostgresqlDatabase(real.database, thread_safe=False, **real.connect_params)
-            self._own_pid, self._own_source = os.getpid(), real
+            self._own_source = real
         return self._own
 
     def _commit(self, batch: list[PendingWrite]) -> None:
@@ -429,7 +462,16 @@ class LogWriter:
             )
 
 
-_inherited_connections: list = []  # kept open on purpose, see LogWriter._connection
+_inherited_connections: list = []  # kept open on purpose, see LogWriter._forget_after_fork
+_all_writers: "weakref.WeakSet[LogWriter]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for writer in list(_all_writers):
+        writer._forget_after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _discard_connection(db) -> None:

@@ -19,7 +19,7 @@ import os
 import threading
 import time
 import weakref
-from typing import Optional, TextIO
+from typing import TextIO
 
 from dramatiq.middleware import Middleware
 
@@ -43,7 +43,7 @@ class BufferedLines(io.TextIOBase):
         self._parts: list[str] = []
         self._size = 0
         self._lock = threading.Lock()
-        self._flusher_pid: Optional[int] = None
+        self._flusher_running = False  # False again in a forked child: its flusher is the parent's
         _all_buffers.add(self)
 
     def write(self, text: str) -> int:
@@ -52,7 +52,7 @@ class BufferedLines(io.TextIOBase):
             self._size += len(text)
             if self._size >= self.max_chars:
                 self._write_out()
-        if self._flusher_pid != os.getpid():
+        if not self._flusher_running:
             self._start_flusher()
         return len(text)
 
@@ -85,14 +85,13 @@ class BufferedLines(io.TextIOBase):
     def _start_flusher(self) -> None:
         # One thread per process: a thread started before a fork does not exist in the child.
         with self._lock:
-            if self._flusher_pid == os.getpid():
+            if self._flusher_running:
                 return
-            self._flusher_pid = os.getpid()
+            self._flusher_running = True
         threading.Thread(target=self._flush_periodically, name="log-flusher", daemon=True).start()
 
     def _flush_periodically(self) -> None:
-        pid = os.getpid()
-        while self._flusher_pid == pid:
+        while True:
             time.sleep(self.interval)
             self.drain()
 
@@ -101,6 +100,7 @@ class BufferedLines(io.TextIOBase):
         self._lock = threading.Lock()
         self._parts = []
         self._size = 0
+        self._flusher_running = False
 
 
 def drain_all() -> None:
