@@ -372,6 +372,30 @@ def test_album_without_redis_runs_here_and_prints_the_timeline(tmp_path):
         assert again.returncode == 0 and "nothing to do" in again.stdout
 
 
+def test_a_tree_that_ends_degraded_gives_exit_status_2(tmp_path):
+    from workers.fake_upstream import COVER_ART, FakeUpstream
+
+    with FakeUpstream() as fake:
+        env = {
+            **fake.env(cloudflare=False),
+            "COVERART_URL": fake.url + COVER_ART,
+            "MUSICBRAINZ_MIN_INTERVAL": "0.2",
+            "DISCOGS_MIN_INTERVAL": "0.2",
+            "IMAGE_CACHE_DIR": str(tmp_path / "images"),
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'catalog.db'}",
+        }
+        assert enrich("migrate", env=env).returncode == 0
+        album_id = enrich("add-album", "Discovery", "--artist", "Daft Punk", env=env).stdout.strip()
+        fake.fail(COVER_ART, "status", status=400, times=None)  # the cover art fetch fails for good
+        result = enrich("run", "--album", album_id, env=env, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    tree = result.stdout[result.stdout.index("\n\n"):].strip().splitlines()
+    assert tree[0].split()[1] == "degraded"
+    assert any(line.split()[:2] == ["failed", "cache:album-cover-art"] for line in tree)
+    assert any("1 of 1 tree did not end well (1 degraded)" in line for line in said(result))
+
+
 @pytest.mark.parametrize(
     "variable, value, expected",
     [

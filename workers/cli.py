@@ -28,7 +28,7 @@ from models.timeline import MAX_LIMIT, get_tree, list_roots
 from .cli_catalog import AlbumInput, add_album, add_artist, credit_line
 from .cli_common import CommandError, actor, migrate, note, open_database, quiet_logs
 from .cli_demo import run_demo
-from .cli_run import reexec, reexecuted, run_here
+from .cli_run import reexec, reexecuted, run_here, trees_exit_status
 from .cli_timeline import Style, follow, is_active, root_labels, roots_lines, tree_labels, tree_lines
 
 
@@ -115,8 +115,7 @@ def cmd_start_root(args: argparse.Namespace) -> int:
         return 0
     note("REDIS_URL is not set, so there is no shared broker: running the job here, in this process (Ctrl-C stops it)")
     quiet_logs()
-    run_here([(actor_name, job_args, kwargs)], timeout=args.timeout)
-    return 0
+    return trees_exit_status(run_here([(actor_name, job_args, kwargs)], timeout=args.timeout))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -137,8 +136,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     print(f"enriching {len(ids)} album{'s' if len(ids) != 1 else ''} on an in-process worker (Ctrl-C stops it)")
     quiet_logs()
-    run_here([("check_album_enrichment", (album_id,), {}) for album_id in ids], timeout=args.timeout)
-    return 0
+    return trees_exit_status(run_here([("check_album_enrichment", (album_id,), {}) for album_id in ids],
+                                      timeout=args.timeout))
 
 
 # -- reading the job log -------------------------------------------------------------------------
@@ -229,7 +228,8 @@ def _add_catalog_commands(sub) -> None:
 
 
 def _add_job_commands(sub) -> None:
-    in_process = " Without REDIS_URL it runs here, in this process, and prints the timeline."
+    in_process = (" Without REDIS_URL it runs here, in this process, and prints the timeline"
+                  " (exit status 2 if the tree ends failed or degraded).")
     for name, what in (("album", "album"), ("artist", "artist"), ("track", "track")):
         p = _add(sub, name, cmd_start_root,
                  f"start the enrichment check of one {what}: with REDIS_URL, queue it and print the job id."
@@ -249,7 +249,8 @@ def _add_job_commands(sub) -> None:
                    help=f"without REDIS_URL: seconds to wait for the tree (default {RUN_TIMEOUT:g})")
     p = _add(sub, "run", cmd_run,
              "enrich albums on an in-process worker (in-memory queue, no Redis needed), with progress, "
-             "then print every tree's timeline. Logs warnings and errors only unless LOG_LEVEL is set.",
+             "then print every tree's timeline. Logs warnings and errors only unless LOG_LEVEL is set. "
+             "Exit status 2 if a tree ends failed or degraded.",
              "enrich run --pending")
     p.add_argument("--album", action="append", metavar="ID", help="an album id; repeat for several")
     p.add_argument("--pending", action="store_true", help="every album whose enrichment is pending or failed")

@@ -25,7 +25,7 @@ from models import EnrichmentLog, utcnow
 from models.job_log import FINAL_STATUSES
 from models.timeline import get_tree
 
-from .cli_common import CommandError, actor, app_broker
+from .cli_common import CommandError, actor, app_broker, note
 from .cli_timeline import Style, fmt_ms, tree_labels, tree_lines
 
 # Set in the environment of a re-executed command, so it never re-executes again.
@@ -194,6 +194,32 @@ def run_here(roots: Sequence[tuple[str, tuple, dict]], timeout: Optional[float],
     if show_trees:
         print_trees(run.trees())
     return run.root_job_ids
+
+
+# Exit status of an in-process run whose trees did not all end well (1 is a command error).
+TREES_NOT_WELL = 2
+_NOT_WELL = ("failed", "degraded")
+
+
+def trees_exit_status(root_job_ids: Sequence[str]) -> int:
+    """0 when every tree ended well; else a note on stderr naming how many did not, and ``TREES_NOT_WELL``.
+
+    A script or a cron job running ``enrich run`` learns from the status alone
+    that a tree needs looking at; the timelines above say which and why.
+    """
+    statuses: dict[str, str] = {}
+    for start in range(0, len(root_job_ids), _CHUNK):
+        chunk = list(root_job_ids[start:start + _CHUNK])
+        query = EnrichmentLog.select(EnrichmentLog.job_id, EnrichmentLog.status).where(EnrichmentLog.job_id.in_(chunk))
+        statuses.update(query.tuples())
+    bad = {status: sum(1 for s in statuses.values() if s == status) for status in _NOT_WELL}
+    if not any(bad.values()):
+        return 0
+    parts = ", ".join(f"{count} {status}" for status, count in bad.items() if count)
+    total = len(root_job_ids)
+    note(f"{sum(bad.values())} of {total} tree{'s' if total != 1 else ''} did not end well ({parts}): "
+         f"see the timeline{'s' if total != 1 else ''} above; exit status {TREES_NOT_WELL}")
+    return TREES_NOT_WELL
 
 
 def print_trees(root_job_ids: Sequence[str], out: Optional[TextIO] = None) -> None:
