@@ -343,19 +343,27 @@ def test_ctrl_c_while_following_exits_130_without_a_traceback(url):
 # -- running jobs here, without a shared broker ---------------------------------------------------
 
 
+def in_process_env(fake, tmp_path) -> dict[str, str]:
+    """A migrated SQLite catalog and the fake upstream, for commands that run jobs here (no REDIS_URL)."""
+    from workers.fake_upstream import COVER_ART
+
+    env = {
+        **fake.env(cloudflare=False),
+        "COVERART_URL": fake.url + COVER_ART,
+        "MUSICBRAINZ_MIN_INTERVAL": "0.2",
+        "DISCOGS_MIN_INTERVAL": "0.2",
+        "IMAGE_CACHE_DIR": str(tmp_path / "images"),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'catalog.db'}",
+    }
+    assert enrich("migrate", env=env).returncode == 0
+    return env
+
+
 def test_album_without_redis_runs_here_and_prints_the_timeline(tmp_path):
-    from workers.fake_upstream import COVER_ART, FakeUpstream
+    from workers.fake_upstream import FakeUpstream
 
     with FakeUpstream() as fake:
-        env = {
-            **fake.env(cloudflare=False),
-            "COVERART_URL": fake.url + COVER_ART,
-            "MUSICBRAINZ_MIN_INTERVAL": "0.2",
-            "DISCOGS_MIN_INTERVAL": "0.2",
-            "IMAGE_CACHE_DIR": str(tmp_path / "images"),
-            "DATABASE_URL": f"sqlite:///{tmp_path / 'catalog.db'}",
-        }
-        assert enrich("migrate", env=env).returncode == 0
+        env = in_process_env(fake, tmp_path)
         album_id = enrich("add-album", "Discovery", "--artist", "Daft Punk", env=env).stdout.strip()
         result = enrich("album", album_id, env=env, timeout=120)
         assert result.returncode == 0, result.stderr
@@ -376,15 +384,7 @@ def test_a_tree_that_ends_degraded_gives_exit_status_2(tmp_path):
     from workers.fake_upstream import COVER_ART, FakeUpstream
 
     with FakeUpstream() as fake:
-        env = {
-            **fake.env(cloudflare=False),
-            "COVERART_URL": fake.url + COVER_ART,
-            "MUSICBRAINZ_MIN_INTERVAL": "0.2",
-            "DISCOGS_MIN_INTERVAL": "0.2",
-            "IMAGE_CACHE_DIR": str(tmp_path / "images"),
-            "DATABASE_URL": f"sqlite:///{tmp_path / 'catalog.db'}",
-        }
-        assert enrich("migrate", env=env).returncode == 0
+        env = in_process_env(fake, tmp_path)
         album_id = enrich("add-album", "Discovery", "--artist", "Daft Punk", env=env).stdout.strip()
         fake.fail(COVER_ART, "status", status=400, times=None)  # the cover art fetch fails for good
         result = enrich("run", "--album", album_id, env=env, timeout=120)

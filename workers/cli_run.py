@@ -22,7 +22,7 @@ from dramatiq.brokers.stub import StubBroker
 from peewee import fn
 
 from models import EnrichmentLog, utcnow
-from models.job_log import FINAL_STATUSES
+from models.job_log import DEGRADED, FAILED, FINAL_STATUSES
 from models.timeline import get_tree
 
 from .cli_common import CommandError, actor, app_broker, note
@@ -179,7 +179,8 @@ class InProcessRun:
 
 def run_here(roots: Sequence[tuple[str, tuple, dict]], timeout: Optional[float], show_trees: bool = True) -> list[str]:
     """Run root jobs ``(actor name, args, kwargs)`` on an in-process worker until every tree is
-    finished, with progress; print their timelines; returns their job ids."""
+    finished, with progress; print their timelines; returns the root job ids of every tree that ran
+    (those sent, and the trees they started)."""
     for actor_name, _, _ in roots:
         actor(actor_name)  # a missing actor is one line, before the worker starts
     with InProcessRun(app_broker()) as run:
@@ -191,14 +192,14 @@ def run_here(roots: Sequence[tuple[str, tuple, dict]], timeout: Optional[float],
             if show_trees:
                 print_trees(run.trees())
             raise
+        trees = run.trees()
     if show_trees:
-        print_trees(run.trees())
-    return run.root_job_ids
+        print_trees(trees)
+    return trees
 
 
 # Exit status of an in-process run whose trees did not all end well (1 is a command error).
 TREES_NOT_WELL = 2
-_NOT_WELL = ("failed", "degraded")
 
 
 def trees_exit_status(root_job_ids: Sequence[str]) -> int:
@@ -207,12 +208,11 @@ def trees_exit_status(root_job_ids: Sequence[str]) -> int:
     A script or a cron job running ``enrich run`` learns from the status alone
     that a tree needs looking at; the timelines above say which and why.
     """
-    statuses: dict[str, str] = {}
-    for start in range(0, len(root_job_ids), _CHUNK):
-        chunk = list(root_job_ids[start:start + _CHUNK])
-        query = EnrichmentLog.select(EnrichmentLog.job_id, EnrichmentLog.status).where(EnrichmentLog.job_id.in_(chunk))
-        statuses.update(query.tuples())
-    bad = {status: sum(1 for s in statuses.values() if s == status) for status in _NOT_WELL}
+    statuses: list[str] = []
+    for chunk in _chunks(root_job_ids):
+        query = EnrichmentLog.select(EnrichmentLog.status).where(EnrichmentLog.job_id.in_(chunk))
+        statuses += [status for (status,) in query.tuples()]
+    bad = {status: statuses.count(status) for status in (FAILED, DEGRADED)}
     if not any(bad.values()):
         return 0
     parts = ", ".join(f"{count} {status}" for status, count in bad.items() if count)
