@@ -18,10 +18,8 @@ commits, so the actors' own work goes on.
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
-import weakref
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -31,6 +29,7 @@ import structlog
 from models.database import is_postgres
 
 from . import log_rows
+from .fork_reset import reset_in_forked_children
 
 logger = structlog.get_logger("middleware.job_linking")
 
@@ -97,7 +96,7 @@ class PendingWrite:
 class LogWriter:
     """Commits job-log rows in groups, led by the threads that wait for them.
 
-    Each waiting thread sleeps on its own event and is woken once: when its
+    Each waiting thread sleeps on its own signal and is woken once: when its
     row is committed, or when the commit before it ends and it may lead the
     next one.  Waking every waiter at every commit (a shared condition)
     cost more CPU than the commits themselves with eight worker threads.
@@ -132,13 +131,13 @@ class LogWriter:
         self._committing = False  # one batch at a time, by whichever thread leads
         self._lock = threading.Lock()
         self._wake_writer = threading.Event()  # set at shutdown; otherwise the writer thread polls
-        self._thread: Optional[threading.Thread] = None  # None again in a forked child (see _forget_after_fork)
+        self._thread: Optional[threading.Thread] = None  # None again in a forked child (see after_fork_in_child)
         self._stopping = False
         self._outage_since: Optional[float] = None
         self._own = None  # the writer's own PostgreSQL connection (see _connection)
         self._own_source = None
         self.committed_rows = 0
-        _all_writers.add(self)
+        reset_in_forked_children(self)
 
     # -- called by worker threads -----------------------------------------
 
@@ -226,10 +225,9 @@ class LogWriter:
             self._thread = threading.Thread(target=self._run, name="job-log-writer", daemon=True)
             self._thread.start()
 
-    def _forget_after_fork(self) -> None:
-        # Dramatiq forks worker processes: the parent's thread does not exist in the
-        # child, and its connection belongs to the parent's session (closing it here,
-        # or letting it be collected, would end that session).
+    def after_fork_in_child(self) -> None:
+        # The parent's thread does not exist here, and its connection belongs to the
+        # parent's session (closing it here, or letting it be collected, would end that session).
         self._lock = threading.Lock()
         self._thread = None
         # The parent commits its own pending writes; a commit it was running at the
@@ -462,16 +460,7 @@ class LogWriter:
             )
 
 
-_inherited_connections: list = []  # kept open on purpose, see LogWriter._forget_after_fork
-_all_writers: "weakref.WeakSet[LogWriter]" = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for writer in list(_all_writers):
-        writer._forget_after_fork()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
+_inherited_connections: list = []  # kept open on purpose, see LogWriter.after_fork_in_child
 
 
 def _discard_connection(db) -> None:

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import atexit
 import io
-import os
 import threading
 import time
 import weakref
 from typing import TextIO
 
 from dramatiq.middleware import Middleware
+
+from middleware.fork_reset import reset_in_forked_children
 
 _all_buffers: "weakref.WeakSet[BufferedLines]" = weakref.WeakSet()
 
@@ -45,6 +46,7 @@ class BufferedLines(io.TextIOBase):
         self._lock = threading.Lock()
         self._flusher_running = False  # False again in a forked child: its flusher is the parent's
         _all_buffers.add(self)
+        reset_in_forked_children(self)
 
     def write(self, text: str) -> int:
         with self._lock:
@@ -95,7 +97,7 @@ class BufferedLines(io.TextIOBase):
             time.sleep(self.interval)
             self.drain()
 
-    def _forget_after_fork(self) -> None:
+    def after_fork_in_child(self) -> None:
         # The parent writes what was waiting at the fork; the child must not write it again.
         self._lock = threading.Lock()
         self._parts = []
@@ -121,10 +123,4 @@ class DrainLogsAtShutdown(Middleware):
         drain_all()
 
 
-def _after_fork_in_child() -> None:
-    for buffer in list(_all_buffers):
-        buffer._forget_after_fork()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
 atexit.register(drain_all)

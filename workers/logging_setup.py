@@ -103,17 +103,12 @@ def redact_secrets(secrets: Iterable[str]) -> Processor:
                 clean[key] = REDACTED
             elif isinstance(value, str):
                 clean[key] = value if key in TRUSTED_KEYS else redact_string(value)
-            elif value.__class__ in _NO_TEXT:
-                clean[key] = value
             else:
                 clean[key] = redact_value(value, values)
         return clean
 
     return redact
 
-
-# Values with no text to redact: most of a job line (ids aside) is these.
-_NO_TEXT = frozenset({type(None), bool, int, float})
 
 # Values only this module's processors write.
 TRUSTED_KEYS = frozenset({"timestamp", "level", "logger"})
