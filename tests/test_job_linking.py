@@ -514,3 +514,28 @@ def test_a_retried_row_keeps_its_first_attempts_start(harness):
     assert abs((row.started_at - starts[0]).total_seconds()) < 0.001
     assert row.completed_at > row.started_at
     assert row.retry_count == 2 and row.status == "success"
+
+
+def test_row_ids_differ_between_a_worker_process_and_its_forked_children():
+    """Row ids come from ``random``: a forked worker process must not repeat its parent's."""
+    import os
+    import uuid
+
+    from middleware.job_context import random_uuid
+
+    random_uuid()  # the parent's generator is in use before the fork, as in a dramatiq worker
+    read_end, write_end = os.pipe()
+    children = []
+    for _ in range(2):
+        pid = os.fork()
+        if pid == 0:
+            os.write(write_end, random_uuid().bytes)
+            os._exit(0)
+        children.append(pid)
+    for pid in children:
+        os.waitpid(pid, 0)
+    ids = {random_uuid()} | {uuid.UUID(bytes=os.read(read_end, 16)) for _ in children}
+    os.close(read_end)
+    os.close(write_end)
+    assert len(ids) == 3
+    assert {row_id.version for row_id in ids} == {4}

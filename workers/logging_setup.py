@@ -95,20 +95,44 @@ def redact_secrets(secrets: Iterable[str]) -> Processor:
                 seen[text] = done
         return done
 
-    def redact(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    # Keys seen before that do not name a secret: a line whose keys are all
+    # known takes the short path, which copies nothing when nothing changes.
+    ordinary_keys: set[str] = set()
+
+    def redact_every_key(event_dict: EventDict) -> EventDict:
         clean = {}
         for key, value in event_dict.items():
             key = str(key)
-            if value and is_secret_key(key):
-                clean[key] = REDACTED
-            elif isinstance(value, str):
+            if is_secret_key(key):
+                clean[key] = REDACTED if value else value
+                continue
+            if len(ordinary_keys) < 1024:
+                ordinary_keys.add(key)
+            if isinstance(value, str):
                 clean[key] = value if key in TRUSTED_KEYS else redact_string(value)
             else:
                 clean[key] = redact_value(value, values)
         return clean
 
+    def redact(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+        changes = {}
+        for key, value in event_dict.items():
+            if key not in ordinary_keys:
+                return redact_every_key(event_dict)
+            kind = type(value)
+            if kind is str:
+                if key not in TRUSTED_KEYS:
+                    clean = redact_string(value)
+                    if clean is not value:
+                        changes[key] = clean
+            elif value is not None and kind not in _SCALARS:
+                changes[key] = redact_value(value, values)
+        return {**event_dict, **changes} if changes else event_dict
+
     return redact
 
+
+_SCALARS = frozenset({bool, int, float})
 
 # Values only this module's processors write.
 TRUSTED_KEYS = frozenset({"timestamp", "level", "logger"})
