@@ -16,7 +16,7 @@ from models import Album, AlbumArtist, Artist, EnrichmentLog, Track, album_artis
 from workers.actors.discogs import score_result
 from workers.actors.images import largest_image
 from workers.actors.spotify import release_date
-from workers.fake_upstream import DISCOGS, IMAGES, SPOTIFY_API
+from workers.fake_upstream import DISCOGS, IMAGES, SPOTIFY_ACCOUNTS, SPOTIFY_API
 
 from app_harness import app, fake, tree  # noqa: F401  (fixtures)
 from linking_harness import rows
@@ -100,6 +100,33 @@ def test_track_fallback_skips_without_spotify_id_and_reports_no_tracks(app, fake
     by_album = {str(r.entity_id): r for r in EnrichmentLog.select()}
     assert by_album[str(plain.id)].status == "skipped" and "spotify_id" in by_album[str(plain.id)].reason
     assert by_album[str(empty.id)].status == "no_data" and by_album[str(empty.id)].details["tracks_found"] == 0
+
+
+def test_track_fallback_waits_out_a_spotify_429_on_one_row(app, fake):
+    album = Album.create(title="OK Computer OKNOTOK 1997 2017", spotify_id=OKNOTOK, enrichment_status="completed")
+    fake.fail(SPOTIFY_API + f"/albums/{OKNOTOK}/tracks", "rate_limit", times=1, retry_after=1)
+
+    row = run(app, "spotify_track_fallback", str(album.id))
+    assert row.status == "success" and row.retry_count == 1
+    assert row.error_code == "rate_limited" and "429" in row.last_error
+    assert EnrichmentLog.select().where(EnrichmentLog.job_id == row.job_id).count() == 1
+    assert Track.select().where(Track.album == album).count() == 23  # the retry added no second copy
+    limited, retried = fake.requests("spotify", SPOTIFY_API + f"/albums/{OKNOTOK}/tracks")[:2]
+    assert limited["status"] == 429 and retried["fault"] is None
+    assert retried["monotonic"] - limited["monotonic"] >= 1.0  # Retry-After, not the shorter backoff
+
+
+def test_track_fallback_with_refused_client_credentials_fails_at_once_without_the_secret(app, fake):
+    album = Album.create(title="OK Computer OKNOTOK 1997 2017", spotify_id=OKNOTOK, enrichment_status="completed")
+    fake.fail(SPOTIFY_ACCOUNTS + "/api/token", "unauthorized", times=None)
+
+    row = run(app, "spotify_track_fallback", str(album.id))
+    assert row.status == "failed" and row.retry_count == 0  # retrying cannot fix credentials
+    assert row.error_code == "upstream_401"
+    credentials = fake.state.credentials
+    for secret in (credentials.spotify_client_id, credentials.spotify_client_secret):
+        assert secret not in row.last_error
+    assert Track.select().where(Track.album == album).count() == 0
 
 
 # -- spotify:sync-new-releases -------------------------------------------------------------------
