@@ -2,7 +2,12 @@
 
 from peewee import CharField, DateTimeField, IntegerField, SQL, TextField
 
-from migrations.schema_ops import add_column_if_missing, create_index_if_missing, drop_index_if_exists
+from migrations.schema_ops import (
+    add_column_if_missing,
+    create_index_if_missing,
+    drop_index_if_exists,
+    duplicated_values,
+)
 
 atomic = False  # indexes are built CONCURRENTLY on PostgreSQL
 
@@ -27,18 +32,12 @@ def up(migrator, db):
         add_column_if_missing(migrator, db, TABLE, name, field)
 
     create_index_if_missing(db, TABLE, "enrichment_logs_parent_job_id_started_at", ["parent_job_id", "started_at"])
-    # Before linking a retry could write a second row under the same job id;
-    # a unique index cannot be built over those, and choosing which row to
-    # drop is the operator's call, not ours.
-    dupes = db.execute_sql(
-        f"SELECT COUNT(*) FROM (SELECT job_id FROM {TABLE} WHERE job_id IS NOT NULL "
-        "GROUP BY job_id HAVING COUNT(*) > 1) d"
-    ).fetchone()[0]
+    # Before linking a retry could write a second row under the same job id.
+    dupes, listing = duplicated_values(db, TABLE, "job_id")
     if dupes:
         raise DuplicateJobIds(
             f"{dupes} job ids have more than one row in {TABLE}; the unique job_id index cannot be built. "
-            f"List them with: SELECT job_id, COUNT(*) FROM {TABLE} WHERE job_id IS NOT NULL "
-            "GROUP BY job_id HAVING COUNT(*) > 1; keep one row per job id, then run `enrich migrate` again."
+            f"List them with: {listing}; keep one row per job id, then run `enrich migrate` again."
         )
     create_index_if_missing(db, TABLE, "enrichment_logs_job_id_unique", ["job_id"], unique=True, where="job_id IS NOT NULL")
     drop_index_if_exists(db, "enrichment_logs_job_id")  # the legacy plain index, now redundant

@@ -24,6 +24,19 @@ def add_column_if_missing(migrator, db, table: str, name: str, field: peewee.Fie
     return True
 
 
+def duplicated_values(db, table: str, column: str) -> tuple[int, str]:
+    """(how many values of ``column`` appear in more than one row, the SQL that lists them).
+
+    A unique index cannot be built over those, and choosing which row to keep
+    is the operator's call, not a migration's.
+    """
+    listing = (
+        f'SELECT "{column}", COUNT(*) FROM "{table}" WHERE "{column}" IS NOT NULL '
+        f'GROUP BY "{column}" HAVING COUNT(*) > 1'
+    )
+    return db.execute_sql(f"SELECT COUNT(*) FROM ({listing}) d").fetchone()[0], listing
+
+
 def _invalid_postgres_index(db, name: str) -> bool:
     row = db.execute_sql(
         "SELECT NOT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = %s",

@@ -54,7 +54,7 @@ class Album(CatalogModel):
     cover_art_url = peewee.TextField(null=True)
     cloudflare_image_id = peewee.TextField(null=True)
     cached_image_path = peewee.TextField(null=True)
-    spotify_id = peewee.CharField(max_length=40, null=True)
+    spotify_id = peewee.CharField(max_length=40, null=True, unique=True)  # where set (migration 0007)
     discogs_id = peewee.CharField(max_length=20, null=True)
 
     class Meta:

@@ -107,6 +107,20 @@ def test_add_album_finds_by_spotify_id(url):
     assert Album.get_by_id(first.stdout.strip()).cover_art_url == "https://i.scdn.co/image/ab67"
 
 
+def test_add_album_refuses_a_spotify_id_that_is_another_albums(url):
+    env = {"DATABASE_URL": url}
+    spotify = enrich("add-album", "OKNOTOK", "--artist", "Radiohead", "--spotify-id", "0tzfI6NFJqcJkWb23R3lRZ", env=env)
+    mb = enrich("add-album", "OK Computer", "--artist", "Radiohead", "--mbid", "b1392450-e666-3926-a536-22c65f834433",
+                env=env)
+    assert spotify.returncode == mb.returncode == 0
+    # Found by its MusicBrainz id, but the Spotify id is the other album's: refused, nothing changed.
+    both = enrich("add-album", "OK Computer", "--artist", "Radiohead", "--mbid", "b1392450-e666-3926-a536-22c65f834433",
+                  "--spotify-id", "0tzfI6NFJqcJkWb23R3lRZ", env=env)
+    assert_one_line_error(both, "Spotify id 0tzfI6NFJqcJkWb23R3lRZ already belongs to 'OKNOTOK' by Radiohead")
+    assert Album.get_by_id(mb.stdout.strip()).spotify_id is None
+    assert Album.select().where(Album.spotify_id == "0tzfI6NFJqcJkWb23R3lRZ").count() == 1
+
+
 @pytest.mark.parametrize(
     "args, expected",
     [

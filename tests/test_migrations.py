@@ -8,11 +8,12 @@ import subprocess
 import sys
 import uuid
 
+import peewee
 import pytest
 
 from migrations import apply_migrations, pending_migrations
 from migrations.backfill import backfill_root_jobs
-from models import EnrichmentLog, bind_database
+from models import Album, EnrichmentLog, bind_database
 
 LEGACY_INSERT = (
     "INSERT INTO enrichment_logs (id, job_id, parent_job_id, operation, status, sources, fields_enriched, "
@@ -55,6 +56,7 @@ def test_pre_linking_database_migrates_to_head_keeping_every_row(fresh_database_
         "0004_linking_columns",
         "0005_image_cache_and_root_indexes",
         "0006_recovered_child_failures",
+        "0007_unique_album_spotify_id",
     ]
 
     rows = {r.job_id: r for r in EnrichmentLog.select()}
@@ -119,6 +121,23 @@ def test_duplicate_legacy_job_ids_stop_the_migration_with_a_clear_error(fresh_da
     EnrichmentLog.delete().where((EnrichmentLog.job_id == "legacy-root-0") & (EnrichmentLog.status == "failed")).execute()
     apply_migrations(db)
     assert pending_migrations(db) == []
+
+
+def test_albums_sharing_a_spotify_id_stop_the_migration_with_a_clear_error(fresh_database_url):
+    db = bind_database(fresh_database_url)
+    apply_migrations(db, "0006_recovered_child_failures")
+    for title, spotify_id in (("OKNOTOK", "0tzfI6NFJqcJkWb23R3lRZ"), ("OKNOTOK (again)", "0tzfI6NFJqcJkWb23R3lRZ"),
+                              ("Single", None), ("Single again", None)):
+        Album.create(title=title, spotify_id=spotify_id)
+
+    with pytest.raises(Exception, match="1 Spotify ids have more than one album"):
+        apply_migrations(db)
+    assert Album.select().count() == 4  # nothing lost
+    Album.delete().where(Album.title == "OKNOTOK (again)").execute()
+    assert apply_migrations(db) == ["0007_unique_album_spotify_id"]
+    # Albums without a Spotify id are many; a second one with the same id is refused.
+    with pytest.raises(peewee.IntegrityError):
+        Album.create(title="OKNOTOK (third)", spotify_id="0tzfI6NFJqcJkWb23R3lRZ")
 
 
 def test_backfill_works_in_batches_and_leaves_children_alone(fresh_database_url):

@@ -78,7 +78,10 @@ def cmd_add_album(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CommandError(str(exc)) from None
     open_database()
-    album, created = add_album(request)
+    try:
+        album, created = add_album(request)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
     print(album.id)
     note(f"{'added' if created else 'already in the catalog:'} {credit_line(album)}")
     return 0

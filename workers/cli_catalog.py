@@ -158,7 +158,7 @@ def _find_album(request: AlbumInput) -> Optional[Album]:
         if album is not None:
             return album
     if request.spotify_id:
-        album = Album.select().where(Album.spotify_id == request.spotify_id).order_by(Album.created_at).first()
+        album = Album.get_or_none(Album.spotify_id == request.spotify_id)
         if album is not None:
             return album
     first = find_artist(request.artists[0])
@@ -205,6 +205,14 @@ def add_album(request: AlbumInput) -> tuple[Album, bool]:
 
 
 def _fill_blanks(album: Album, request: AlbumInput) -> None:
+    if request.spotify_id and album.spotify_id is None:
+        # Found by its MusicBrainz id while the Spotify id is another album's: an album has one of each.
+        holder = Album.get_or_none(Album.spotify_id == request.spotify_id)
+        if holder is not None:
+            raise ValueError(
+                f"Spotify id {request.spotify_id} already belongs to {credit_line(holder)} ({holder.id}), "
+                f"not to the album with MusicBrainz id {request.mbid}"
+            )
     changed = False
     for attr, value in (("musicbrainz_id", request.mbid), ("spotify_id", request.spotify_id),
                         ("cover_art_url", request.cover_url)):

@@ -159,14 +159,15 @@ def upsert_album(item: dict) -> tuple[Album, bool, bool]:
     """The album of a Spotify album object with its artists credited in order: ``(album, created, updated)``."""
     values = album_values(item)
     with database.atomic():
-        album = Album.select().where(Album.spotify_id == item["id"]).order_by(Album.created_at).first()
-        created = album is None
-        if created:
-            album = Album.create(spotify_id=item["id"], **{k: v for k, v in values.items() if v is not None})
-            changes = []
-        else:
-            changes = apply_changes(album, missing_only(album, values))
-            save_changes(album, changes)
+        album = Album.get_or_none(Album.spotify_id == item["id"])
+        created = False
+        if album is None:
+            album = create_or_none(Album, spotify_id=item["id"], **{k: v for k, v in values.items() if v is not None})
+            created = album is not None
+            if not created:  # another job created it since we looked (the unique index of migration 0007)
+                album = Album.get(Album.spotify_id == item["id"])
+        changes = [] if created else apply_changes(album, missing_only(album, values))
+        save_changes(album, changes)
         artists = [find_or_create_artist(a) for a in item.get("artists") or [] if isinstance(a, dict)]
         credited = list(dict.fromkeys(a for a in artists if a is not None))  # one credit per artist, in order
         for position, artist in enumerate(credited):
