@@ -31,10 +31,11 @@ _PATTERNS = [
 
 # Every pattern above needs one of these words; most strings (ids, statuses,
 # names) have none, and one search is much cheaper than four substitutions.
-_MAY_HOLD_CREDENTIAL = re.compile(r"(?i)bearer|basic|token|secret|passw|api[_-]?key|://")
-# The same words for ASCII text, lowered first: a case-sensitive search skips
-# ahead by first letter, six times faster than the case-insensitive one on a job id.
-_MAY_HOLD_CREDENTIAL_LOWER = re.compile(r"bearer|basic|token|secret|passw|api[_-]?key|://")
+_CREDENTIAL_WORDS = r"bearer|basic|token|secret|passw|api[_-]?key|://"
+_MAY_HOLD_CREDENTIAL = re.compile("(?i)" + _CREDENTIAL_WORDS)
+# For ASCII text, lowered first: a case-sensitive search skips ahead by first
+# letter, six times faster than the case-insensitive one on a job id.
+_MAY_HOLD_CREDENTIAL_LOWER = re.compile(_CREDENTIAL_WORDS)
 
 
 def _may_hold_credential(text: str) -> bool:

@@ -52,3 +52,9 @@ def test_lines_with_known_keys_are_still_redacted():
     # A key never seen before that names a secret loses its value, on any line after.
     assert redact(None, "info", dict(clean, api_token="abc123"))["api_token"] == REDACTED
     assert redact(None, "info", dict(clean, api_token="abc123"))["api_token"] == REDACTED
+
+
+def test_keys_that_are_not_strings_become_strings_and_are_still_checked():
+    redact = redact_secrets([SECRET])
+    line = redact(None, "info", {"message": "m", 7: f"token={SECRET}", ("password",): "hunter22"})
+    assert line == {"message": "m", "7": f"token={REDACTED}", "('password',)": REDACTED}

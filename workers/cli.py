@@ -75,11 +75,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_add_album(args: argparse.Namespace) -> int:
     try:
         request = AlbumInput.parse(args.title, args.artist, args.mbid, args.spotify_id, args.cover_url)
-    except ValueError as exc:
-        raise CommandError(str(exc)) from None
-    open_database()
-    try:
-        album, created = add_album(request)
+        open_database()
+        album, created = add_album(request)  # ValueError: a Spotify id that is another album's
     except ValueError as exc:
         raise CommandError(str(exc)) from None
     print(album.id)

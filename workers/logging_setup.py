@@ -96,29 +96,21 @@ def redact_secrets(secrets: Iterable[str]) -> Processor:
         return done
 
     # Keys seen before that do not name a secret: a line whose keys are all
-    # known takes the short path, which copies nothing when nothing changes.
+    # known is only scanned, and copied only when a value changes.
     ordinary_keys: set[str] = set()
 
-    def redact_every_key(event_dict: EventDict) -> EventDict:
-        clean = {}
-        for key, value in event_dict.items():
-            key = str(key)
-            if is_secret_key(key):
-                clean[key] = REDACTED if value else value
-                continue
-            if len(ordinary_keys) < 1024:
-                ordinary_keys.add(key)
-            if isinstance(value, str):
-                clean[key] = value if key in TRUSTED_KEYS else redact_string(value)
-            else:
-                clean[key] = redact_value(value, values)
-        return clean
-
-    def redact(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    def redact(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
         changes = {}
         for key, value in event_dict.items():
             if key not in ordinary_keys:
-                return redact_every_key(event_dict)
+                if type(key) is not str:
+                    return redact(logger, method, {str(k): v for k, v in event_dict.items()})
+                if is_secret_key(key):
+                    if value:
+                        changes[key] = REDACTED
+                    continue
+                if len(ordinary_keys) < 1024:
+                    ordinary_keys.add(key)
             kind = type(value)
             if kind is str:
                 if key not in TRUSTED_KEYS:
