@@ -26,8 +26,7 @@ from migrations import apply_migrations
 from models import ALL_MODELS, bind_database, database
 from models.database import is_postgres
 
-PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_ADMIN_URL", "postgresql://root@127.0.0.1:5432/postgres")
-REDIS_TEST_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+from services import PG_ADMIN_URL, REDIS_TEST_URL  # noqa: E402  (overridable: see services.py)
 BACKENDS = ["postgres", "sqlite"]
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-import subprocess
 import time
 from pathlib import Path
 
@@ -26,13 +25,12 @@ import peewee
 import pytest
 import redis
 from dramatiq.brokers.redis import RedisBroker
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from models import Album, Artist, EnrichmentLog, Track
 
 from app_harness import add_album, fake  # noqa: F401  (fixture)
 from conftest import REDIS_TEST_URL
+from services import restart_postgres, restart_redis
 from linking_harness import wait_for
 from process_harness import WorkerProcess
 
@@ -125,65 +123,6 @@ def fresh_connections(db) -> None:
         db.close_all()
     except Exception:
         pass
-
-
-# -- service restarts (always leave the service running) ---------------------------------
-
-
-def pg_ready() -> bool:
-    return subprocess.run(["pg_isready", "-h", "127.0.0.1", "-p", "5432", "-q"]).returncode == 0
-
-
-def pg_ctl(action: str) -> None:
-    version = sorted(os.listdir("/etc/postgresql"))[-1]
-    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action],
-                   check=False, timeout=120, capture_output=True)
-
-
-def restart_postgres() -> float:
-    """Restart the shared PostgreSQL; returns the seconds it did not accept connections."""
-    started = time.monotonic()
-    try:
-        pg_ctl("restart")
-    finally:
-        deadline = time.monotonic() + 60
-        while not pg_ready():
-            if time.monotonic() > deadline:
-                pg_ctl("start")
-                deadline = time.monotonic() + 60
-            time.sleep(0.2)
-    return time.monotonic() - started
-
-
-REDIS_START = ["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", "6379",
-               "--save", "", "--appendonly", "no", "--dir", "/var/lib/redis", "--logfile", "/var/log/redis/ci.log"]
-
-
-def admin_redis() -> redis.Redis:
-    # No client-side retries: redis-py's default retries a refused connection for seconds.
-    return redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
-
-
-def redis_up() -> bool:
-    try:
-        return admin_redis().ping()
-    except redis.RedisError:
-        return False
-
-
-def restart_redis(down_for: float) -> None:
-    """Stop the shared Redis (it keeps nothing on disk), leave it down ``down_for`` s, start it again."""
-    try:
-        try:
-            admin_redis().shutdown(nosave=True)
-        except redis.ConnectionError:
-            pass  # the server hung up on its way down
-        wait_for(lambda: not redis_up(), timeout=10, interval=0.05)
-        time.sleep(down_for)
-    finally:
-        if not redis_up():
-            subprocess.run(REDIS_START, check=False, timeout=30)
-        wait_for(redis_up, timeout=30, interval=0.1)
 
 
 # -- 1. a worker killed in the middle of a tree ------------------------------------------

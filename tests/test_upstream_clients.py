@@ -37,9 +37,11 @@ from workers.upstream.http import parse_retry_after
 from models.settings import Settings
 from workers.upstream.rate_limit import KEY_PREFIX
 
+from services import REDIS_TEST_URL
+
 MUSICBRAINZ_INTERVAL = Settings().musicbrainz_interval
 
-REDIS_URL = "redis://127.0.0.1:6379/14"
+REDIS_URL = REDIS_TEST_URL.rsplit("/", 1)[0] + "/14"
 ROOT = Path(__file__).resolve().parents[1]
 
 OK_COMPUTER = "b1392450-e666-3926-a536-22c65f834433"

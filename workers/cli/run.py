@@ -25,8 +25,8 @@ from models import EnrichmentLog, utcnow
 from models.job_log import DEGRADED, FAILED, FINAL_STATUSES
 from models.timeline import get_tree
 
-from .cli_common import CommandError, actor, app_broker, note
-from .cli_timeline import Style, fmt_ms, tree_labels, tree_lines
+from .common import CommandError, actor, app_broker, note
+from .timeline import Style, fmt_ms, tree_labels, tree_lines
 
 # Set in the environment of a re-executed command, so it never re-executes again.
 REEXEC_MARKER = "ENRICH_REEXECUTED"

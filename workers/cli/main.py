@@ -25,11 +25,11 @@ from models.database import redact_url
 from models.job_log import STATUSES
 from models.timeline import MAX_LIMIT, get_tree, list_roots
 
-from .cli_catalog import AlbumInput, add_album, add_artist, credit_line
-from .cli_common import CommandError, actor, migrate, note, open_database, quiet_logs
-from .cli_demo import run_demo
-from .cli_run import reexec, reexecuted, run_here, trees_exit_status
-from .cli_timeline import Style, follow, is_active, root_labels, roots_lines, tree_labels, tree_lines
+from .catalog import AlbumInput, add_album, add_artist, credit_line
+from .common import CommandError, actor, migrate, note, open_database, quiet_logs
+from .demo import run_demo
+from .run import reexec, reexecuted, run_here, trees_exit_status
+from .timeline import Style, follow, is_active, root_labels, roots_lines, tree_labels, tree_lines
 
 
 Handler = Callable[[argparse.Namespace], int]
@@ -334,6 +334,3 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 130
     return 1
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -22,10 +22,10 @@ from models import Album, EnrichmentLog, Settings, Track
 from models.job_log import DEGRADED
 from models.timeline import list_roots
 
-from .cli_catalog import AlbumInput, add_album
-from .cli_common import migrate, open_database
-from .cli_run import print_trees, reexec, reexecuted, run_here
-from .cli_timeline import Style, root_labels, roots_lines
+from .catalog import AlbumInput, add_album
+from .common import migrate, open_database
+from .run import print_trees, reexec, reexecuted, run_here
+from .timeline import Style, root_labels, roots_lines
 
 DEMO_DB = "enrichment-demo.db"
 DEMO_LOG = "enrichment-demo.log"
@@ -97,14 +97,14 @@ def _restart_on_demo_defaults() -> None:
 
 def _log_to_file(path: Path) -> None:
     """The demo's JSON logs go to a file: the terminal is for the timelines."""
-    from . import settings
-    from .logging_setup import configure_logging
+    from .. import settings
+    from ..logging_setup import configure_logging
 
     configure_logging(settings, stream=open(path, "a", encoding="utf-8", buffering=1))
 
 
 def _start_fake():
-    from .fake_upstream import COVER_ART, FakeUpstream
+    from ..fake_upstream import COVER_ART, FakeUpstream
 
     fake = FakeUpstream().start()
     # Clients read their settings when a worker thread first builds them, i.e. after this.
@@ -114,7 +114,7 @@ def _start_fake():
 
 
 def _break_things(fake) -> None:
-    from .fake_upstream import DISCOGS, MUSICBRAINZ
+    from ..fake_upstream import DISCOGS, MUSICBRAINZ
 
     # Homogenic's release-group lookup gets a 503 once: enrichment:album retries, then succeeds.
     fake.fail(f"{MUSICBRAINZ}/release-group/{HOMOGENIC_MBID}", "server_error", times=1, retry_after=None)

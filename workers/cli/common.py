@@ -36,7 +36,7 @@ def migrate(db: peewee.Database) -> list[str]:
 
 def app_broker() -> dramatiq.Broker:
     """The broker ``workers`` built at import from the environment (Redis, or in-memory)."""
-    from . import broker
+    from .. import broker
 
     return broker
 
@@ -52,8 +52,8 @@ def quiet_logs() -> None:
     """Log warnings and errors only, unless LOG_LEVEL asks otherwise: for runs a person watches."""
     if os.environ.get("LOG_LEVEL"):
         return
-    from . import settings
-    from .logging_setup import configure_logging
+    from .. import settings
+    from ..logging_setup import configure_logging
 
     configure_logging(dataclasses.replace(settings, log_level="WARNING"))
 
