@@ -3,8 +3,11 @@
 Both statements are safe to run in any order and more than once:
 
 * the upsert only moves a row forward, ordered by (retry_count, phase) where
+  the ``queued`` write made at send time precedes everything of its attempt,
   a ``retrying`` write of attempt N precedes the ``running`` write of attempt
-  N+1, which precedes any final status of that attempt;
+  N+1, which precedes any final status of that attempt (``enrich resend``
+  sends a job again with retry_count + 1, so its ``queued`` row moves a
+  final row forward, the one way back from a final status);
 * a root's own final write, and a child's failure, each look at the other's
   result inside the same UPDATE, so whichever lands second turns the root
   ``degraded``; a child row that leaves ``failed`` again (a redelivery that
@@ -22,7 +25,16 @@ from peewee import EXCLUDED, SQL, Case, Function, JSONField, Select, UUIDField, 
 
 from models.base import utcnow
 from models.database import is_postgres
-from models.job_log import DEGRADABLE_STATUSES, DEGRADED, FAILED, JOB_ID_PRESENT, RETRYING, RUNNING, EnrichmentLog
+from models.job_log import (
+    DEGRADABLE_STATUSES,
+    DEGRADED,
+    FAILED,
+    JOB_ID_PRESENT,
+    QUEUED,
+    RETRYING,
+    RUNNING,
+    EnrichmentLog,
+)
 
 from .json_text import json_text
 
@@ -53,6 +65,8 @@ ROW_COLUMNS = (
     "duration_ms",
     "details",
     "triggered_by",
+    "message",
+    "due_at",
     "created_at",
     "updated_at",
 )
@@ -71,12 +85,14 @@ _KEEP_WHEN_MISSING = (
     "duration_ms",
     "details",
     "triggered_by",
+    "message",
+    "due_at",
 )
 
 
 def phase_rank(status: str) -> int:
-    """Order of writes within one retry_count: retrying < running < final."""
-    return {RETRYING: 0, RUNNING: 1}.get(status, 2)
+    """Order of writes within one retry_count: queued < retrying < running < final."""
+    return {QUEUED: -1, RETRYING: 0, RUNNING: 1}.get(status, 2)
 
 
 def order_key(row: dict[str, Any]) -> tuple[int, int]:
@@ -96,7 +112,7 @@ def merge_rows(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 
 
 def _sql_rank(status):
-    return Case(None, [(status == RETRYING, 0), (status == RUNNING, 1)], 2)
+    return Case(None, [(status == QUEUED, -1), (status == RETRYING, 0), (status == RUNNING, 1)], 2)
 
 
 def _update_clause() -> dict:

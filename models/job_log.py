@@ -13,6 +13,7 @@ from .base import TimestampedModel
 
 # Statuses a job can end in, and the ones a failed descendant turns into
 # ``degraded`` on the root.
+QUEUED = "queued"  # sent, not started yet (or sent again by `enrich resend`)
 RUNNING = "running"
 RETRYING = "retrying"
 SUCCESS = "success"
@@ -21,9 +22,13 @@ NO_DATA = "no_data"
 SKIPPED = "skipped"
 FAILED = "failed"
 DEGRADED = "degraded"
+LOST = "lost"  # the message vanished from the broker before it ran (middleware/lost_work.py)
 
-STATUSES = (RUNNING, RETRYING, SUCCESS, PARTIAL_SUCCESS, NO_DATA, SKIPPED, FAILED, DEGRADED)
-FINAL_STATUSES = (SUCCESS, PARTIAL_SUCCESS, NO_DATA, SKIPPED, FAILED, DEGRADED)
+STATUSES = (QUEUED, RUNNING, RETRYING, SUCCESS, PARTIAL_SUCCESS, NO_DATA, SKIPPED, FAILED, DEGRADED, LOST)
+FINAL_STATUSES = (SUCCESS, PARTIAL_SUCCESS, NO_DATA, SKIPPED, FAILED, DEGRADED, LOST)
+PENDING_STATUSES = (QUEUED, RUNNING, RETRYING)  # a tree with one of these is not complete
+FAILED_STATUSES = (FAILED, LOST)  # a child ending so counts against its root (degraded)
+RESENDABLE_STATUSES = (FAILED, LOST)
 DEGRADABLE_STATUSES = (SUCCESS, PARTIAL_SUCCESS, NO_DATA, SKIPPED)
 ACTOR_STATUSES = (SUCCESS, PARTIAL_SUCCESS, NO_DATA, SKIPPED, FAILED)  # what an actor may record()
 ENTITY_TYPES = ("album", "artist", "track")
@@ -60,6 +65,9 @@ class EnrichmentLog(TimestampedModel):
     duration_ms = peewee.IntegerField(null=True)
 
     details = JSONField(null=True)
+    # What `enrich resend` sends again: actor, queue, args, kwargs, options (middleware/sent_rows.py).
+    message = JSONField(null=True)
+    due_at = peewee.DateTimeField(null=True)  # when a delayed message (or a retry) is due
     triggered_by = peewee.CharField(max_length=50, null=True)
 
     class Meta:

@@ -57,6 +57,8 @@ def test_pre_linking_database_migrates_to_head_keeping_every_row(fresh_database_
         "0005_image_cache_and_root_indexes",
         "0006_recovered_child_failures",
         "0007_unique_album_spotify_id",
+        "0008_queued_and_lost_jobs",
+        "0009_pending_jobs_index",
     ]
 
     rows = {r.job_id: r for r in EnrichmentLog.select()}
@@ -134,7 +136,7 @@ def test_albums_sharing_a_spotify_id_stop_the_migration_with_a_clear_error(fresh
         apply_migrations(db)
     assert Album.select().count() == 4  # nothing lost
     Album.delete().where(Album.title == "OKNOTOK (again)").execute()
-    assert apply_migrations(db) == ["0007_unique_album_spotify_id"]
+    assert apply_migrations(db)[0] == "0007_unique_album_spotify_id"
     # Albums without a Spotify id are many; a second one with the same id is refused.
     with pytest.raises(peewee.IntegrityError):
         Album.create(title="OKNOTOK (third)", spotify_id="0tzfI6NFJqcJkWb23R3lRZ")
@@ -182,3 +184,42 @@ def test_default_database_is_an_sqlite_file_in_the_working_directory(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "enrichment.db").exists()
+
+
+HEAD_0007_INSERT = (
+    "INSERT INTO enrichment_logs (id, job_id, parent_job_id, is_root_job, operation, status, own_status, sources, "
+    "fields_enriched, api_call_count, retry_count, failed_children, created_at, updated_at) "
+    "VALUES ({p}, {p}, {p}, {p}, 'enrichment:album', {p}, {p}, '[]', '[]', 0, 0, {p}, {p}, {p})"
+)
+OLD_STATUSES = ("running", "retrying", "success", "partial_success", "no_data", "skipped", "failed", "degraded")
+
+
+def test_a_database_made_by_the_previous_head_takes_queued_and_lost_rows(fresh_database_url):
+    """0008/0009 on a 0007 database with rows in every status: nothing changes but the new columns,
+    and a lost child sent again gives its root its own status back, as a failed one does."""
+    db = bind_database(fresh_database_url)
+    apply_migrations(db, "0007_unique_album_spotify_id")
+    sql = HEAD_0007_INSERT.format(p=db.param)
+    when = dt.datetime(2026, 11, 30, 12, 0)
+    with db.atomic():
+        db.execute_sql(sql, (str(uuid.uuid4()), "root", None, True, "degraded", "success", 2, when, when))
+        for status in OLD_STATUSES:
+            db.execute_sql(sql, (str(uuid.uuid4()), f"child-{status}", "root", False, status, status, 0, when, when))
+
+    assert apply_migrations(db) == ["0008_queued_and_lost_jobs", "0009_pending_jobs_index"]
+    rows = {r.job_id: r for r in EnrichmentLog.select()}
+    assert {rows[f"child-{s}"].status for s in OLD_STATUSES} == set(OLD_STATUSES)
+    assert all(r.message is None and r.due_at is None for r in rows.values())
+    assert "enrichment_logs_pending" in {i.name for i in db.get_indexes("enrichment_logs")}
+
+    # The root counts two failures; say one of them was the sweeper's "lost".
+    EnrichmentLog.update(status="lost").where(EnrichmentLog.job_id == "child-failed").execute()  # lost -> lost: no change
+    assert EnrichmentLog.get(EnrichmentLog.job_id == "root").failed_children == 2
+    for child in ("child-failed", "child-degraded"):  # sent again: back to queued
+        EnrichmentLog.update(status="queued").where(EnrichmentLog.job_id == child).execute()
+    root = EnrichmentLog.get(EnrichmentLog.job_id == "root")
+    assert (root.status, root.failed_children) == ("degraded", 1)  # degraded -> queued is no failure taken back
+    EnrichmentLog.update(status="lost").where(EnrichmentLog.job_id == "child-running").execute()
+    EnrichmentLog.update(status="running").where(EnrichmentLog.job_id == "child-running").execute()
+    root = EnrichmentLog.get(EnrichmentLog.job_id == "root")
+    assert (root.status, root.failed_children) == ("success", 0)  # its own status again
