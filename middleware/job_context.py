@@ -68,6 +68,7 @@ class JobState:
     row_written: bool = False  # the start row is committed (children may point at it)
     loggable: bool = True  # False when the message id cannot key a row
     retry_enqueued: bool = False  # the broker accepted this message again for a retry
+    retry_due: Optional[dt.datetime] = None  # when that retry is due (after its backoff)
     skipped: bool = False
     outcome: Outcome = field(default_factory=Outcome)
 

@@ -10,11 +10,9 @@ everyone else's, and its verdict on a failed attempt is read in
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 import time
-import uuid
-from typing import Any, Callable, Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 import structlog
 from dramatiq.errors import ActorNotFound
@@ -27,34 +25,24 @@ from models.job_log import ENTITY_TYPES, FAILED, RETRYING, RUNNING, SKIPPED, SUC
 from .job_context import JobState, current_job, set_current, starting_new_tree
 from .log_writer import LogWriter, PendingWrite
 from .redaction import redact_text
+from .row_values import (
+    MAX_ID_LENGTH,
+    MAX_TRIGGERED_BY,
+    as_uuid,
+    check_job_id,
+    from_millis,
+    plain_json,
+    shown,
+    started_by_details,
+    triggered_by,
+    valid_attempt,
+)
+from .sent_rows import due_at, message_entity, operation_of, sent_row
 
 logger = structlog.get_logger("middleware.job_linking")
 
-MAX_ID_LENGTH = 100
-MAX_TRIGGERED_BY = 50
 MAX_ERROR_LENGTH = 2000
-MAX_ATTEMPT = 2**31 - 1  # what retry_count (an INTEGER) can hold
-_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 _CONTEXT_KEYS = ("job_id", "parent_job_id", "operation")
-
-
-def check_job_id(value: Any, max_length: int = MAX_ID_LENGTH) -> Optional[str]:
-    """Why ``value`` cannot be a job id, or None when it can."""
-    if not isinstance(value, str):
-        return f"not a string ({type(value).__name__})"
-    if not value:
-        return "empty"
-    if len(value) > max_length:
-        return f"longer than {max_length} characters ({len(value)})"
-    if _CONTROL_CHARS.search(value):
-        return "contains control characters"
-    return None
-
-
-def _shown(value: Any) -> str:
-    """A bad value, quoted and cut short enough for one log line."""
-    text = repr(value)
-    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def error_code_for(exc: BaseException) -> str:
@@ -63,46 +51,6 @@ def error_code_for(exc: BaseException) -> str:
     if not isinstance(code, str) or not code:
         code = re.sub(r"(?<!^)(?=[A-Z])", "_", type(exc).__name__).lower()
     return code[:50]
-
-
-def _text(value: Any) -> Any:
-    """``value`` as plain JSON data that both databases take.
-
-    NUL characters are removed at any depth (PostgreSQL refuses them in text
-    and JSON), and what JSON has no type for (a Decimal, a date) becomes its text.
-    """
-    if isinstance(value, str):
-        return value.replace("\x00", "") if "\x00" in value else value
-    if isinstance(value, dict):
-        return {_text(k if isinstance(k, str) else str(k)): _text(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_text(v) for v in value]
-    if value is None or isinstance(value, (bool, int, float)):
-        return value
-    return _text(str(value))
-
-
-def _as_uuid(value: Any) -> Optional[str]:
-    if value is None:
-        return None
-    try:
-        return str(uuid.UUID(str(value)))
-    except (ValueError, TypeError, AttributeError):
-        return None
-
-
-_EPOCH = dt.datetime(1970, 1, 1)
-
-
-def _from_millis(value: Any) -> Optional[dt.datetime]:
-    """A message timestamp (ms since the epoch) as a naive UTC datetime, or None if it is not one."""
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        return None
-    try:
-        # Adding to the epoch costs a third of fromtimestamp() with a time zone.
-        return _EPOCH + dt.timedelta(milliseconds=value)
-    except (OverflowError, OSError, ValueError):
-        return None
 
 
 class JobLinking(Middleware):
@@ -154,6 +102,21 @@ class JobLinking(Middleware):
         job = current_job()
         if job is not None and message.message_id == job.job_id:
             job.retry_enqueued = True  # Retries put this very message back on the queue
+            job.retry_due = due_at(message, delay)
+            return
+        if delay is None and "eta" in message.options:
+            return  # a delayed message moved to its queue once due: its row was written when it was sent
+        self._record_sent(broker, message, delay, wait=job is None)
+
+    def _record_sent(self, broker, message, delay, wait: bool) -> None:
+        """The ``queued`` row of a message just sent (middleware/sent_rows.py builds it).
+
+        Outside a job (the CLI, a script, a web request) the write is
+        committed before ``send`` returns: such a process may exit at once.
+        """
+        row = sent_row(message, delay, self._actor_options(broker, message.actor_name))
+        if row is not None:
+            self.writer.submit(PendingWrite(row), wait=wait)
 
     def before_enqueue(self, broker, message, delay):
         job = current_job()
@@ -213,12 +176,12 @@ class JobLinking(Middleware):
                 logger.warning(
                     "ignoring bad parent_job_id option; the job is logged as a root",
                     job_id=message.message_id,
-                    bad_value=_shown(parent),
+                    bad_value=shown(parent),
                     problem=problem or "is the job's own id",
                 )
                 parent = None
         attempt = options.get("retries", 0)
-        if not isinstance(attempt, int) or isinstance(attempt, bool) or not 0 <= attempt <= MAX_ATTEMPT:
+        if not valid_attempt(attempt):
             if "retries" in options:
                 # Retries adds 1 to this option after a failure and JobLinking compares it
                 # with the attempt: a value of another type or out of range would leave the
@@ -226,25 +189,25 @@ class JobLinking(Middleware):
                 logger.warning(
                     "ignoring bad retries option; the attempt is counted as the first",
                     job_id=message.message_id,
-                    bad_value=_shown(attempt),
+                    bad_value=shown(attempt),
                 )
                 options["retries"] = 0
             attempt = 0
         # Retries re-enqueue these same options: the first attempt's start travels
         # with the message, so every write of the job carries it.
-        first_start = _from_millis(options.get("first_started_at"))
+        first_start = from_millis(options.get("first_started_at"))
         if first_start is None:
             options["first_started_at"] = int(time.time() * 1000)
-            first_start = _from_millis(options["first_started_at"])
+            first_start = from_millis(options["first_started_at"])
         actor_options = self._actor_options(broker, message.actor_name)
-        operation = str(actor_options.get("operation") or message.actor_name)[:MAX_ID_LENGTH]
+        operation = operation_of(actor_options, message.actor_name)
         job = JobState(
             job_id=message.message_id,
             root_id=parent,
             operation=operation,
             attempt=attempt,
-            entity=self._entity(actor_options.get("entity"), message),
-            enqueued_at=_from_millis(message.message_timestamp),
+            entity=message_entity(actor_options.get("entity"), message),
+            enqueued_at=from_millis(message.message_timestamp),
             started_at=first_start,
         )
         problem = check_job_id(job.job_id)
@@ -252,7 +215,7 @@ class JobLinking(Middleware):
             # The row is keyed by the message id: one that cannot be stored gets no row.
             job.loggable = False
             logger.warning("message id cannot be a job id; the job runs without a log row",
-                           bad_value=_shown(job.job_id), problem=problem)
+                           bad_value=shown(job.job_id), problem=problem)
         set_current(job)
         structlog.contextvars.bind_contextvars(
             job_id=job.job_id, parent_job_id=job.root_id, operation=job.operation
@@ -265,17 +228,6 @@ class JobLinking(Middleware):
             return broker.get_actor(actor_name).options
         except ActorNotFound:
             return {}
-
-    @staticmethod
-    def _entity(spec, message) -> tuple[Optional[str], Optional[str]]:
-        if not spec:
-            return None, None
-        entity_type, arg_name = spec
-        value = message.kwargs.get(arg_name) if message.kwargs else None
-        if value is None and message.args:
-            value = message.args[0]
-        # A bad id still gets a row, without an entity; the actor reports the error.
-        return (entity_type if entity_type in ENTITY_TYPES else None), _as_uuid(value)
 
     def _finish(self, broker, message, failed: bool) -> None:
         job = current_job()
@@ -319,14 +271,9 @@ class JobLinking(Middleware):
         ending = status != RUNNING
         entity_type, entity_id = job.entity
         details = dict(out.details) if out.details else {}
-        started_by = message.options.get("started_by")
-        if isinstance(started_by, dict):
-            # Only the keys before_enqueue writes, as plain short text: a message may carry
-            # anything here, and PostgreSQL refuses a NUL anywhere in the row.
-            details.setdefault("started_by", {
-                k: _CONTROL_CHARS.sub("", str(started_by[k]))[:MAX_ID_LENGTH]
-                for k in ("job_id", "operation") if k in started_by
-            })
+        started_by = started_by_details(message.options)
+        if started_by is not None:
+            details.setdefault("started_by", started_by)
         error_code = out.error_code
         last_error = None
         if error is not None:
@@ -337,9 +284,6 @@ class JobLinking(Middleware):
             last_error = "the message was older than its max_age when a worker got to it"
         elif status == FAILED and out.reason:
             last_error = out.reason
-        triggered_by = message.options.get("triggered_by")
-        if check_job_id(triggered_by, MAX_TRIGGERED_BY):
-            triggered_by = None
         return {
             "id": job.row_id,
             "job_id": job.job_id,
@@ -347,23 +291,25 @@ class JobLinking(Middleware):
             "is_root_job": job.is_root,
             "operation": job.operation,
             "entity_type": out.entity_type if out.entity_type in ENTITY_TYPES else entity_type,
-            "entity_id": _as_uuid(out.entity_id) or entity_id,
+            "entity_id": as_uuid(out.entity_id) or entity_id,
             "status": status,
-            "reason": _text(out.reason) if ending else None,
-            "sources": _text(list(out.sources)) if ending else [],
-            "fields_enriched": _text(list(out.fields_enriched)) if ending else [],
-            "data_quality_before": _text(out.data_quality_before),
-            "data_quality_after": _text(out.data_quality_after),
+            "reason": plain_json(out.reason) if ending else None,
+            "sources": plain_json(list(out.sources)) if ending else [],
+            "fields_enriched": plain_json(list(out.fields_enriched)) if ending else [],
+            "data_quality_before": plain_json(out.data_quality_before),
+            "data_quality_after": plain_json(out.data_quality_after),
             "retry_count": job.attempt if retry_count is None else retry_count,
-            "last_error": _text(last_error),
-            "error_code": _text(error_code[:50]) if error_code else None,
+            "last_error": plain_json(last_error),
+            "error_code": plain_json(error_code[:50]) if error_code else None,
             "api_call_count": out.api_call_count if ending else 0,
             "enqueued_at": job.enqueued_at,
             "started_at": job.started_at,  # the first attempt's
             "completed_at": now if final else None,
             "duration_ms": int((time.monotonic() - job.started_monotonic) * 1000) if ending else None,
-            "details": _text(details) or None,
-            "triggered_by": triggered_by,
+            "details": plain_json(details) or None,
+            "triggered_by": triggered_by(message.options),
+            "message": None,  # written at send time (sent_rows), kept by later writes
+            "due_at": job.retry_due if status == RETRYING else None,
             "created_at": now,
             "updated_at": now,
         }
@@ -380,7 +326,7 @@ class JobLinking(Middleware):
             attempt=0,
         )
         job.outcome.error_code = "unknown_actor"
-        job.outcome.reason = f"no actor named {_shown(message.actor_name)} is declared on this worker"
+        job.outcome.reason = f"no actor named {shown(message.actor_name)} is declared on this worker"
         row = self._row(job, message, FAILED)
         self.writer.submit(PendingWrite(row, failed_child_of=job.root_id), wait=True)
         self._log("job finished", job, FAILED, error=row["last_error"])

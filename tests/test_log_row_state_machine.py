@@ -1,7 +1,8 @@
 """The job-log row's state machine, property-tested on the real write path (PostgreSQL and SQLite).
 
 Each example makes up a small tree: a root and a few children, each with a
-true history of attempts.  Attempt N writes ``running`` (retry_count N) when
+true history of attempts.  A job may first be written ``queued`` when it is
+sent (retry_count 0; never started if it has no attempt yet).  Attempt N writes ``running`` (retry_count N) when
 it starts and ends with ``retrying`` (retry_count N+1) or, on the last
 attempt, a final status (success, partial_success, no_data, skipped or
 failed), or not at all (the job is still running).  Any write may be
@@ -40,7 +41,9 @@ from hypothesis import strategies as st
 from middleware import log_rows
 from middleware.log_writer import LogWriter, PendingWrite
 from models import EnrichmentLog
-from models.job_log import DEGRADABLE_STATUSES, DEGRADED, FAILED, RETRYING, RUNNING
+from models.job_log import DEGRADABLE_STATUSES, DEGRADED, FAILED, QUEUED, RETRYING, RUNNING
+
+PENDING = (QUEUED, RUNNING, RETRYING)
 
 # STATE_MACHINE_EXAMPLES=2000 for a deeper search than the suite's.
 EXAMPLES = int(os.environ.get("STATE_MACHINE_EXAMPLES", "100"))
@@ -77,10 +80,10 @@ def started_at(write: Write) -> dt.datetime:
 def make_row(write: Write) -> dict:
     """The row dict JobLinking._row builds for this write (every key of ROW_COLUMNS)."""
     status = write.status
-    final = status not in (RUNNING, RETRYING)
-    ending = status != RUNNING
-    start = started_at(write)
-    now = start + dt.timedelta(milliseconds=250 if ending else 1)
+    final = status not in PENDING
+    ending = status not in (QUEUED, RUNNING)
+    start = started_at(write) if status != QUEUED else None
+    now = (start or T0) + dt.timedelta(milliseconds=250 if ending else 1)
     error = status in (RETRYING, FAILED)
     row = {
         "id": uuid.uuid4(),
@@ -106,6 +109,9 @@ def make_row(write: Write) -> dict:
         "duration_ms": 250 if ending else None,
         "details": {"attempt": write.attempt, "copy": write.copy} if ending else None,
         "triggered_by": None,
+        "message": {"actor": "enrich_album", "queue": "default", "args": [write.job], "kwargs": {}, "options": {},
+                    "resendable": True} if status == QUEUED else None,
+        "due_at": T0 if status == QUEUED else None,
         "created_at": now,
         "updated_at": now,
     }
@@ -125,10 +131,11 @@ def pending_write(write: Write) -> PendingWrite:
 @st.composite
 def job_history(draw, job: int) -> list[Write]:
     """A job's true writes, in the order they happened."""
-    attempts = draw(st.integers(1, 3))
+    queued = draw(st.booleans())  # written when sent (every send since migration 0008)
+    attempts = draw(st.integers(0 if queued else 1, 3))
     # None: the last attempt has not ended.  Failures are drawn more often: they are what the root counts.
     last_end = draw(st.sampled_from(FINALS + (FAILED, FAILED, None)))
-    writes = []
+    writes = [Write(job, 0, QUEUED, 0)] if queued else []
     for attempt in range(attempts):
         writes.append(Write(job, attempt, RUNNING, attempt))
         if attempt < attempts - 1:
@@ -180,10 +187,11 @@ def deliver(writer: LogWriter, batches: list[list[Write]]) -> None:
         writer._commit(list(pending.values()))
 
 
-def expected_state(history: list[Write]) -> tuple[str, int, dt.datetime]:
+def expected_state(history: list[Write]) -> tuple[str, int, Optional[dt.datetime]]:
     last = max(history, key=lambda w: w.key)
     assert last == history[-1]
-    return last.status, last.retry_count, started_at(history[0])
+    started = [w for w in history if w.status != QUEUED]
+    return last.status, last.retry_count, started_at(started[0]) if started else None
 
 
 def check_started_at(row, job: int, first_start: dt.datetime, batches: list[list[Write]]) -> None:
@@ -193,8 +201,10 @@ def check_started_at(row, job: int, first_start: dt.datetime, batches: list[list
     writes, flushed after an outage), the row keeps the start time of the
     write delivered first: see test_started_at_when_the_first_attempts_write_arrives_late.
     """
-    delivered = [w for batch in batches for w in batch if w.job == job]
-    if started_at(delivered[0]) == first_start:
+    delivered = [w for batch in batches for w in batch if w.job == job and w.status != QUEUED]
+    if not delivered:
+        assert row.started_at is None, job_id(job)
+    elif started_at(delivered[0]) == first_start:
         assert row.started_at == first_start, job_id(job)
     else:
         assert row.started_at in {started_at(w) for w in delivered}, job_id(job)
@@ -240,7 +250,7 @@ def test_any_delivery_order_ends_in_the_true_state(db, writer, scenario):
         failed_for_good += status == FAILED
         assert (row.status, row.retry_count) == (status, retry_count), job_id(job)
         check_started_at(row, job, first_start, batches)
-        assert (row.completed_at is not None) == (status not in (RUNNING, RETRYING)), job_id(job)
+        assert (row.completed_at is not None) == (status not in PENDING), job_id(job)
         assert row.parent_job_id == job_id(0) and not row.is_root_job
         assert row.failed_children == 0
 
@@ -251,7 +261,7 @@ def test_any_delivery_order_ends_in_the_true_state(db, writer, scenario):
     assert root.failed_children == failed_for_good
     assert (root.status, root.retry_count) == (status, retry_count)
     check_started_at(root, 0, first_start, batches)
-    assert (root.completed_at is not None) == (status not in (RUNNING, RETRYING))
+    assert (root.completed_at is not None) == (status not in PENDING)
     assert root.is_root_job and root.parent_job_id is None
 
 
