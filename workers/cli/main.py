@@ -26,7 +26,7 @@ from models.job_log import STATUSES
 from models.timeline import MAX_LIMIT, get_tree, list_roots
 
 from .catalog import AlbumInput, add_album, add_artist, credit_line
-from .common import CommandError, actor, migrate, note, open_database, quiet_logs
+from .common import CommandError, actor, app_broker, migrate, note, open_database, quiet_logs
 from .demo import run_demo
 from .run import reexec, reexecuted, run_here, trees_exit_status
 from .timeline import Style, follow, is_active, root_labels, roots_lines, tree_labels, tree_lines
@@ -180,6 +180,27 @@ def cmd_timeline(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- sending jobs again -------------------------------------------------------------------------------
+
+
+def cmd_resend(args: argparse.Namespace) -> int:
+    from ..resend import ResendRefused, resend_job, resend_tree
+
+    open_database()
+    if not load_settings().redis_url:
+        raise CommandError("REDIS_URL is not set: there is no shared broker to send the job to")
+    try:
+        sent = resend_tree(app_broker(), args.tree) if args.tree else [resend_job(app_broker(), args.job_id)]
+    except ResendRefused as exc:
+        raise CommandError(str(exc)) from None
+    for job_id in sent:
+        print(job_id)
+    root = args.tree or (get_tree(sent[0]).root_job_id if sent else None)
+    note(f"sent {len(sent)} job{'s' if len(sent) != 1 else ''} again; follow the tree with: "
+         f"enrich timeline {root or sent[0]} --follow")
+    return 0
+
+
 # -- the parser -----------------------------------------------------------------------------------
 
 
@@ -279,6 +300,13 @@ def _add_log_commands(sub) -> None:
     p.add_argument("--json", action="store_true", help="print the tree as JSON")
     p.add_argument("--follow", action="store_true",
                    help="redraw every second until no job is running or retrying (with --json: wait, then print)")
+    p = _add(sub, "resend", cmd_resend,
+             "send a failed or lost job again (with REDIS_URL): its stored message, the same job id, the same "
+             "tree; or, with --tree, every failed or lost job of one tree. Prints the job ids sent.",
+             "enrich resend --tree 5f0c2a4e-8d4b-4e43-9b8e-0d6a1c2f3b4d")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("job_id", nargs="?", metavar="JOB_ID", help="the failed or lost job to send again")
+    target.add_argument("--tree", metavar="ROOT_ID", help="a root job id: send every failed or lost job of its tree")
 
 
 def build_parser() -> argparse.ArgumentParser:

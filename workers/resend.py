@@ -1,0 +1,119 @@
+"""Send a failed or lost job again: the same message, the same job id, the same tree.
+
+    resend_job(broker, job_id)          -> the job id sent again
+    resend_tree(broker, root_job_id)    -> the job ids sent again
+
+The message comes from the row's ``message`` column (written at send time,
+``middleware/sent_rows.py``); its tree (``parent_job_id``), trigger and
+attempt are rebuilt from the row.  It is sent with ``retries`` = the row's
+``retry_count`` + 1, so the ``queued`` row JobLinking writes for it moves
+the final row forward (the one way a final row goes back), ``retry_count``
+keeps counting, and the root takes the failure back while the job is
+pending again (migration 0008's trigger).  If it fails again, it counts
+against the root again.  With ``retries`` past the actor's ``max_retries``,
+a resent job that failed for good gets one more attempt, not a new series.
+
+Anything that cannot be sent again raises ``ResendRefused`` with one line
+saying why; nothing is sent then.
+"""
+
+from __future__ import annotations
+
+import time
+
+import dramatiq
+from dramatiq.errors import ActorNotFound
+
+from models.job_log import RESENDABLE_STATUSES, EnrichmentLog
+
+Log = EnrichmentLog
+
+
+class ResendRefused(Exception):
+    """A job or tree that cannot be sent again; the message is one line saying why."""
+
+
+def _refusal(row) -> str | None:
+    """Why this row's job cannot be sent again, or None when it can."""
+    if row.status not in RESENDABLE_STATUSES:
+        return f"job {row.job_id} is {row.status}: only failed or lost jobs are sent again"
+    stored = row.message
+    if not stored:
+        return (f"job {row.job_id} has no stored message (it was sent before migration 0008, or by a "
+                "producer without JobLinking): it cannot be sent again")
+    if not stored.get("resendable"):
+        return (f"job {row.job_id}'s message ({stored.get('size_bytes', '?')} bytes) was over the 64 KB "
+                "the job log keeps, so its arguments were not stored: it cannot be sent again")
+    return None
+
+
+def _message(broker: dramatiq.Broker, row) -> dramatiq.Message:
+    stored = row.message
+    try:
+        broker.get_actor(stored["actor"])
+    except ActorNotFound:
+        raise ResendRefused(f"job {row.job_id}: no actor named {stored['actor']!r} is declared here") from None
+    options = dict(stored.get("options") or {})
+    if row.parent_job_id is not None:
+        options["parent_job_id"] = row.parent_job_id
+    if row.triggered_by:
+        options["triggered_by"] = row.triggered_by
+    started_by = (row.details or {}).get("started_by")
+    if isinstance(started_by, dict):
+        options["started_by"] = started_by
+    options["retries"] = row.retry_count + 1  # moves the final row forward: see the module's docstring
+    return dramatiq.Message(
+        queue_name=stored["queue"],
+        actor_name=stored["actor"],
+        args=tuple(stored.get("args") or ()),
+        kwargs=dict(stored.get("kwargs") or {}),
+        options=options,
+        message_id=row.job_id,
+        message_timestamp=int(time.time() * 1000),
+    )
+
+
+def _row(job_id: str):
+    row = Log.get_or_none(Log.job_id == job_id)
+    if row is None:
+        raise ResendRefused(f"no job with id {job_id}")
+    return row
+
+
+def resend_job(broker: dramatiq.Broker, job_id: str) -> str:
+    """Send one failed or lost job again; returns its job id."""
+    row = _row(job_id.strip())
+    problem = _refusal(row)
+    if problem:
+        raise ResendRefused(problem)
+    broker.enqueue(_message(broker, row))
+    return row.job_id
+
+
+def resend_tree(broker: dramatiq.Broker, root_job_id: str) -> list[str]:
+    """Send every failed or lost job of one tree again; returns their job ids (the root's first).
+
+    Refused as a whole (nothing sent) when the id is not a root, when the
+    tree has no failed or lost job, or when one of them cannot be sent again.
+    """
+    root = _row(root_job_id.strip())
+    if not root.is_root_job:
+        raise ResendRefused(f"job {root.job_id} is not a root; its tree's root is {root.parent_job_id}")
+    rows = list(
+        Log.select()
+        .where(((Log.job_id == root.job_id) | (Log.parent_job_id == root.job_id)) & Log.status.in_(RESENDABLE_STATUSES))
+        .order_by(Log.parent_job_id.is_null(False), Log.created_at)
+    )
+    if not rows:
+        raise ResendRefused(f"tree {root.job_id} has no failed or lost job to send again")
+    refusals = [problem for problem in map(_refusal, rows) if problem]
+    if refusals:
+        more = f" (and {len(refusals) - 1} more)" if len(refusals) > 1 else ""
+        raise ResendRefused(f"nothing sent: {refusals[0]}{more}")
+    messages = [_message(broker, row) for row in rows]
+    for message in messages:
+        broker.enqueue(message)
+    return [message.message_id for message in messages]
+
+
+__all__ = ["ResendRefused", "resend_job", "resend_tree"]
