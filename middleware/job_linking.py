@@ -113,10 +113,13 @@ class JobLinking(Middleware):
 
         Outside a job (the CLI, a script, a web request) the write is
         committed before ``send`` returns: such a process may exit at once.
+        Inside one it is urgent: it is committed with the sending job's end
+        at the latest, so a tree never looks complete while a child it sent
+        has no row yet.
         """
         row = sent_row(message, delay, self._actor_options(broker, message.actor_name))
         if row is not None:
-            self.writer.submit(PendingWrite(row), wait=wait)
+            self.writer.submit(PendingWrite(row, urgent=True), wait=wait)
 
     def before_enqueue(self, broker, message, delay):
         job = current_job()

@@ -4,6 +4,9 @@ Used by the ``enrich`` command and by any future UI; every function returns
 plain dataclasses whose ``as_dict()`` is ready for ``json.dumps``.
 
 Trees are flat: every descendant's ``parent_job_id`` is the root's ``job_id``.
+A tree is complete when none of its rows is queued, running or retrying;
+both views say so (``complete``, when, and the pending jobs by status),
+worked out from the same rows they already read: no count kept by hand.
 So a page of roots is one scan of a partial index over roots plus one probe
 of the ``(parent_job_id, started_at)`` index per root (on PostgreSQL one
 statement, a LATERAL join; on SQLite a second, grouped query), and a tree is
@@ -20,12 +23,12 @@ import json
 import uuid
 from collections import Counter, namedtuple
 from dataclasses import dataclass, field
-from typing import Any, Optional, Union
+from typing import Any, Iterable, Optional, Union
 
 from peewee import fn
 
 from .database import is_postgres
-from .job_log import ENTITY_TYPES, STATUSES, EnrichmentLog
+from .job_log import ENTITY_TYPES, PENDING_STATUSES, STATUSES, EnrichmentLog
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
@@ -61,6 +64,7 @@ TREE_COLUMNS = (
     Log.status,
     Log.created_at,
     Log.enqueued_at,
+    Log.due_at,
     Log.started_at,
     Log.completed_at,
     Log.duration_ms,
@@ -125,6 +129,9 @@ class RootSummary(_AsDict):
     children: dict[str, int] = field(default_factory=dict)  # status -> count
     child_count: int = 0
     total_duration_ms: Optional[int] = None  # root start to the last completion in the tree
+    complete: bool = True  # no job of the tree (the root included) is queued, running or retrying
+    tree_completed_at: Optional[dt.datetime] = None  # the last completion in the tree, once complete
+    pending: dict[str, int] = field(default_factory=dict)  # queued/running/retrying -> count, the root included
 
 
 @dataclass(slots=True)
@@ -148,6 +155,7 @@ class TimelineItem(_AsDict):
     entity_id: Optional[uuid.UUID]
     status: str
     enqueued_at: Optional[dt.datetime]
+    due_at: Optional[dt.datetime]  # when a delayed message (or a retry) is due
     started_at: Optional[dt.datetime]
     completed_at: Optional[dt.datetime]
     queue_wait_ms: Optional[int]  # started_at - enqueued_at
@@ -167,6 +175,9 @@ class Tree(_AsDict):
     root_job_id: Optional[str]
     items: list[TimelineItem]
     total_duration_ms: Optional[int]
+    complete: bool = True  # no job is queued, running or retrying
+    completed_at: Optional[dt.datetime] = None  # the last completion in the tree, once complete
+    pending: dict[str, int] = field(default_factory=dict)  # queued/running/retrying -> count
 
     @property
     def root(self) -> Optional[TimelineItem]:
@@ -290,18 +301,29 @@ _WITH_CHILDREN = (
     " ORDER BY r.created_at DESC, r.id DESC"
 )
 # Positions in a ROOT_COLUMNS row (by name: == on a peewee field builds SQL).
-_ID, _JOB_ID, _CREATED_AT, _STARTED_AT, _COMPLETED_AT = (
-    [c.name for c in ROOT_COLUMNS].index(name) for name in ("id", "job_id", "created_at", "started_at", "completed_at")
+_ID, _JOB_ID, _STATUS, _CREATED_AT, _STARTED_AT, _COMPLETED_AT = (
+    [c.name for c in ROOT_COLUMNS].index(name)
+    for name in ("id", "job_id", "status", "created_at", "started_at", "completed_at")
 )
+
+
+def pending_counts(statuses: Iterable[str]) -> dict[str, int]:
+    """How many of ``statuses`` are queued, running or retrying: a tree with none is complete."""
+    counts = Counter(status for status in statuses if status in PENDING_STATUSES)
+    return {status: counts[status] for status in PENDING_STATUSES if counts[status]}
 
 
 def _summary(row: tuple, counts: dict[str, int], last_child: Optional[dt.datetime]) -> RootSummary:
     last = max(filter(None, (row[_COMPLETED_AT], last_child)), default=None)
+    pending = pending_counts([row[_STATUS], *counts.elements()])
     return RootSummary(
         *row,  # the ROOT_COLUMNS, in the summary's field order
         children=dict(sorted(counts.items())),
         child_count=sum(counts.values()),
         total_duration_ms=_ms(last, row[_STARTED_AT]),
+        complete=not pending,
+        tree_completed_at=None if pending else last,
+        pending=pending,
     )
 
 
@@ -346,7 +368,10 @@ def list_roots(
     else:
         rows = _run(shape, query, params, ROOT_COLUMNS)
         stats = _child_stats([row[_JOB_ID] for row in rows[:limit] if row[_JOB_ID] is not None])
-        page = [(row, *stats.get(row[_JOB_ID], ({}, None))) for row in rows[:limit]]
+        page = []
+        for row in rows[:limit]:
+            counts, last_completed = stats.get(row[_JOB_ID], ({}, None))
+            page.append((row, Counter(counts), last_completed))
     last = page[-1][0] if len(rows) > limit else None
     return RootPage(
         roots=[_summary(*entry) for entry in page],
@@ -400,6 +425,7 @@ def _item(row, origin: Optional[dt.datetime]) -> TimelineItem:
         entity_id=row.entity_id,
         status=row.status,
         enqueued_at=row.enqueued_at,
+        due_at=row.due_at,
         started_at=row.started_at,
         completed_at=row.completed_at,
         queue_wait_ms=_ms(row.started_at, row.enqueued_at),
@@ -436,8 +462,12 @@ def get_tree(job_id: str) -> Optional[Tree]:
     starts = [r.started_at for r in rows if r.started_at is not None]
     origin = root.started_at if root is not None and root.started_at else min(starts, default=None)
     last = max((r.completed_at for r in rows if r.completed_at is not None), default=None)
+    pending = pending_counts(r.status for r in rows)
     return Tree(
         root_job_id=root_job_id,
         items=[_item(r, origin) for r in rows],
         total_duration_ms=_ms(last, origin),
+        complete=not pending,
+        completed_at=None if pending else last,
+        pending=pending,
     )

@@ -29,7 +29,7 @@ from .catalog import AlbumInput, add_album, add_artist, credit_line
 from .common import CommandError, actor, app_broker, migrate, note, open_database, quiet_logs
 from .demo import run_demo
 from .run import reexec, reexecuted, run_here, trees_exit_status
-from .timeline import Style, follow, is_active, root_labels, roots_lines, tree_labels, tree_lines
+from .timeline import Style, follow, root_labels, roots_lines, tree_labels, tree_lines
 
 
 Handler = Callable[[argparse.Namespace], int]
@@ -111,11 +111,26 @@ def cmd_start_root(args: argparse.Namespace) -> int:
     if load_settings().redis_url:
         message = actor(actor_name).send_with_options(args=job_args, kwargs=kwargs, triggered_by="cli")
         print(message.message_id)
-        note(f"queued; follow it with: enrich timeline {message.message_id} --follow")
-        return 0
+        if not getattr(args, "wait", False):
+            note(f"queued; follow it with: enrich timeline {message.message_id} --follow")
+            return 0
+        return _wait_for_tree(message.message_id, args.timeout)
     note("REDIS_URL is not set, so there is no shared broker: running the job here, in this process (Ctrl-C stops it)")
     quiet_logs()
     return trees_exit_status(run_here([(actor_name, job_args, kwargs)], timeout=args.timeout))
+
+
+def _wait_for_tree(root_job_id: str, timeout: float) -> int:
+    """``--wait``: until the tree is complete, then its timeline; exit 2 if it ended failed, lost or degraded."""
+    note(f"queued; waiting for its tree to complete (at most {timeout:g} s)…")
+    tree = follow(root_job_id, None, Style(sys.stdout), timeout=timeout)
+    if tree is None:
+        raise CommandError(f"job {root_job_id} has no row: is the job log's database the workers' one?")
+    print("\n".join(tree_lines(tree, tree_labels(tree), Style(sys.stdout))))
+    if not tree.complete:
+        raise CommandError(f"the tree is not complete after {timeout:g} s; "
+                           f"follow it with: enrich timeline {root_job_id} --follow")
+    return trees_exit_status([root_job_id])
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -175,8 +190,8 @@ def cmd_timeline(args: argparse.Namespace) -> int:
         print(json.dumps(tree.as_dict(), indent=2))
     elif not args.follow:
         print("\n".join(tree_lines(tree, tree_labels(tree), Style(sys.stdout))))
-        if is_active(tree):
-            note(f"still running; watch it with: enrich timeline {job_id} --follow")
+        if not tree.complete:
+            note(f"not complete yet; watch it with: enrich timeline {job_id} --follow")
     return 0
 
 
@@ -260,8 +275,11 @@ def _add_job_commands(sub) -> None:
                        if what != "track" else "the track's id")
         if name == "album":
             p.add_argument("--force", action="store_true", help="enrich even if it was enriched recently")
+        p.add_argument("--wait", action="store_true",
+                       help="with REDIS_URL: wait until the tree is complete, print its timeline, "
+                       "exit status 2 if it ended failed or degraded")
         p.add_argument("--timeout", type=_positive, default=RUN_TIMEOUT, metavar="S",
-                       help=f"without REDIS_URL: seconds to wait for the tree (default {RUN_TIMEOUT:g})")
+                       help=f"seconds to wait for the tree, here or with --wait (default {RUN_TIMEOUT:g})")
     p = _add(sub, "sync-new-releases", cmd_start_root,
              "add Spotify's new releases to the catalog and enrich them." + in_process,
              "enrich sync-new-releases --limit 20")
@@ -299,7 +317,8 @@ def _add_log_commands(sub) -> None:
     p.add_argument("job_id", help="a job id (root or child), as printed by enrich album or enrich roots")
     p.add_argument("--json", action="store_true", help="print the tree as JSON")
     p.add_argument("--follow", action="store_true",
-                   help="redraw every second until no job is running or retrying (with --json: wait, then print)")
+                   help="redraw every second until the tree is complete: no job queued, running or retrying "
+                   "(with --json: wait, then print)")
     p = _add(sub, "resend", cmd_resend,
              "send a failed or lost job again (with REDIS_URL): its stored message, the same job id, the same "
              "tree; or, with --tree, every failed or lost job of one tree. Prints the job ids sent.",

@@ -22,7 +22,7 @@ from dramatiq.brokers.stub import StubBroker
 from peewee import fn
 
 from models import EnrichmentLog, utcnow
-from models.job_log import DEGRADED, FAILED, FINAL_STATUSES
+from models.job_log import DEGRADED, FAILED, FINAL_STATUSES, LOST
 from models.timeline import get_tree
 
 from .common import CommandError, actor, app_broker, note
@@ -212,7 +212,7 @@ def trees_exit_status(root_job_ids: Sequence[str]) -> int:
     for chunk in _chunks(root_job_ids):
         query = EnrichmentLog.select(EnrichmentLog.status).where(EnrichmentLog.job_id.in_(chunk))
         statuses += [status for (status,) in query.tuples()]
-    bad = {status: statuses.count(status) for status in (FAILED, DEGRADED)}
+    bad = {status: statuses.count(status) for status in (FAILED, DEGRADED, LOST)}
     if not any(bad.values()):
         return 0
     parts = ", ".join(f"{count} {status}" for status, count in bad.items() if count)

@@ -15,7 +15,7 @@ import uuid
 from typing import Iterable, Optional, TextIO
 
 from models import Album, Artist, Track, utcnow
-from models.job_log import DEGRADED, FAILED, PARTIAL_SUCCESS, RETRYING, RUNNING, SUCCESS
+from models.job_log import DEGRADED, FAILED, LOST, PARTIAL_SUCCESS, QUEUED, RETRYING, RUNNING, SUCCESS
 from models.timeline import RootPage, RootSummary, TimelineItem, Tree, get_tree
 
 ACTIVE = (RUNNING, RETRYING)
@@ -28,6 +28,8 @@ _COLORS = {
     PARTIAL_SUCCESS: "33",  # yellow
     DEGRADED: "33;1",  # bold yellow: done, but a child failed
     FAILED: "31;1",  # bold red
+    LOST: "31;1",  # bold red: its message vanished
+    QUEUED: "34",  # blue
     RUNNING: "36",  # cyan
     RETRYING: "35",  # magenta
 }
@@ -134,7 +136,9 @@ def _note(item: TimelineItem) -> str:
     A job that succeeded after retries keeps its last error: its code is
     added as what the retries were about.
     """
-    if item.status == FAILED or (item.status in ACTIVE and item.last_error):
+    if item.status == QUEUED and item.due_at is not None and item.due_at > utcnow():
+        return shorten(f"due in {fmt_ms(_elapsed_ms(utcnow(), item.due_at))}", NOTE_WIDTH)
+    if item.status in (FAILED, LOST) or (item.status in ACTIVE and item.last_error):
         text = "; ".join(filter(None, (": ".join(filter(None, (item.error_code, item.last_error))), item.reason)))
     else:
         retried = f"retried after {item.error_code}" if item.retry_count and item.error_code else None
@@ -151,7 +155,8 @@ def tree_lines(tree: Tree, labels: dict, style: Style, now: Optional[dt.datetime
     status = root.status if root else "root missing"
     head = (
         f"{style.paint(tree.root_job_id or str(tree.items[0].id), '1')}  {style.status(status)}  "
-        f"{len(tree.items)} job{'s' if len(tree.items) != 1 else ''}, {fmt_ms(scale if tree.items else None)}"
+        f"{len(tree.items)} job{'s' if len(tree.items) != 1 else ''}, {fmt_ms(scale if tree.items else None)}, "
+        f"{completion(tree.complete, tree.completed_at, tree.pending)}"
     )
     lines = [head]
     op_width = max(len(i.operation) for i in tree.items) + 2
@@ -171,14 +176,16 @@ def tree_labels(tree: Tree) -> dict:
     return entity_labels((i.entity_type, i.entity_id) for i in tree.items)
 
 
-def is_active(tree: Tree) -> bool:
-    """True while any job of the tree is running or waiting for a retry."""
-    return any(item.status in ACTIVE for item in tree.items)
+def completion(complete: bool, completed_at: Optional[dt.datetime], pending: dict[str, int]) -> str:
+    """'complete 12:03:04' (UTC), or the pending jobs: 'pending: 2 queued, 1 running'."""
+    if complete:
+        return f"complete {completed_at:%H:%M:%S}" if completed_at else "complete"
+    return "pending: " + ", ".join(f"{n} {status}" for status, n in pending.items())
 
 
 # -- the roots table ---------------------------------------------------------------------
 
-ROOT_HEADER = ("CREATED (UTC)", "STATUS", "OPERATION", "ENTITY", "CHILDREN", "TOTAL", "JOB ID")
+ROOT_HEADER = ("CREATED (UTC)", "STATUS", "OPERATION", "ENTITY", "CHILDREN", "TREE", "TOTAL", "JOB ID")
 
 
 def _children(root: RootSummary) -> str:
@@ -199,6 +206,7 @@ def roots_lines(page: RootPage, labels: dict, style: Style) -> list[str]:
             root.operation,
             entity_label(labels, root.entity_type, root.entity_id),
             _children(root),
+            completion(root.complete, root.tree_completed_at, root.pending),
             fmt_ms(root.total_duration_ms),
             root.job_id or str(root.id),
         )
@@ -229,35 +237,37 @@ def _signature(tree: Tree) -> tuple:
     return tuple((i.job_id, i.status, i.retry_count) for i in tree.items)
 
 
-def follow(job_id: str, out: TextIO, style: Style, *, interval: float = 1.0, start_wait: float = 30.0,
-           sleep=None) -> Optional[Tree]:
-    """Redraw the tree every ``interval`` seconds until no job in it is running or retrying.
+def follow(job_id: str, out: Optional[TextIO], style: Style, *, interval: float = 1.0, start_wait: float = 30.0,
+           timeout: Optional[float] = None, sleep=None) -> Optional[Tree]:
+    """Redraw the tree every ``interval`` seconds until it is complete; returns it.
 
     A terminal gets the whole tree redrawn in place; a pipe gets it again
-    only when a job's status changed.  A child is written when a worker
-    starts it, so a tree counts as finished only once it has been quiet for
-    two polls in a row.  A job id not written yet (still queued) is waited
-    for up to ``start_wait`` seconds; returns None if it never appears.
+    only when a job's status changed; ``out=None`` draws nothing (wait only).
+    Every job has its row from the moment it is sent, so a complete tree
+    has no job still to come.  A job id not written yet (sent by a producer
+    without JobLinking) is waited for up to ``start_wait`` seconds; returns
+    None if it never appears.  With ``timeout``, returns the tree as it is
+    (not complete) after that many seconds.
     """
     sleep = sleep or time.sleep
     deadline = time.monotonic() + start_wait
-    said_waiting, shown, quiet = False, None, 0
+    give_up = None if timeout is None else time.monotonic() + timeout
+    said_waiting, shown = False, None
     while True:
         tree = get_tree(job_id)
         if tree is None:
             if time.monotonic() >= deadline:
                 return None
-            if not said_waiting:
-                print(f"waiting for job {job_id} to start…", file=out, flush=True)
+            if not said_waiting and out is not None:
+                print(f"waiting for job {job_id} to appear…", file=out, flush=True)
                 said_waiting = True
             sleep(interval)
             continue
         signature = _signature(tree)
-        quiet = quiet + 1 if not is_active(tree) and signature == shown else 0
-        if style.tty or signature != shown:
+        if out is not None and (style.tty or signature != shown):
             text = "\n".join(tree_lines(tree, tree_labels(tree), style))
             print((CLEAR_SCREEN if style.tty else "") + text, file=out, flush=True)
         shown = signature
-        if quiet >= 1 and not is_active(tree):
+        if tree.complete or (give_up is not None and time.monotonic() >= give_up):
             return tree
         sleep(interval)
