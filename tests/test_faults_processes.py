@@ -36,7 +36,7 @@ from process_harness import WorkerProcess
 
 pytestmark = pytest.mark.slow
 
-NOT_FINAL = ("running", "retrying")
+NOT_FINAL = ("queued", "running", "retrying")
 # Dramatiq's maintenance chance is counted per MILLION fetches (dramatiq.brokers.redis.MAINTENANCE_SCALE):
 # 1,000,000 makes every fetch look for dead workers, so a killed worker's messages come back
 # as soon as its heartbeat is REDIS_HEARTBEAT_TIMEOUT_MS old.

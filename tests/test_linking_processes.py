@@ -38,7 +38,7 @@ def app(pg_db, pg_url, tmp_path, monkeypatch):
 
 
 def finished(count: int):
-    return lambda: EnrichmentLog.select().where(EnrichmentLog.status.not_in(["running", "retrying"])).count() >= count
+    return lambda: EnrichmentLog.select().where(EnrichmentLog.status.not_in(["queued", "running", "retrying"])).count() >= count
 
 
 def test_chain_is_flat_through_redis_and_a_worker_process(app):
