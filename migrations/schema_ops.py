@@ -45,8 +45,9 @@ def _invalid_postgres_index(db, name: str) -> bool:
     return bool(row and row[0])
 
 
-def create_index_if_missing(db, table: str, name: str, columns: list[str], unique: bool = False, where: str = "") -> None:
-    """Create an index unless it exists.
+def create_index_if_missing(db, table: str, name: str, columns: list[str], unique: bool = False, where: str = "",
+                            using: str = "", opclass: str = "") -> None:
+    """Create an index unless it exists (``using``: an index method such as gin; ``opclass``: every column's).
 
     On PostgreSQL the index is built CONCURRENTLY (the calling migration sets
     ``atomic = False``), so workers keep writing while it builds; an invalid
@@ -57,8 +58,9 @@ def create_index_if_missing(db, table: str, name: str, columns: list[str], uniqu
         concurrently = "" if db.in_transaction() else "CONCURRENTLY "
         if _invalid_postgres_index(db, name):
             db.execute_sql(f'DROP INDEX {concurrently}"{name}"')
-    cols = ", ".join(f'"{c}"' for c in columns)
-    sql = f'CREATE {"UNIQUE " if unique else ""}INDEX {concurrently}IF NOT EXISTS "{name}" ON "{table}" ({cols})'
+    cols = ", ".join(f'"{c}"' + (f" {opclass}" if opclass else "") for c in columns)
+    method = f" USING {using}" if using else ""
+    sql = f'CREATE {"UNIQUE " if unique else ""}INDEX {concurrently}IF NOT EXISTS "{name}" ON "{table}"{method} ({cols})'
     if where:
         sql += f" WHERE {where}"
     db.execute_sql(sql)

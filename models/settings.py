@@ -58,6 +58,10 @@ class Settings:
     log_level: str = "INFO"
     log_flush_ms: int = 50  # how late an INFO line on stderr may be written; 0: each line at once
 
+    # The web dashboard (enrich web): actions need both; any address but 127.0.0.1 needs the password.
+    dashboard_allow_actions: bool = False
+    dashboard_password: Optional[str] = field(default=None, repr=False)
+
     def secrets(self) -> list[str]:
         """The configured secret values, for the log redaction step."""
         values = [
@@ -65,6 +69,7 @@ class Settings:
             self.spotify_client_id,
             self.spotify_client_secret,
             self.cloudflare_api_token,
+            self.dashboard_password,
         ]
         return [v for v in values if v]
 
@@ -95,6 +100,15 @@ def _count(env: Mapping[str, str], name: str, default: int) -> int:
     if not raw.isdigit():
         raise ConfigError(f"{name}={raw!r} must be a whole number >= 0")
     return int(raw)
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{name}={raw!r} must be 1 or 0")
 
 
 def load_settings(env: Optional[Mapping[str, str]] = None) -> Settings:
@@ -133,4 +147,6 @@ def load_settings(env: Optional[Mapping[str, str]] = None) -> Settings:
         log_format=log_format,
         log_level=(_optional(env, "LOG_LEVEL") or defaults.log_level).upper(),
         log_flush_ms=_count(env, "LOG_FLUSH_MS", defaults.log_flush_ms),
+        dashboard_allow_actions=_flag(env, "DASHBOARD_ALLOW_ACTIONS"),
+        dashboard_password=_optional(env, "DASHBOARD_PASSWORD"),
     )

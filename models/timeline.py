@@ -1,6 +1,6 @@
-"""Read the job log as timelines: the list of root jobs, and one job's whole tree.
+"""Read the job log as timelines: the list of root jobs, one job's whole tree, an entity's trees, activity.
 
-Used by the ``enrich`` command and by any future UI; every function returns
+Used by the ``enrich`` command and the web dashboard; every function returns
 plain dataclasses whose ``as_dict()`` is ready for ``json.dumps``.
 
 Trees are flat: every descendant's ``parent_job_id`` is the root's ``job_id``.
@@ -17,18 +17,21 @@ from __future__ import annotations
 
 import base64
 import binascii
-import dataclasses
 import datetime as dt
+import functools
 import json
+import operator
 import uuid
 from collections import Counter, namedtuple
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional, Union
+from typing import Iterable, Optional, Union
 
-from peewee import fn
+from peewee import SQL, NodeList, fn
 
 from .database import is_postgres
+from .entities import search_entities
 from .job_log import ENTITY_TYPES, PENDING_STATUSES, STATUSES, EnrichmentLog
+from .plain import AsDict
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
@@ -72,29 +75,10 @@ TREE_COLUMNS = (
     Log.last_error,
     Log.error_code,
     Log.reason,
+    Log.sources,
+    Log.fields_enriched,
     Log.details,
 )
-
-
-def _plain(value: Any) -> Any:
-    """``value`` with datetimes as ISO 8601 UTC and UUIDs as strings, recursively."""
-    if isinstance(value, dt.datetime):
-        return value.replace(tzinfo=dt.timezone.utc).isoformat().replace("+00:00", "Z")
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-class _AsDict:
-    __slots__ = ()
-
-    def as_dict(self) -> dict:
-        """The dataclass as JSON-ready data (ISO timestamps, string UUIDs)."""
-        return _plain(dataclasses.asdict(self))
 
 
 def _naive_utc(value: dt.datetime) -> dt.datetime:
@@ -109,7 +93,7 @@ def _ms(later: Optional[dt.datetime], earlier: Optional[dt.datetime]) -> Optiona
 
 
 @dataclass(slots=True)
-class RootSummary(_AsDict):
+class RootSummary(AsDict):
     """One root job, with its children counted by status and the tree's total duration."""
 
     id: uuid.UUID
@@ -135,7 +119,7 @@ class RootSummary(_AsDict):
 
 
 @dataclass(slots=True)
-class RootPage(_AsDict):
+class RootPage(AsDict):
     """One page of the roots list, newest first."""
 
     roots: list[RootSummary]
@@ -143,7 +127,7 @@ class RootPage(_AsDict):
 
 
 @dataclass(slots=True)
-class TimelineItem(_AsDict):
+class TimelineItem(AsDict):
     """One job of a tree, timed relative to the root's start."""
 
     id: uuid.UUID
@@ -165,11 +149,13 @@ class TimelineItem(_AsDict):
     last_error: Optional[str]
     error_code: Optional[str]
     reason: Optional[str]
+    sources: list
+    fields_enriched: list
     details: Optional[dict]
 
 
 @dataclass(slots=True)
-class Tree(_AsDict):
+class Tree(AsDict):
     """A root and its children in start order (the root first); a legacy row is a tree of one."""
 
     root_job_id: Optional[str]
@@ -239,17 +225,20 @@ def _run(shape: tuple, build, params: list, fields, wrap: str = "{}") -> list[tu
 # -- the roots list --------------------------------------------------------
 
 
-def _filter_params(status, operation, entity_type, entity_id, since, until) -> list:
+def _filter_params(status, operation, entity_type, entity_id, since, until, entities, job_ids) -> list:
     """The values ``_root_filters`` binds, in its order (validated there)."""
     params: list = [Log.is_root_job.db_value(True)]
     params += [v for v in (status, operation, entity_type) if v is not None]
     if entity_id is not None:
         params.append(Log.entity_id.db_value(uuid.UUID(str(entity_id))))
     params += [Log.created_at.db_value(_naive_utc(v)) for v in (since, until) if v is not None]
+    for kind, ids in (entities or {}).items():
+        params += [kind, *(Log.entity_id.db_value(i) for i in ids)]
+    params += [Log.job_id.db_value(j) for j in job_ids or ()]
     return params
 
 
-def _root_filters(status, operation, entity_type, entity_id, since, until) -> list:
+def _root_filters(status, operation, entity_type, entity_id, since, until, entities, job_ids) -> list:
     if status is not None and status not in STATUSES:
         raise ValueError(f"status {status!r} is not one of {', '.join(STATUSES)}")
     if entity_type is not None and entity_type not in ENTITY_TYPES:
@@ -270,6 +259,11 @@ def _root_filters(status, operation, entity_type, entity_id, since, until) -> li
         conditions.append(Log.created_at >= _naive_utc(since))
     if until is not None:
         conditions.append(Log.created_at < _naive_utc(until))
+    if entities:  # a search's matches; typed, so that the (entity_type, entity_id) indexes answer
+        conditions.append(functools.reduce(operator.or_, [(Log.entity_type == kind) & Log.entity_id.in_(ids)
+                                                          for kind, ids in entities.items()]))
+    if job_ids is not None:  # an entity's history
+        conditions.append(Log.job_id.in_(job_ids))
     return conditions
 
 
@@ -336,18 +330,29 @@ def list_roots(
     until: Optional[dt.datetime] = None,
     limit: int = DEFAULT_LIMIT,
     cursor: Optional[str] = None,
+    search: Optional[str] = None,
+    _job_ids: Optional[list[str]] = None,
 ) -> RootPage:
     """The newest root jobs first, filtered, ``limit`` at a time.
 
     ``since`` is inclusive and ``until`` exclusive, both on ``created_at``.
+    ``search`` keeps the roots whose entity is an album whose title, or an
+    artist whose name, contains it (ignoring case; see ``search_entities``).
     Pass the page's ``next_cursor`` back as ``cursor`` for the next page: a
     keyset on (created_at, id), so page 1000 costs what page 1 does and rows
     written meanwhile never shift a page.
     """
     if not 1 <= limit <= MAX_LIMIT:
         raise ValueError(f"limit {limit} must be between 1 and {MAX_LIMIT}")
-    conditions = _root_filters(status, operation, entity_type, entity_id, since, until)
-    params = _filter_params(status, operation, entity_type, entity_id, since, until)
+    entities = None
+    if search is not None and search.strip():
+        entities = search_entities(search)
+        if not entities:
+            return RootPage(roots=[], next_cursor=None)
+    if since is not None and until is not None and _naive_utc(since) >= _naive_utc(until):
+        raise ValueError("the time window is empty: since must be earlier than until")
+    filters = (status, operation, entity_type, entity_id, since, until, entities, _job_ids)
+    conditions, params = _root_filters(*filters), _filter_params(*filters)
     if cursor is not None:
         created_at, row_id = decode_cursor(cursor)
         # (created_at, id) < cursor, spelled so both back ends bound the index scan on created_at.
@@ -355,7 +360,9 @@ def list_roots(
         params += [Log.created_at.db_value(created_at)] * 2 + [Log.id.db_value(row_id)]
     params.append(limit + 1)
     shape = ("roots", status is not None, operation is not None, entity_type is not None, entity_id is not None,
-             since is not None, until is not None, cursor is not None)
+             since is not None, until is not None, cursor is not None,
+             tuple((kind, len(ids)) for kind, ids in (entities or {}).items()),
+             None if _job_ids is None else len(_job_ids))
     query = lambda: (  # noqa: E731
         Log.select(*ROOT_COLUMNS)
         .where(*conditions)
@@ -377,6 +384,72 @@ def list_roots(
         roots=[_summary(*entry) for entry in page],
         next_cursor=None if last is None else encode_cursor(last[_CREATED_AT], last[_ID]),
     )
+
+
+# -- an entity's history, activity ------------------------------------------
+
+HISTORY_MAX_ROWS = 5000  # an entity's newest job rows read to find the trees that touched it
+
+
+def entity_history(entity_type: str, entity_id: Union[uuid.UUID, str], limit: int = DEFAULT_LIMIT,
+                   cursor: Optional[str] = None) -> RootPage:
+    """The roots of every tree in which a job touched this entity, newest first (``list_roots`` pages).
+
+    The trees are found among the entity's newest ``HISTORY_MAX_ROWS`` job
+    rows, through the (entity_type, entity_id, created_at) index.
+    """
+    if entity_type not in ENTITY_TYPES:
+        raise ValueError(f"entity_type {entity_type!r} is not one of {', '.join(ENTITY_TYPES)}")
+    try:
+        entity_uuid = uuid.UUID(str(entity_id))
+    except ValueError:
+        raise ValueError(f"entity_id {str(entity_id)[:80]!r} is not a UUID") from None
+    touched = (
+        Log.select(fn.COALESCE(Log.parent_job_id, Log.job_id))
+        .where((Log.entity_type == entity_type) & (Log.entity_id == entity_uuid))
+        .order_by(Log.created_at.desc())
+        .limit(HISTORY_MAX_ROWS)
+    )
+    root_ids = list(dict.fromkeys(job for (job,) in touched.tuples() if job is not None))
+    if not root_ids:
+        return RootPage(roots=[], next_cursor=None)
+    return list_roots(limit=limit, cursor=cursor, _job_ids=root_ids)
+
+
+@dataclass(slots=True)
+class ActivityBucket(AsDict):
+    """How many jobs of one status were written in the interval starting at ``start``."""
+
+    start: dt.datetime
+    status: str
+    count: int
+
+
+def job_activity(since: dt.datetime, until: dt.datetime, bucket_seconds: int = 60) -> list[ActivityBucket]:
+    """Jobs counted by status and by ``bucket_seconds`` interval of ``created_at``, oldest first.
+
+    ``status IN (every status)`` lets PostgreSQL read the (status,
+    created_at) index as one short range per status.
+    """
+    if bucket_seconds < 1:
+        raise ValueError(f"bucket_seconds {bucket_seconds} must be at least 1")
+    since, until = _naive_utc(since), _naive_utc(until)
+    if is_postgres(Log._meta.database):
+        epoch = fn.date_part("epoch", Log.created_at)
+    else:
+        epoch = fn.CAST(NodeList((fn.strftime("%s", Log.created_at), SQL("AS INTEGER"))))
+    bucket = fn.floor(epoch / bucket_seconds)
+    query = (
+        Log.select(bucket, Log.status, fn.COUNT(Log.id))
+        .where(Log.status.in_(STATUSES) & (Log.created_at >= since) & (Log.created_at < until))
+        .group_by(bucket, Log.status)
+        .order_by(bucket)
+    )
+    epoch_start = dt.datetime(1970, 1, 1)
+    return [
+        ActivityBucket(epoch_start + dt.timedelta(seconds=int(b) * bucket_seconds), status, count)
+        for b, status, count in query.tuples()
+    ]
 
 
 # -- one tree --------------------------------------------------------------
@@ -435,6 +508,8 @@ def _item(row, origin: Optional[dt.datetime]) -> TimelineItem:
         last_error=row.last_error,
         error_code=row.error_code,
         reason=row.reason,
+        sources=row.sources or [],
+        fields_enriched=row.fields_enriched or [],
         details=row.details,
     )
 

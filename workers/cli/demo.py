@@ -170,5 +170,6 @@ def _summary(page, seconds: float) -> str:
     return (
         f"demo finished in {seconds:.1f}s: {enriched} of {len(page.roots)} albums enriched, {tracks} tracks, "
         f"{jobs} jobs, {retried} retried, {degraded} degraded. "
-        f"Look again with: DATABASE_URL=sqlite:///{DEMO_DB} enrich roots"
+        f"Look again with: DATABASE_URL=sqlite:///{DEMO_DB} enrich roots\n"
+        f"Open it in a browser: DATABASE_URL=sqlite:///{DEMO_DB} enrich web, then http://127.0.0.1:8080/"
     )

@@ -216,6 +216,29 @@ def cmd_resend(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- the web dashboard ------------------------------------------------------------------------------
+
+
+def cmd_web(args: argparse.Namespace) -> int:
+    # Starlette, Jinja2 and uvicorn load only for this command.
+    import uvicorn
+
+    from dashboard import create_app
+    from dashboard.security import bind_problem
+    from migrations import schema_problem
+
+    settings = load_settings()
+    problem = bind_problem(args.host, settings.dashboard_password) or schema_problem(open_database())
+    if problem:
+        raise CommandError(problem)
+    if settings.dashboard_allow_actions and not settings.dashboard_password:
+        note("DASHBOARD_ALLOW_ACTIONS is set but DASHBOARD_PASSWORD is not: the dashboard stays read-only")
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    note(f"dashboard on http://{shown}:{args.port}/ (Ctrl-C stops it)")
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning", server_header=False)
+    return 0
+
+
 # -- the parser -----------------------------------------------------------------------------------
 
 
@@ -244,6 +267,12 @@ def _positive(value: str) -> float:
 def _limit(value: str) -> int:
     if not value.isdigit() or not 1 <= int(value) <= MAX_LIMIT:
         raise argparse.ArgumentTypeError(f"{value!r} must be a whole number from 1 to {MAX_LIMIT}")
+    return int(value)
+
+
+def _port(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} must be a port number from 1 to 65535")
     return int(value)
 
 
@@ -326,6 +355,13 @@ def _add_log_commands(sub) -> None:
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("job_id", nargs="?", metavar="JOB_ID", help="the failed or lost job to send again")
     target.add_argument("--tree", metavar="ROOT_ID", help="a root job id: send every failed or lost job of its tree")
+    p = _add(sub, "web", cmd_web,
+             "serve the web dashboard: root jobs, live tree timelines, entity history, activity. Read-only "
+             "unless DASHBOARD_ALLOW_ACTIONS=1 and DASHBOARD_PASSWORD are set; listens on 127.0.0.1 unless "
+             "DASHBOARD_PASSWORD is set",
+             "enrich web --port 8080    # then open http://127.0.0.1:8080/")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=_port, default=8080, help="port to listen on (default 8080)")
 
 
 def build_parser() -> argparse.ArgumentParser:

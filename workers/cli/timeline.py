@@ -14,7 +14,8 @@ import time
 import uuid
 from typing import Iterable, Optional, TextIO
 
-from models import Album, Artist, Track, utcnow
+from models import utcnow
+from models.entities import entity_names
 from models.job_log import DEGRADED, FAILED, LOST, PARTIAL_SUCCESS, QUEUED, RETRYING, RUNNING, SUCCESS
 from models.timeline import RootPage, RootSummary, TimelineItem, Tree, get_tree
 
@@ -78,21 +79,10 @@ def _elapsed_ms(started: dt.datetime, end: dt.datetime) -> int:
 
 # -- entity names --------------------------------------------------------------------
 
-_MODELS = {"album": (Album, Album.title), "artist": (Artist, Artist.name), "track": (Track, Track.title)}
-
-
 def entity_labels(pairs: Iterable[tuple[Optional[str], Optional[uuid.UUID]]]) -> dict:
     """``{(entity_type, entity_id): 'album "OK Computer"'}``: one query per entity type present."""
-    wanted: dict[str, set] = {}
-    for entity_type, entity_id in pairs:
-        if entity_type in _MODELS and entity_id is not None:
-            wanted.setdefault(entity_type, set()).add(uuid.UUID(str(entity_id)))
-    labels = {}
-    for entity_type, ids in wanted.items():
-        model, name = _MODELS[entity_type]
-        for row_id, text in model.select(model.id, name).where(model.id.in_(list(ids))).tuples():
-            labels[(entity_type, row_id)] = f'{entity_type} "{shorten(text, 28)}"'
-    return labels
+    return {(entity_type, entity_id): f'{entity_type} "{shorten(text, 28)}"'
+            for (entity_type, entity_id), text in entity_names(pairs).items()}
 
 
 def entity_label(labels: dict, entity_type: Optional[str], entity_id) -> str:

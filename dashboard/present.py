@@ -1,0 +1,190 @@
+"""What the templates draw, computed in Python: waterfall geometry, labels, the activity chart.
+
+Bars and the chart are SVG drawn by the server: attributes, not inline
+styles, so the Content-Security-Policy can forbid inline styles and scripts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Iterable, Optional
+
+from models import utcnow
+from models.entities import entity_names
+from models.job_log import DEGRADED, FAILED, RETRYING, RUNNING, STATUSES
+from models.timeline import ActivityBucket, RootSummary, TimelineItem, Tree
+
+ACTIVE = (RUNNING, RETRYING)
+WIDTH = 1000  # SVG user units across a waterfall bar or the chart
+
+
+def fmt_ms(ms: Optional[int]) -> str:
+    """120ms, 4.2s, 2m05s, 3h02m; a dash when unknown."""
+    if ms is None:
+        return "–"
+    if ms < 1000:
+        return f"{ms}ms"
+    if ms < 60_000:
+        return f"{ms / 1000:.1f}s"
+    minutes, seconds = divmod(round(ms / 1000), 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    return f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def fmt_time(moment: Optional[dt.datetime]) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S") if moment else "–"
+
+
+_PATHS = {"album": "albums", "artist": "artists", "track": "tracks"}
+
+
+@dataclass(frozen=True)
+class EntityRef:
+    """A job's entity as a link: its type, id, the catalog's name for it (None: deleted) and its page."""
+
+    type: str
+    id: str
+    name: Optional[str]
+
+    @property
+    def href(self) -> str:
+        return f"/{_PATHS[self.type]}/{self.id}"
+
+
+def entity_refs(pairs: Iterable[tuple[Optional[str], Optional[uuid.UUID]]]) -> dict:
+    """``{(type, id): EntityRef}`` for the pairs that name an entity (one query per type)."""
+    pairs = [(t, i if isinstance(i, uuid.UUID) else uuid.UUID(str(i))) for t, i in pairs if t in _PATHS and i is not None]
+    names = entity_names(pairs)
+    return {(t, i): EntityRef(t, str(i), names.get((t, i))) for t, i in pairs}
+
+
+def is_active_root(root: RootSummary) -> bool:
+    """The root or one of its children is running or waiting for a retry."""
+    return root.status in ACTIVE or any(root.children.get(status) for status in ACTIVE)
+
+
+def is_active_tree(tree: Tree) -> bool:
+    return any(item.status in ACTIVE for item in tree.items)
+
+
+# -- the tree waterfall ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One job of the waterfall: the item, its entity, its bars in SVG units (None: not started), and
+    its times as text (formatted here: a tree of 1,000 jobs renders several times faster)."""
+
+    item: TimelineItem
+    entity: Optional[EntityRef]
+    wait: Optional[tuple[float, float]]  # (x, width) of the queue wait
+    run: Optional[tuple[float, float]]  # (x, width) of the run time
+    start: str  # "+1.2s" from the root's start, or "queued"
+    took: str  # first start to the end of the last attempt (or now, while active)
+    waited: str  # queue wait
+    details: list[tuple[str, str]]
+
+
+def _details(details: Optional[dict]) -> list[tuple[str, str]]:
+    if not isinstance(details, dict):
+        return [] if details is None else [("details", json.dumps(details, ensure_ascii=False))]
+    return [(str(key), value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
+            for key, value in details.items()]
+
+
+def _span_ms(item: TimelineItem, now: dt.datetime) -> Optional[int]:
+    if item.started_at is None:
+        return None
+    end = item.completed_at or (now if item.status in ACTIVE else None)
+    if end is None:
+        return item.duration_ms
+    return max(0, round((end - item.started_at).total_seconds() * 1000))
+
+
+def waterfall(tree: Tree, now: Optional[dt.datetime] = None) -> tuple[list[Row], int, int]:
+    """(rows, scale in ms, origin in ms): every job on one time scale, queue wait and run time apart.
+
+    The origin is the root's start, moved left to the earliest enqueue so
+    that the root's own queue wait fits too.
+    """
+    now = now or utcnow()
+    refs = entity_refs((i.entity_type, i.entity_id) for i in tree.items)
+    spans = [_span_ms(item, now) for item in tree.items]
+    starts = [(i.offset_ms or 0) - (i.queue_wait_ms or 0) for i in tree.items if i.offset_ms is not None]
+    ends = [(i.offset_ms or 0) + (s or 0) for i, s in zip(tree.items, spans) if i.offset_ms is not None]
+    origin = min([0, *starts])
+    scale = max([1, (tree.total_duration_ms or 0) - origin, *(end - origin for end in ends)])
+
+    def box(start_ms: int, length_ms: int) -> tuple[float, float]:
+        x = (start_ms - origin) * WIDTH / scale
+        return round(x, 1), round(max(length_ms * WIDTH / scale, 2.0), 1)  # at least 2 units: visible
+
+    rows = []
+    for item, span in zip(tree.items, spans):
+        wait = run = None
+        if item.offset_ms is not None:
+            if item.queue_wait_ms:
+                wait = box(item.offset_ms - item.queue_wait_ms, item.queue_wait_ms)
+            run = box(item.offset_ms, span or 0)
+        entity = refs.get((item.entity_type, item.entity_id)) if item.entity_id else None
+        start = "queued" if item.offset_ms is None else "+" + fmt_ms(item.offset_ms)
+        rows.append(Row(item, entity, wait, run, start, fmt_ms(span), fmt_ms(item.queue_wait_ms),
+                        _details(item.details)))
+    return rows, scale, origin
+
+
+def failed_children(rows: list[Row]) -> list[Row]:
+    """The rows of the children whose failure made the root degraded."""
+    return [row for row in rows if not row.item.is_root and row.item.status == FAILED]
+
+
+def ticks(scale: int, origin: int, count: int = 5) -> list[str]:
+    """Labels of ``count`` evenly spaced times across the waterfall, relative to the root's start."""
+    return [("+" if origin + scale * n // (count - 1) >= 0 else "−") + fmt_ms(abs(origin + scale * n // (count - 1)))
+            for n in range(count)]
+
+
+# -- the activity chart -----------------------------------------------------------------------
+
+CHART_HEIGHT = 200
+CHART_STATUSES = tuple(s for s in STATUSES if s != DEGRADED) + (DEGRADED,)
+
+
+@dataclass(frozen=True)
+class Chart:
+    """A stacked bar chart of jobs per minute by status, in SVG units."""
+
+    bars: list[tuple[str, float, float, float, float, str]]  # (status, x, y, width, height, tooltip)
+    peak: float  # jobs per minute at the top of the chart
+    start: dt.datetime
+    end: dt.datetime
+    totals: dict[str, int]
+
+
+def activity_chart(buckets: list[ActivityBucket], start: dt.datetime, end: dt.datetime,
+                   bucket_seconds: int) -> Chart:
+    per_bucket: dict[dt.datetime, dict[str, int]] = {}
+    totals: dict[str, int] = {}
+    for b in buckets:
+        per_bucket.setdefault(b.start, {})[b.status] = b.count
+        totals[b.status] = totals.get(b.status, 0) + b.count
+    minutes = bucket_seconds / 60
+    peak = max([sum(counts.values()) / minutes for counts in per_bucket.values()] + [1.0])
+    slots = max(1, round((end - start).total_seconds() / bucket_seconds))
+    width = WIDTH / slots
+    bars = []
+    for moment, counts in sorted(per_bucket.items()):
+        x = (moment - start).total_seconds() / bucket_seconds * width
+        y = float(CHART_HEIGHT)
+        for status in CHART_STATUSES:
+            if not counts.get(status):
+                continue
+            height = counts[status] / minutes / peak * CHART_HEIGHT
+            y -= height
+            tip = f"{moment:%H:%M} {status}: {counts[status] / minutes:.3g} jobs/min"
+            bars.append((status, round(x, 2), round(y, 2), round(max(width - 0.5, 0.5), 2), round(height, 2), tip))
+    return Chart(bars=bars, peak=peak, start=start, end=end, totals=dict(sorted(totals.items())))

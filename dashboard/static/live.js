@@ -1,0 +1,54 @@
+// Live parts: the element with data-refresh-ms is fetched again from this page's own URL (so the
+// filters stay as they are) every data-refresh-ms while its content says data-active="1", and
+// replaced in place (so the scroll position stays).  It stops after two quiet answers in a row:
+// a tree's next child is written only when a worker starts it.  Open <details> stay open.
+(function () {
+  "use strict";
+  var box = document.querySelector("[data-refresh-ms]");
+  if (!box) { return; }
+  var interval = parseInt(box.getAttribute("data-refresh-ms"), 10) || 2000;
+  var quiet = 0;
+
+  function active() {
+    var part = box.querySelector(".live-part");
+    return part !== null && part.getAttribute("data-active") === "1";
+  }
+
+  function openDetails() {
+    var keys = [];
+    box.querySelectorAll("details[open][data-key]").forEach(function (d) { keys.push(d.getAttribute("data-key")); });
+    return keys;
+  }
+
+  function replace(html) {
+    var keys = openDetails();
+    box.innerHTML = html;  // server-rendered, every stored text escaped there
+    keys.forEach(function (key) {
+      box.querySelectorAll("details[data-key]").forEach(function (d) {
+        if (d.getAttribute("data-key") === key) { d.open = true; }
+      });
+    });
+  }
+
+  function poll() {
+    fetch(window.location.href, { headers: { "X-Dashboard-Partial": "1" }, credentials: "same-origin", cache: "no-store" })
+      .then(function (response) {
+        if (!response.ok) { throw new Error("HTTP " + response.status); }
+        return response.text();
+      })
+      .then(function (html) {
+        replace(html);
+        quiet = active() ? 0 : quiet + 1;
+        box.setAttribute("data-live", quiet >= 2 ? "done" : "on");
+        if (quiet < 2) { window.setTimeout(poll, interval); }
+      })
+      .catch(function () { window.setTimeout(poll, interval * 3); });  // the server is restarting: keep trying, slower
+  }
+
+  if (active()) {
+    box.setAttribute("data-live", "on");
+    window.setTimeout(poll, interval);
+  } else {
+    box.setAttribute("data-live", "done");
+  }
+})();

@@ -1,0 +1,184 @@
+"""The dashboard in a real browser: Debian's Chromium driven by Playwright, against `enrich web` as a process.
+
+No browser is downloaded: Playwright launches /usr/bin/chromium (`.ci/run`
+installs it with apt-get).  Screenshots go to $DASHBOARD_SCREENSHOTS when set
+(the README's come from `DASHBOARD_SCREENSHOTS=docs`), else to a temporary folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from migrations import apply_migrations
+from models import EnrichmentLog, bind_database, utcnow
+
+from dashboard_data import album, insert, job
+
+pytestmark = pytest.mark.slow
+CHROMIUM = "/usr/bin/chromium"
+
+
+def _env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DASHBOARD_", "REDIS_URL", "DATABASE_URL"))}
+    env.update(extra)
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def enrich_web(database_url: str, **env):
+    """`enrich web` on a free port of 127.0.0.1, until the block ends; yields its URL."""
+    port = _free_port()
+    process = subprocess.Popen([sys.executable, "-m", "workers.cli", "web", "--port", str(port)],
+                               env=_env(DATABASE_URL=database_url, **env), stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(url + "/static/live.js", timeout=1)
+                break
+            except httpx.TransportError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"enrich web did not start: {process.stderr.read()}")
+                time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    tab = context.new_page()
+    yield tab
+    context.close()
+
+
+@pytest.fixture
+def screenshots(tmp_path) -> Path:
+    folder = Path(os.environ.get("DASHBOARD_SCREENSHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture
+def live_db(tmp_path):
+    """A migrated SQLite file that this test writes and `enrich web` reads."""
+    url = f"sqlite:///{tmp_path / 'live.db'}"
+    db = bind_database(url)
+    apply_migrations(db)
+    yield url
+    db.close_all()
+
+
+def test_after_the_demo_the_degraded_tree_shows_its_failed_child(tmp_path, page, screenshots):
+    demo = subprocess.run([sys.executable, "-m", "workers.cli", "demo"], cwd=tmp_path, env=_env(),
+                          capture_output=True, text=True, timeout=180)
+    assert demo.returncode == 0, demo.stderr
+    assert "enrich web" in demo.stdout.splitlines()[-1]
+    with enrich_web(f"sqlite:///{tmp_path / 'enrichment-demo.db'}") as url:
+        page.goto(url + "/")
+        expect(page.locator("table.roots tbody tr")).to_have_count(6)
+        page.screenshot(path=str(screenshots / "dashboard-roots.png"), full_page=True)
+
+        page.select_option("select[name=status]", "degraded")
+        page.click("button[type=submit]")
+        rows = page.locator("table.roots tbody tr")
+        expect(rows).to_have_count(1)
+        expect(rows.first).to_contain_text("Homogenic")
+        expect(rows.first).to_contain_text("1 failed")
+        assert "status=degraded" in page.url
+
+        rows.first.locator("a[href^='/trees/']").click()
+        alert = page.locator(".alert")
+        expect(alert).to_contain_text("Degraded")
+        expect(alert).to_contain_text("discogs:get-artist")
+        expect(alert).to_contain_text("upstream_400")
+        expect(alert).to_contain_text("HTTP 400")
+        expect(page.locator("table.waterfall tr.job")).to_have_count(7)
+        page.screenshot(path=str(screenshots / "dashboard-tree.png"), full_page=True)
+
+
+def test_a_running_tree_updates_itself_until_it_is_complete(live_db, page):
+    record = album("Dummy", "Portishead")
+    now = utcnow()
+    insert(job("live-root", at=now, status="running", entity=("album", record.id)),
+           job("live-child", "live-root", at=now, status="running", entity=("album", record.id)))
+    with enrich_web(live_db) as url:
+        page.goto(url + "/trees/live-child")
+        expect(page.locator(".summary")).to_contain_text("updating live")
+        page.evaluate("window.notReloaded = true")
+        page.locator("details").first.click()  # an open details box stays open across updates
+
+        EnrichmentLog.update(status="success", completed_at=utcnow(), duration_ms=800).where(
+            EnrichmentLog.job_id == "live-child").execute()
+        insert(job("live-late", "live-root", at=utcnow(), status="running", operation="cache:album-cover-art",
+                   entity=("album", record.id)))
+        expect(page.locator("table.waterfall tr.job")).to_have_count(3, timeout=10_000)
+        expect(page.locator("table.waterfall")).to_contain_text("cache:album-cover-art")
+
+        EnrichmentLog.update(status="success", completed_at=utcnow(), duration_ms=300).where(
+            EnrichmentLog.job_id.in_(["live-late", "live-root"])).execute()
+        expect(page.locator(".summary .complete")).to_have_text("complete", timeout=10_000)
+        assert page.evaluate("window.notReloaded") is True
+        assert page.locator("details").first.get_attribute("open") is not None
+        time.sleep(3)  # two quiet answers, then no more polling
+        assert page.locator("#live").get_attribute("data-live") == "done"
+
+
+def test_the_roots_page_refreshes_itself_keeping_filters_and_scroll(live_db, page):
+    record = album("Mezzanine", "Massive Attack")
+    insert(*[job(f"old-{n}", at=utcnow() - dt.timedelta(minutes=n + 5), entity=("album", record.id))
+             for n in range(40)])
+    insert(job("running-root", at=utcnow(), status="running", entity=("album", record.id)))
+    with enrich_web(live_db) as url:
+        page.set_viewport_size({"width": 1400, "height": 400})
+        page.goto(url + "/?operation=check:album-enrichment&q=mezz")
+        expect(page.locator("table.roots tbody tr")).to_have_count(41)
+        page.evaluate("window.scrollTo(0, 600)")
+        EnrichmentLog.update(status="success", completed_at=utcnow(), duration_ms=500).where(
+            EnrichmentLog.job_id == "running-root").execute()
+        expect(page.locator("table.roots tbody tr").first).to_contain_text("complete", timeout=10_000)
+        assert page.evaluate("window.scrollY") == 600
+        assert page.url.endswith("?operation=check:album-enrichment&q=mezz")
+
+
+def test_a_hostile_album_title_renders_as_text(live_db, page):
+    hostile = album("<script>alert(1)</script>", "Evil\x1b[31mArtist")
+    insert(job("hostile-root", at=utcnow(), status="success", entity=("album", hostile.id)))
+    dialogs = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    with enrich_web(live_db) as url:
+        page.goto(url + "/")
+        expect(page.locator("table.roots a.entity")).to_have_text("album <script>alert(1)</script>")
+        page.goto(url + "/trees/hostile-root")
+        expect(page.locator("h1 a.entity")).to_contain_text("<script>alert(1)</script>")
+        page.goto(url + f"/albums/{hostile.id}")
+        expect(page.locator(".related")).to_contain_text("Evil␛[31mArtist")
+    assert dialogs == []
