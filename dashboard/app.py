@@ -11,15 +11,19 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from pathlib import Path
+from urllib.parse import quote
 from typing import Callable, Optional
 
+import dramatiq
 import jinja2
 import peewee
+import redis
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
@@ -28,6 +32,7 @@ from models import Settings, database, load_settings, utcnow
 from models.entities import get_entity
 from models.job_log import DEGRADED, ENTITY_TYPES, STATUSES
 from models.timeline import entity_history, get_tree, job_activity, list_roots
+from workers.resend import ResendRefused, resend_job, resend_tree
 
 from . import present
 from .filters import WINDOWS, BadRequest, RootFilters
@@ -81,6 +86,14 @@ def _reads(handler: Callable[[Request], Response]) -> Callable[[Request], Respon
     return wrapped
 
 
+def _resend(job_id: str, whole_tree: bool) -> list[str]:
+    """Send the job (or the tree's failed and lost jobs) again through the workers' broker (Redis)."""
+    from workers import broker
+
+    with database.connection_context():
+        return resend_tree(broker, job_id) if whole_tree else [resend_job(broker, job_id)]
+
+
 def _error(api: bool, status: int, message: str) -> Response:
     if api:
         return JSONResponse({"error": message}, status_code=status)
@@ -94,7 +107,8 @@ class Dashboard:
         self.settings = settings
         self.templates = _templates()
         self.csrf = Csrf()
-        self.actions = bool(settings.dashboard_allow_actions and settings.dashboard_password)
+        # Actions send messages: they need the shared broker, not the in-memory one of this process.
+        self.actions = bool(settings.dashboard_allow_actions and settings.dashboard_password and settings.redis_url)
 
     def render(self, request: Request, name: str, **context) -> Response:
         context.update(actions=self.actions, csrf_token=self.csrf.token if self.actions else None)
@@ -119,7 +133,8 @@ class Dashboard:
             return _error(False, 404, f"no job with id {job_id}")
         rows, scale, origin = present.waterfall(tree)
         name = "_tree_body.html" if request.headers.get(PARTIAL_HEADER) else "tree.html"
-        return self.render(request, name, tree=tree, rows=rows, job_id=job_id, ticks=present.ticks(scale, origin),
+        sent = request.query_params.get("sent", "")
+        return self.render(request, name, tree=tree, sent=int(sent) if sent.isdigit() else None, rows=rows, job_id=job_id, ticks=present.ticks(scale, origin),
                            failed=present.failed_children(rows), active=present.is_active_tree(tree),
                            root_ref=rows[0].entity if rows and tree.root else None)
 
@@ -171,13 +186,26 @@ class Dashboard:
     # -- actions ------------------------------------------------------------------------------------
 
     async def resend(self, request: Request) -> Response:
-        """POST /jobs/{job_id}/resend and /trees/{job_id}/resend: send a failed job, or a tree's failures, again."""
+        """POST /jobs/{job_id}/resend and /trees/{job_id}/resend: send a failed or lost job, or every one of a
+        tree, again (``workers.resend``), then show the tree."""
         if not self.actions:
-            return _error(False, 403, "actions are off: they need DASHBOARD_ALLOW_ACTIONS=1 and DASHBOARD_PASSWORD")
+            return _error(False, 403, "actions are off: they need DASHBOARD_ALLOW_ACTIONS=1, DASHBOARD_PASSWORD "
+                                      "and REDIS_URL")
         form = await request.form()
         if not self.csrf.valid(form.get("csrf_token")):
             return _error(False, 403, "the form's CSRF token is missing or wrong: reload the page and try again")
-        return _error(False, 501, "sending jobs again needs workers.resend, which this build does not have")
+        try:
+            job_id = _job_id(request)
+            sent = await run_in_threadpool(_resend, job_id, request.url.path.startswith("/trees/"))
+        except ValueError as exc:
+            return _error(False, 400, str(exc))
+        except ResendRefused as exc:
+            return _error(False, 409, str(exc))
+        except (dramatiq.errors.ConnectionError, redis.exceptions.RedisError):
+            return _error(False, 503, "the broker (REDIS_URL) cannot be reached; try again shortly")
+        except peewee.OperationalError:
+            return _error(False, 503, "the database cannot be reached; try again shortly")
+        return RedirectResponse(f"/trees/{quote(job_id)}?sent={len(sent)}", status_code=303)
 
     def routes(self) -> list:
         entity_pages = [Route(f"/{entity_type}s/{{entity_id}}", _reads(functools.partial(self.entity,

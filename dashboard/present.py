@@ -14,10 +14,10 @@ from typing import Iterable, Optional
 
 from models import utcnow
 from models.entities import entity_names
-from models.job_log import DEGRADED, FAILED, RETRYING, RUNNING, STATUSES
+from models.job_log import DEGRADED, FAILED_STATUSES, RETRYING, RUNNING, STATUSES
 from models.timeline import ActivityBucket, RootSummary, TimelineItem, Tree
 
-ACTIVE = (RUNNING, RETRYING)
+ACTIVE = (RUNNING, RETRYING)  # a job whose bar runs on to now
 WIDTH = 1000  # SVG user units across a waterfall bar or the chart
 
 
@@ -63,12 +63,12 @@ def entity_refs(pairs: Iterable[tuple[Optional[str], Optional[uuid.UUID]]]) -> d
 
 
 def is_active_root(root: RootSummary) -> bool:
-    """The root or one of its children is running or waiting for a retry."""
-    return root.status in ACTIVE or any(root.children.get(status) for status in ACTIVE)
+    """The root's tree is not complete: a job of it is queued, running or retrying."""
+    return not root.complete
 
 
 def is_active_tree(tree: Tree) -> bool:
-    return any(item.status in ACTIVE for item in tree.items)
+    return not tree.complete
 
 
 # -- the tree waterfall ---------------------------------------------------------------------
@@ -138,8 +138,8 @@ def waterfall(tree: Tree, now: Optional[dt.datetime] = None) -> tuple[list[Row],
 
 
 def failed_children(rows: list[Row]) -> list[Row]:
-    """The rows of the children whose failure made the root degraded."""
-    return [row for row in rows if not row.item.is_root and row.item.status == FAILED]
+    """The rows of the children whose failure (failed, or lost by the broker) made the root degraded."""
+    return [row for row in rows if not row.item.is_root and row.item.status in FAILED_STATUSES]
 
 
 def ticks(scale: int, origin: int, count: int = 5) -> list[str]:

@@ -290,7 +290,9 @@ def test_with_a_password_every_request_needs_it(catalog):
     assert 'Basic realm="enrich dashboard"' in web.get("/").headers["www-authenticate"]
 
 
-@pytest.mark.parametrize("settings", [{}, {"dashboard_password": "pw"}, {"dashboard_allow_actions": True}])
+@pytest.mark.parametrize("settings", [{}, {"dashboard_password": "pw"}, {"dashboard_allow_actions": True},
+                                      {"dashboard_allow_actions": True, "dashboard_password": "pw"},
+                                      {"dashboard_allow_actions": True, "redis_url": "redis://127.0.0.1:1/0"}])
 def test_without_both_settings_there_are_no_buttons_and_actions_are_refused(catalog, settings):
     web = client(**settings)
     headers = basic("pw") if settings.get("dashboard_password") else {}
@@ -299,6 +301,7 @@ def test_without_both_settings_there_are_no_buttons_and_actions_are_refused(cata
     for path in ("/jobs/root-homogenic-artist/resend", "/trees/root-homogenic/resend"):
         answer = web.post(path, headers=headers, data={"csrf_token": "x"})
         assert answer.status_code == 403 and "actions are off" in answer.text
+        assert web.get(path, headers=headers).status_code == 405  # never by GET
 
 
 def test_listening_beyond_localhost_needs_the_password(db, capsys):
@@ -326,3 +329,32 @@ def test_dashboard_settings_are_read_and_the_password_is_a_secret():
     assert "hunter22" not in repr(settings)
     with pytest.raises(ConfigError, match="DASHBOARD_ALLOW_ACTIONS='maybe' must be 1 or 0"):
         load_settings({"DASHBOARD_ALLOW_ACTIONS": "maybe"})
+
+
+ACTIONS = {"dashboard_allow_actions": True, "dashboard_password": "pw", "redis_url": "redis://127.0.0.1:1/0"}
+
+
+def test_with_actions_on_a_failed_job_is_sent_again_through_a_csrf_checked_post(catalog):
+    EnrichmentLog.update(message={"actor": "discogs_get_artist", "queue": "default", "args": ["x"], "kwargs": {},
+                                  "options": {}, "resendable": True}).where(
+        EnrichmentLog.job_id == "root-homogenic-artist").execute()
+    web = client(**ACTIONS)
+    page = web.get("/trees/root-homogenic", headers=basic("pw")).text
+    token = re.search(r'name="csrf_token" value="([0-9a-f]{64})"', page).group(1)
+    assert 'action="/jobs/root-homogenic-artist/resend"' in page and "Send again" in page
+    path = "/jobs/root-homogenic-artist/resend"
+    assert web.post(path, headers=basic("pw")).status_code == 403  # no token
+    assert web.post(path, headers=basic("pw"), data={"csrf_token": "0" * 64}).status_code == 403
+    assert web.post(path, data={"csrf_token": token}).status_code == 401  # the password first
+    answer = web.post(path, headers=basic("pw"), data={"csrf_token": token}, follow_redirects=False)
+    assert answer.status_code == 303 and answer.headers["location"] == "/trees/root-homogenic-artist?sent=1"
+    row = EnrichmentLog.get(EnrichmentLog.job_id == "root-homogenic-artist")
+    assert (row.status, row.retry_count) == ("queued", 1)  # sent again: pending, the tree is not complete
+    page = web.get(answer.headers["location"], headers=basic("pw")).text
+    assert "Sent 1 job again" in page and 'data-active="1"' in page
+    # A job that cannot be sent again is refused in one line, and nothing is sent.
+    refused = web.post("/jobs/root-ok/resend", headers=basic("pw"), data={"csrf_token": token})
+    assert refused.status_code == 409 and refused.text.strip() == (
+        "job root-ok is success: only failed or lost jobs are sent again")
+    refused = web.post("/trees/root-ok-album/resend", headers=basic("pw"), data={"csrf_token": token})
+    assert refused.status_code == 409 and "is not a root" in refused.text

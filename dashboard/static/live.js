@@ -1,13 +1,12 @@
 // Live parts: the element with data-refresh-ms is fetched again from this page's own URL (so the
-// filters stay as they are) every data-refresh-ms while its content says data-active="1", and
-// replaced in place (so the scroll position stays).  It stops after two quiet answers in a row:
-// a tree's next child is written only when a worker starts it.  Open <details> stay open.
+// filters stay as they are) every data-refresh-ms while its content says data-active="1" (a job
+// is queued, running or retrying), and replaced in place (so the scroll position stays).  It stops
+// at the first answer that says the trees are complete.  Open <details> stay open.
 (function () {
   "use strict";
   var box = document.querySelector("[data-refresh-ms]");
   if (!box) { return; }
   var interval = parseInt(box.getAttribute("data-refresh-ms"), 10) || 2000;
-  var quiet = 0;
 
   function active() {
     var part = box.querySelector(".live-part");
@@ -38,9 +37,9 @@
       })
       .then(function (html) {
         replace(html);
-        quiet = active() ? 0 : quiet + 1;
-        box.setAttribute("data-live", quiet >= 2 ? "done" : "on");
-        if (quiet < 2) { window.setTimeout(poll, interval); }
+        var more = active();
+        box.setAttribute("data-live", more ? "on" : "done");
+        if (more) { window.setTimeout(poll, interval); }
       })
       .catch(function () { window.setTimeout(poll, interval * 3); });  // the server is restarting: keep trying, slower
   }

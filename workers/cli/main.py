@@ -231,8 +231,9 @@ def cmd_web(args: argparse.Namespace) -> int:
     problem = bind_problem(args.host, settings.dashboard_password) or schema_problem(open_database())
     if problem:
         raise CommandError(problem)
-    if settings.dashboard_allow_actions and not settings.dashboard_password:
-        note("DASHBOARD_ALLOW_ACTIONS is set but DASHBOARD_PASSWORD is not: the dashboard stays read-only")
+    if settings.dashboard_allow_actions and not (settings.dashboard_password and settings.redis_url):
+        note("DASHBOARD_ALLOW_ACTIONS is set, but actions also need DASHBOARD_PASSWORD and REDIS_URL (the workers' "
+             "broker): the dashboard stays read-only")
     shown = f"[{args.host}]" if ":" in args.host else args.host
     note(f"dashboard on http://{shown}:{args.port}/ (Ctrl-C stops it)")
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning", server_header=False)
