@@ -18,12 +18,19 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 from playwright.sync_api import expect, sync_playwright
 
 from migrations import apply_migrations
 from models import EnrichmentLog, bind_database, utcnow
+from models.timeline import get_tree
+from workers.cli.catalog import AlbumInput, add_album
+from workers.cli.demo import BJORK_DISCOGS_ID, HOMOGENIC_MBID
+from workers.fake_upstream import COVER_ART, DISCOGS, FakeUpstream
 
 from dashboard_data import album, insert, job
+from process_harness import WorkerProcess
+from services import REDIS_TEST_URL
 
 pytestmark = pytest.mark.slow
 CHROMIUM = "/usr/bin/chromium"
@@ -182,3 +189,60 @@ def test_a_hostile_album_title_renders_as_text(live_db, page):
         page.goto(url + f"/albums/{hostile.id}")
         expect(page.locator(".related")).to_contain_text("Evil␛[31mArtist")
     assert dialogs == []
+
+
+def _wait_for(check, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_with_actions_on_a_failed_job_is_sent_again_and_succeeds(live_db, browser, tmp_path):
+    redis.Redis.from_url(REDIS_TEST_URL).flushdb()
+    with FakeUpstream() as fake:
+        fake.fail(f"{DISCOGS}/artists/{BJORK_DISCOGS_ID}", "status", status=400, times=None)
+        homogenic, _ = add_album(AlbumInput.parse("Homogenic", ["Björk"], HOMOGENIC_MBID, None))
+        env = {**fake.env(credentials=True, cloudflare=False), "COVERART_URL": fake.url + COVER_ART,
+               "IMAGE_CACHE_DIR": str(tmp_path / "images"), "MUSICBRAINZ_MIN_INTERVAL": "0.05",
+               "DISCOGS_MIN_INTERVAL": "0.05", "DATABASE_URL": live_db, "REDIS_URL": REDIS_TEST_URL}
+        worker = WorkerProcess("workers", env, tmp_path / "worker.log", processes=1, threads=4)
+        try:
+            worker.wait_ready()
+            started = subprocess.run([sys.executable, "-m", "workers.cli", "album", str(homogenic.id)],
+                                     env=_env(**env), capture_output=True, text=True, timeout=60)
+            root_id = started.stdout.strip()
+            tree = _wait_for(lambda: (t := get_tree(root_id)) and t.complete and t.root.status == "degraded" and t,
+                             60, "the Homogenic tree to end degraded")
+            failed = [item for item in tree.items if item.status == "failed"]
+            assert [item.operation for item in failed] == ["discogs:get-artist"]
+
+            with enrich_web(live_db, REDIS_URL=REDIS_TEST_URL) as url:  # read-only: no button
+                context = browser.new_context()
+                tab = context.new_page()
+                tab.goto(f"{url}/trees/{root_id}")
+                expect(tab.locator(".alert")).to_contain_text("discogs:get-artist")
+                expect(tab.locator("button")).to_have_count(0)
+                context.close()
+
+            fake.clear_faults()  # Discogs answers again
+            with enrich_web(live_db, REDIS_URL=REDIS_TEST_URL, DASHBOARD_ALLOW_ACTIONS="1",
+                            DASHBOARD_PASSWORD="pw-for-the-test") as url:
+                context = browser.new_context(http_credentials={"username": "operator", "password": "pw-for-the-test"})
+                tab = context.new_page()
+                tab.goto(f"{url}/trees/{root_id}")
+                tab.locator(".alert button", has_text="Send again").click()
+                expect(tab.locator(".notice")).to_contain_text("Sent 1 job again")
+                expect(tab.locator(".summary .complete")).to_have_text("complete", timeout=30_000)
+                resent = tab.locator("table.waterfall tr.job", has_text="discogs:get-artist")
+                expect(resent.locator(".badge")).to_have_text("success")
+                expect(tab.locator("h1 .badge")).to_have_text("success")  # the root took the failure back
+                expect(tab.locator(".alert")).to_have_count(0)
+                context.close()
+        finally:
+            worker.stop()
+    row = EnrichmentLog.get(EnrichmentLog.job_id == failed[0].job_id)
+    assert (row.status, row.retry_count) == ("success", 1)
