@@ -207,7 +207,7 @@ def test_a_database_made_by_the_previous_head_takes_queued_and_lost_rows(fresh_d
         for status in OLD_STATUSES:
             db.execute_sql(sql, (str(uuid.uuid4()), f"child-{status}", "root", False, status, status, 0, when, when))
 
-    assert apply_migrations(db) == ["0008_queued_and_lost_jobs", "0009_pending_jobs_index"]
+    assert apply_migrations(db, "0009_pending_jobs_index") == ["0008_queued_and_lost_jobs", "0009_pending_jobs_index"]
     rows = {r.job_id: r for r in EnrichmentLog.select()}
     assert {rows[f"child-{s}"].status for s in OLD_STATUSES} == set(OLD_STATUSES)
     assert all(r.message is None and r.due_at is None for r in rows.values())
