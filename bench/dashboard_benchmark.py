@@ -52,8 +52,8 @@ FROM generate_series(0, %s - 1) AS t, unnest(ARRAY[2, 4, 8]) AS k, LATERAL (SELE
 
 LOAD_BIG_TREE = """
 INSERT INTO enrichment_logs (id, job_id, parent_job_id, is_root_job, operation, entity_type, entity_id, status,
-    reason, sources, fields_enriched, api_call_count, retry_count, failed_children, enqueued_at, started_at, completed_at,
-    duration_ms, details, created_at, updated_at)
+    reason, sources, fields_enriched, api_call_count, retry_count, failed_children, enqueued_at, started_at,
+    completed_at, duration_ms, details, created_at, updated_at)
 SELECT md5('big' || k)::uuid, CASE WHEN k = 0 THEN %s ELSE md5('bigjob' || k)::uuid::text END,
        CASE WHEN k > 0 THEN %s END, k = 0,
        CASE WHEN k = 0 THEN 'spotify:sync-new-releases' ELSE 'check:album-enrichment' END,
@@ -141,7 +141,8 @@ async def run_rounds(timer: ServerTimer, cases: dict, calls: int) -> list[dict[s
                     seconds[label].append(timer.last)
             rounds.append(seconds)
         weight = sum([len((await web.get(p)).content) for p in ("/", "/static/style.css", "/static/live.js")])
-    print(f"\nroots page with its script and style: {weight / 1000:.1f} KB ({'ok' if weight < 100_000 else 'OVER 100 KB'})")
+    verdict = "ok" if weight < 100_000 else "OVER 100 KB"
+    print(f"\nroots page with its script and style: {weight / 1000:.1f} KB ({verdict})")
     return rounds
 
 

@@ -11,18 +11,18 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from pathlib import Path
-from urllib.parse import quote
 from typing import Callable, Optional
+from urllib.parse import quote
 
 import dramatiq
 import jinja2
 import peewee
 import redis
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -32,7 +32,6 @@ from models import Settings, database, load_settings, utcnow
 from models.entities import get_entity
 from models.job_log import DEGRADED, ENTITY_TYPES, STATUSES
 from models.timeline import entity_history, get_tree, job_activity, list_roots
-from workers.resend import ResendRefused, resend_job, resend_tree
 
 from . import present
 from .filters import WINDOWS, BadRequest, RootFilters
@@ -88,7 +87,8 @@ def _reads(handler: Callable[[Request], Response]) -> Callable[[Request], Respon
 
 def _resend(job_id: str, whole_tree: bool) -> list[str]:
     """Send the job (or the tree's failed and lost jobs) again through the workers' broker (Redis)."""
-    from workers import broker
+    from workers import broker  # the app: only a dashboard with actions needs its broker
+    from workers.resend import resend_job, resend_tree
 
     with database.connection_context():
         return resend_tree(broker, job_id) if whole_tree else [resend_job(broker, job_id)]
@@ -133,10 +133,11 @@ class Dashboard:
             return _error(False, 404, f"no job with id {job_id}")
         rows, scale, origin = present.waterfall(tree)
         name = "_tree_body.html" if request.headers.get(PARTIAL_HEADER) else "tree.html"
-        sent = request.query_params.get("sent", "")
-        return self.render(request, name, tree=tree, sent=int(sent) if sent.isdigit() else None, rows=rows, job_id=job_id, ticks=present.ticks(scale, origin),
+        sent = request.query_params.get("sent", "")  # after an action: how many jobs it sent again
+        return self.render(request, name, tree=tree, rows=rows, job_id=job_id, ticks=present.ticks(scale, origin),
                            failed=present.failed_children(rows), active=present.is_active_tree(tree),
-                           root_ref=rows[0].entity if rows and tree.root else None)
+                           root_ref=rows[0].entity if rows and tree.root else None,
+                           sent=int(sent) if sent.isdigit() else None)
 
     def entity(self, request: Request, entity_type: str) -> Response:
         entity_id = request.path_params["entity_id"]
@@ -191,6 +192,8 @@ class Dashboard:
         if not self.actions:
             return _error(False, 403, "actions are off: they need DASHBOARD_ALLOW_ACTIONS=1, DASHBOARD_PASSWORD "
                                       "and REDIS_URL")
+        from workers.resend import ResendRefused
+
         form = await request.form()
         if not self.csrf.valid(form.get("csrf_token")):
             return _error(False, 403, "the form's CSRF token is missing or wrong: reload the page and try again")

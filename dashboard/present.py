@@ -57,7 +57,8 @@ class EntityRef:
 
 def entity_refs(pairs: Iterable[tuple[Optional[str], Optional[uuid.UUID]]]) -> dict:
     """``{(type, id): EntityRef}`` for the pairs that name an entity (one query per type)."""
-    pairs = [(t, i if isinstance(i, uuid.UUID) else uuid.UUID(str(i))) for t, i in pairs if t in _PATHS and i is not None]
+    pairs = [(t, i if isinstance(i, uuid.UUID) else uuid.UUID(str(i)))
+             for t, i in pairs if t in _PATHS and i is not None]
     names = entity_names(pairs)
     return {(t, i): EntityRef(t, str(i), names.get((t, i))) for t, i in pairs}
 

@@ -114,5 +114,6 @@ def get_entity(entity_type: str, entity_id: Union[uuid.UUID, str]) -> Optional[E
         related = [("album", a.id, a.title) for a in Album.select(Album.id, Album.title).join(AlbumArtist)
                    .where(AlbumArtist.artist == entity_uuid).order_by(Album.title).limit(RELATED_LIMIT)]
     else:
-        related = [("album", a.id, a.title) for a in Album.select(Album.id, Album.title).where(Album.id == row.album_id)]
+        related = [("album", a.id, a.title)
+                   for a in Album.select(Album.id, Album.title).where(Album.id == row.album_id)]
     return Entity(type=entity_type, id=row.id, name=getattr(row, name_field.name), fields=fields, related=related)
