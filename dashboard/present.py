@@ -106,17 +106,33 @@ def _span_ms(item: TimelineItem, now: dt.datetime) -> Optional[int]:
     return max(0, round((end - item.started_at).total_seconds() * 1000))
 
 
+def _ms_between(later: dt.datetime, earlier: dt.datetime) -> int:
+    return round((later - earlier).total_seconds() * 1000)
+
+
 def waterfall(tree: Tree, now: Optional[dt.datetime] = None) -> tuple[list[Row], int, int]:
     """(rows, scale in ms, origin in ms): every job on one time scale, queue wait and run time apart.
 
     The origin is the root's start, moved left to the earliest enqueue so
-    that the root's own queue wait fits too.
+    that the root's own queue wait fits too.  A job still queued shows its
+    wait so far (from being sent to now).
     """
     now = now or utcnow()
     refs = entity_refs((i.entity_type, i.entity_id) for i in tree.items)
-    spans = [_span_ms(item, now) for item in tree.items]
-    starts = [(i.offset_ms or 0) - (i.queue_wait_ms or 0) for i in tree.items if i.offset_ms is not None]
-    ends = [(i.offset_ms or 0) + (s or 0) for i, s in zip(tree.items, spans) if i.offset_ms is not None]
+    zero = next((i.started_at - dt.timedelta(milliseconds=i.offset_ms) for i in tree.items
+                 if i.started_at is not None and i.offset_ms is not None), None)  # the moment of offset 0
+    spans, waits = [], []  # per item: run length; (wait start, wait length) in ms from zero
+    for item in tree.items:
+        spans.append(_span_ms(item, now))
+        if item.offset_ms is not None and item.queue_wait_ms:
+            waits.append((item.offset_ms - item.queue_wait_ms, item.queue_wait_ms))
+        elif item.offset_ms is None and item.enqueued_at is not None and zero is not None and not tree.complete:
+            waits.append((_ms_between(item.enqueued_at, zero), max(0, _ms_between(now, item.enqueued_at))))
+        else:
+            waits.append(None)
+    starts = [w[0] for w in waits if w] + [i.offset_ms for i in tree.items if i.offset_ms is not None]
+    ends = [w[0] + w[1] for w in waits if w]
+    ends += [i.offset_ms + (s or 0) for i, s in zip(tree.items, spans) if i.offset_ms is not None]
     origin = min([0, *starts])
     scale = max([1, (tree.total_duration_ms or 0) - origin, *(end - origin for end in ends)])
 
@@ -125,15 +141,12 @@ def waterfall(tree: Tree, now: Optional[dt.datetime] = None) -> tuple[list[Row],
         return round(x, 1), round(max(length_ms * WIDTH / scale, 2.0), 1)  # at least 2 units: visible
 
     rows = []
-    for item, span in zip(tree.items, spans):
-        wait = run = None
-        if item.offset_ms is not None:
-            if item.queue_wait_ms:
-                wait = box(item.offset_ms - item.queue_wait_ms, item.queue_wait_ms)
-            run = box(item.offset_ms, span or 0)
+    for item, span, wait in zip(tree.items, spans, waits):
+        run = box(item.offset_ms, span or 0) if item.offset_ms is not None else None
         entity = refs.get((item.entity_type, item.entity_id)) if item.entity_id else None
         start = "queued" if item.offset_ms is None else "+" + fmt_ms(item.offset_ms)
-        rows.append(Row(item, entity, wait, run, start, fmt_ms(span), fmt_ms(item.queue_wait_ms),
+        waited = fmt_ms(wait[1] if wait else item.queue_wait_ms) + (" so far" if wait and run is None else "")
+        rows.append(Row(item, entity, box(*wait) if wait else None, run, start, fmt_ms(span), waited,
                         _details(item.details)))
     return rows, scale, origin
 

@@ -358,3 +358,17 @@ def test_with_actions_on_a_failed_job_is_sent_again_through_a_csrf_checked_post(
         "job root-ok is success: only failed or lost jobs are sent again")
     refused = web.post("/trees/root-ok-album/resend", headers=basic("pw"), data={"csrf_token": token})
     assert refused.status_code == 409 and "is not a root" in refused.text
+
+
+def test_a_queued_child_shows_its_wait_so_far(db):
+    record = album("Mezzanine", "Massive Attack")
+    now = utcnow()
+    root = job("root-waiting", at=now - dt.timedelta(seconds=10), status="running", entity=("album", record.id))
+    queued = job("child-queued", "root-waiting", at=now, entity=("album", record.id), status="queued")
+    queued.update(started_at=None, completed_at=None, duration_ms=None,
+                  enqueued_at=now - dt.timedelta(seconds=4), created_at=now - dt.timedelta(seconds=4))
+    insert(root, queued)
+    page = client().get("/trees/child-queued").text
+    assert "1 queued, 1 running: updating live" in page
+    assert re.search(r'<td class="num">queued</td>\s*<td class="bar"><svg[^>]*><title>queue wait 4\.\ds so far',
+                     page)
