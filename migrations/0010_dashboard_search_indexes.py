@@ -1,4 +1,4 @@
-"""Trigram indexes for the dashboard's text search over album titles and artist names.
+"""Indexes for the dashboard's text search: trigrams over album titles and artist names, roots by entity.
 
 ``models.timeline.search_entities`` looks for a text anywhere in a title or
 name, ignoring case (``ILIKE '%text%'``).  A B-tree cannot answer that; a
