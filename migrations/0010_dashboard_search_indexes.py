@@ -1,6 +1,6 @@
 """Indexes for the dashboard's text search: trigrams over album titles and artist names, roots by entity.
 
-``models.timeline.search_entities`` looks for a text anywhere in a title or
+``models.entities.search_entities`` looks for a text anywhere in a title or
 name, ignoring case (``ILIKE '%text%'``).  A B-tree cannot answer that; a
 trigram GIN index (the ``pg_trgm`` extension, shipped with PostgreSQL and
 trusted, so a database owner may create it) can, in a few milliseconds over
