@@ -9,7 +9,7 @@ import time
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
-from middleware import DatabaseConnections, JobLinking
+from middleware import DatabaseConnections, JobLinking, MessageOptions
 from models import bind_database, load_settings
 from workers.log_buffer import DrainLogsAtShutdown
 from workers.logging_setup import configure_logging
@@ -20,6 +20,7 @@ broker = RedisBroker(url=os.environ["REDIS_URL"])
 broker.add_middleware(DrainLogsAtShutdown())
 if os.environ.get("BENCH_LINKING") == "1":
     bind_database(os.environ["DATABASE_URL"])
+    broker.add_middleware(MessageOptions(), before=type(broker.middleware[0]))
     broker.add_middleware(DatabaseConnections())
     broker.add_middleware(JobLinking())
 dramatiq.set_broker(broker)

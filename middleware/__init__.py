@@ -1,18 +1,24 @@
-"""Dramatiq middleware: job linking and per-message database connections.
+"""Dramatiq middleware: message option and argument checks, job linking and per-message database connections.
 
-    from middleware import JobLinking
+    from middleware import JobLinking, MessageOptions
+    broker = RedisBroker(middleware=[MessageOptions(), *default_middleware])
     broker.add_middleware(JobLinking())
 
 Inside an actor: ``record(...)`` reports the job's outcome, ``current_job()``
 tells which job is running, ``new_tree()`` sends messages as new roots.
 """
 
+from .actor_arguments import ActorArguments, BadArguments
 from .db_connections import DatabaseConnections
 from .job_context import JobState, NotInJob, count_api_call, current_job, new_tree, record
 from .job_linking import JobLinking
+from .message_options import MessageOptions
 
 __all__ = [
+    "ActorArguments",
+    "BadArguments",
     "JobLinking",
+    "MessageOptions",
     "DatabaseConnections",
     "JobState",
     "NotInJob",

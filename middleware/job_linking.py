@@ -3,9 +3,10 @@ linked into a flat tree under the root job that started it.
 
     broker.add_middleware(JobLinking())
 
-Add it last, after Dramatiq's defaults: its ``before_*`` hooks then run after
-everyone else's, and its verdict on a failed attempt is read in
-``before_ack``/``before_nack``, once Retries has decided whether to retry.
+Add it last, after Dramatiq's defaults and ``MessageOptions`` (which checks
+the options it reads): its ``before_*`` hooks then run after everyone else's,
+and its verdict on a failed attempt is read in ``before_ack``/``before_nack``,
+once Retries has decided whether to retry.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ from .row_values import (
     shown,
     started_by_details,
     triggered_by,
-    valid_attempt,
 )
 from .sent_rows import due_at, message_entity, operation_of, sent_row
 
@@ -158,6 +158,9 @@ class JobLinking(Middleware):
             # Skipped by a middleware before ours ran (e.g. AgeLimit).
             job = self._start_job(broker, message)
         job.skipped = True
+        reason = getattr(message, "_exception", None)  # stuffed by the worker when the skip failed the message
+        if getattr(reason, "error_code", None):
+            job.exception = reason  # a middleware's own reason to fail it, e.g. ActorArguments' bad_arguments
 
     def before_ack(self, broker, message):
         self._finish(broker, message, failed=False)
@@ -171,31 +174,9 @@ class JobLinking(Middleware):
     # -- internals -------------------------------------------------------------
 
     def _start_job(self, broker, message) -> JobState:
-        options = message.options
+        options = message.options  # checked by MessageOptions, first in the stack
         parent = options.get("parent_job_id")
-        if parent is not None:
-            problem = check_job_id(parent)
-            if problem or parent == message.message_id:
-                logger.warning(
-                    "ignoring bad parent_job_id option; the job is logged as a root",
-                    job_id=message.message_id,
-                    bad_value=shown(parent),
-                    problem=problem or "is the job's own id",
-                )
-                parent = None
         attempt = options.get("retries", 0)
-        if not valid_attempt(attempt):
-            if "retries" in options:
-                # Retries adds 1 to this option after a failure and JobLinking compares it
-                # with the attempt: a value of another type or out of range would leave the
-                # row running or retrying for ever (or count a retried job as failed).
-                logger.warning(
-                    "ignoring bad retries option; the attempt is counted as the first",
-                    job_id=message.message_id,
-                    bad_value=shown(attempt),
-                )
-                options["retries"] = 0
-            attempt = 0
         # Retries re-enqueue these same options: the first attempt's start travels
         # with the message, so every write of the job carries it.
         first_start = from_millis(options.get("first_started_at"))
@@ -243,6 +224,11 @@ class JobLinking(Middleware):
             row = self._row(job, message, status, retry_count=retry_count, error=error)
             write = PendingWrite(row, failed_child_of=job.root_id if status == FAILED else None)
             saved = job.loggable and self.writer.submit(write, wait=True)
+            if not job.loggable:
+                # No row will show this job: say in the log where its message went.
+                logger.warning("job without a log row finished", bad_value=shown(job.job_id), status=status,
+                               message_went_to="the dead-letter queue" if failed else "nowhere: acked as done",
+                               actor=shown(message.actor_name), error=row["last_error"])
             self._log("job finished", job, status, retry_count=retry_count, duration_ms=row["duration_ms"],
                       error=row["last_error"], saved=saved)
         finally:

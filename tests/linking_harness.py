@@ -8,13 +8,14 @@ import dramatiq
 from dramatiq import Worker
 from dramatiq.brokers.stub import StubBroker
 
-from middleware import DatabaseConnections, JobLinking
+from middleware import DatabaseConnections, JobLinking, MessageOptions
 from models import EnrichmentLog
 
 
 class Harness:
     def __init__(self, linking: JobLinking, threads: int = 4):
         self.broker = StubBroker()
+        self.broker.add_middleware(MessageOptions(), before=self.broker.middleware[0].__class__)
         self.broker.emit_after("process_boot")
         self.linking = linking
         self.broker.add_middleware(DatabaseConnections())

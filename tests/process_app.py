@@ -7,7 +7,7 @@ import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import Retries
 
-from middleware import DatabaseConnections, JobLinking, current_job
+from middleware import DatabaseConnections, JobLinking, MessageOptions, current_job
 from models import bind_database, load_settings
 from workers.log_buffer import DrainLogsAtShutdown
 from workers.logging_setup import configure_logging
@@ -15,6 +15,7 @@ from workers.logging_setup import configure_logging
 configure_logging(load_settings())
 bind_database(os.environ["DATABASE_URL"])
 broker = RedisBroker(url=os.environ["REDIS_URL"])
+broker.add_middleware(MessageOptions(), before=type(broker.middleware[0]))
 for m in broker.middleware:
     if isinstance(m, Retries):
         m.min_backoff, m.max_backoff = 100, 300

@@ -312,7 +312,8 @@ def test_bad_parent_option_runs_the_job_as_a_root_and_warns(harness, bad_value, 
     row = rows()[msg.message_id]
     assert ran == [1]
     assert row.is_root_job is True and row.parent_job_id is None and row.status == "success"
-    warning = next(e for e in logs if e["event"].startswith("ignoring bad parent_job_id"))
+    warning = next(e for e in logs if e["event"] == "ignoring bad message option")
+    assert warning["option"] == "parent_job_id" and warning["log_level"] == "warning"
     assert problem in warning["problem"]
     assert repr(bad_value)[:20] in warning["bad_value"]
 

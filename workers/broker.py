@@ -1,8 +1,11 @@
 """The broker every process uses: Redis when REDIS_URL is set, in-memory otherwise.
 
-Middleware order matters: Dramatiq's defaults first (with our retry
-settings), then the per-message database connection release, then
-JobLinking last, so that it sees each attempt's final verdict.
+Middleware order matters: MessageOptions first, so that no middleware acts on
+an option of the wrong type; ActorArguments next, so that a job whose
+arguments cannot fit its actor fails before anything runs for it; Dramatiq's
+defaults next (with our retry settings), then the per-message database
+connection release, then JobLinking last, so that it sees each attempt's
+final verdict.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import AgeLimit, Callbacks, Pipelines, Retries, ShutdownNotifications, TimeLimit
 
-from middleware import DatabaseConnections, JobLinking
+from middleware import ActorArguments, DatabaseConnections, JobLinking, MessageOptions
 from models import Settings
 
 from .log_buffer import DrainLogsAtShutdown
@@ -21,6 +24,8 @@ from .log_buffer import DrainLogsAtShutdown
 def build_broker(settings: Settings) -> dramatiq.Broker:
     """A broker with the product's middleware; in-memory when ``settings.redis_url`` is unset."""
     middleware = [
+        MessageOptions(),  # first: its checks run before any other middleware reads an option
+        ActorArguments(),  # a call that cannot fit the actor's signature fails here, never retried
         AgeLimit(),
         TimeLimit(time_limit=settings.job_time_limit_ms),
         ShutdownNotifications(),
