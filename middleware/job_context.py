@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
 
 from models.base import utcnow
-from models.job_log import ACTOR_STATUSES
+
+from .record_checks import MAX_COUNT, check_json, check_record
 
 
 class NotInJob(RuntimeError):
@@ -117,11 +118,18 @@ def record(
     May be called several times: later values win, ``details`` are merged and
     ``sources`` accumulate.  ``status`` is one of success, partial_success,
     no_data, skipped or failed (failed without raising means "do not retry").
+
+    Every value must fit its column (``record_checks``): a ValueError names
+    the argument that does not, and nothing of that call is kept.
     """
     job = _require_job()
-    if status is not None and status not in ACTOR_STATUSES:
-        raise ValueError(f"record(status={status!r}): expected one of {', '.join(ACTOR_STATUSES)}")
+    check_record(dict(status=status, reason=reason, error_code=error_code, fields_enriched=fields_enriched,
+                      sources=sources, details=details, api_call_count=api_call_count,
+                      data_quality_before=data_quality_before, data_quality_after=data_quality_after,
+                      entity_type=entity_type, entity_id=entity_id))
     out = job.outcome
+    if details:
+        check_json("details", {**out.details, **details}, dict)  # the merged details must fit too
     for name, value in (
         ("status", status),
         ("reason", reason),
@@ -152,7 +160,7 @@ def count_api_call(source: Optional[str] = None) -> None:
     job = _current.get()
     if job is None:
         return
-    job.outcome.api_call_count += 1
+    job.outcome.api_call_count = min(job.outcome.api_call_count + 1, MAX_COUNT)
     if source and source not in job.outcome.sources:
         job.outcome.sources.append(source)
 

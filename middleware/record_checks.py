@@ -1,0 +1,123 @@
+"""What ``record()`` accepts: every value checked and bounded before it can reach a row.
+
+A value the database refuses would make the job's final write fail and leave
+its row ``running`` for ever.  So each argument is checked here, on both back
+ends alike, and a bad one is a ``ValueError`` naming the argument, raised in
+the actor where the mistake is.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from typing import Any, Optional
+
+from models.catalog import DATA_QUALITIES
+from models.job_log import ACTOR_STATUSES, ENTITY_TYPES
+
+MAX_TEXT_BYTES = 256 * 1024  # reason, and details as JSON: 256 KB each
+MAX_ERROR_CODE = 50  # the error_code column
+MAX_COUNT = 2**31 - 1  # what an INTEGER column holds
+MAX_JSON_INT = 2**63 - 1  # beyond 64 bits a JSON number does not read back the same everywhere
+MAX_DEPTH = 20
+
+
+def _fail(name: str, value: Any, why: str) -> ValueError:
+    shown = repr(value)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    return ValueError(f"record({name}={shown}): {why}")
+
+
+def check_text(name: str, value: Any, max_bytes: int = MAX_TEXT_BYTES) -> str:
+    if not isinstance(value, str):
+        raise _fail(name, value, f"expected text, not {type(value).__name__}")
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if size > max_bytes:
+        raise _fail(name, value, f"{size:,} bytes long; at most {max_bytes:,} are allowed")
+    return value
+
+
+def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    if value not in choices or not isinstance(value, str):
+        raise _fail(name, value, f"expected one of {', '.join(choices)}")
+    return value
+
+
+def check_count(name: str, value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise _fail(name, value, f"expected a whole number, not {type(value).__name__}")
+    if not 0 <= value <= MAX_COUNT:
+        raise _fail(name, value, f"out of range 0..{MAX_COUNT:,}")
+    return value
+
+
+def check_uuid(name: str, value: Any) -> str:
+    try:
+        return str(uuid.UUID(str(value)))
+    except ValueError:
+        raise _fail(name, value, "expected a UUID") from None
+
+
+def _json_problem(value: Any, path: str, depth: int = 0) -> Optional[str]:
+    """Where in ``value`` something no JSON column takes as it is, and why; None when all is well."""
+    if depth > MAX_DEPTH:
+        return f"{path}: nested deeper than {MAX_DEPTH} levels"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{path} is {value!r}: JSON has no NaN or infinity"
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) > MAX_JSON_INT:
+        # PostgreSQL's jsonb writes such a float out as all its digits: it would come back an integer.
+        return f"{path} is a number beyond 64 bits"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, (str, int, float, bool)) and key is not None:
+                return f"{path} has a key of type {type(key).__name__}"
+            problem = _json_problem(item, f"{path}[{key!r}]", depth + 1)
+            if problem:
+                return problem
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            problem = _json_problem(item, f"{path}[{index}]", depth + 1)
+            if problem:
+                return problem
+    return None
+
+
+def check_json(name: str, value: Any, kind: type) -> Any:
+    """A dict or list for a JSON column: finite numbers within 64 bits, at most MAX_TEXT_BYTES as JSON."""
+    if not isinstance(value, kind) and not (kind is list and isinstance(value, tuple)):
+        raise _fail(name, value, f"expected a {kind.__name__}, not {type(value).__name__}")
+    problem = _json_problem(value, name)
+    if problem:
+        raise _fail(name, value, problem)
+    size = len(json.dumps(value, default=str, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+    if size > MAX_TEXT_BYTES:
+        raise _fail(name, value, f"{size:,} bytes as JSON; at most {MAX_TEXT_BYTES:,} are allowed")
+    return value
+
+
+def check_record(values: dict[str, Any]) -> None:
+    """Raise ValueError naming the first argument of ``record()`` that no row could hold."""
+    for name, value in values.items():
+        if value is None:
+            continue
+        if name == "status":
+            check_choice(name, value, ACTOR_STATUSES)
+        elif name in ("data_quality_before", "data_quality_after"):
+            check_choice(name, value, DATA_QUALITIES)
+        elif name == "entity_type":
+            check_choice(name, value, ENTITY_TYPES)
+        elif name == "entity_id":
+            check_uuid(name, value)
+        elif name == "api_call_count":
+            check_count(name, value)
+        elif name == "reason":
+            check_text(name, value)
+        elif name == "error_code":
+            check_text(name, value, MAX_ERROR_CODE)
+        elif name in ("fields_enriched", "sources"):
+            check_json(name, value, list)
+            for item in value:
+                check_text(name, item, 1000)
+        elif name == "details":
+            check_json(name, value, dict)
