@@ -1,4 +1,11 @@
-"""Backfill ``is_root_job`` on legacy rows, in short transactions.
+"""Backfill ``is_root_job`` on legacy rows, in short transactions, and catch up later ones.
+
+``backfill_root_jobs`` (migration 0003) walks the whole table once.  Workers
+from before job linking may still be inserting rows during a rolling deploy,
+during the walk and after it: ``link_unlinked_rows``, run at the end of
+every ``enrich migrate``, marks every row with no parent that is not a root
+yet (migration 0011 indexes exactly those), its last batch under a lock that
+holds writers off for that one short UPDATE, so none is left behind.
 
 The walk goes down the primary key in batches: each batch finds its upper key
 with one index scan, then updates only the rows in that key range that have no
@@ -14,10 +21,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+from models.database import is_postgres
+
 logger = logging.getLogger("migrations.backfill")
 
 TABLE = "enrichment_logs"
 DEFAULT_BATCH_SIZE = 5000
+UNLINKED_INDEX = "enrichment_logs_unlinked"
 
 
 @dataclass
@@ -27,6 +37,12 @@ class BackfillReport:
     seconds: float = 0.0
     longest_batch_seconds: float = 0.0
     batch_seconds: list[float] = field(default_factory=list, repr=False)
+
+
+def _write_transaction(db):
+    """A transaction that takes SQLite's write lock at BEGIN: a deferred one that reads first fails
+    at once ("database is locked") when another writer commits before its UPDATE."""
+    return db.atomic() if is_postgres(db) else db.atomic("IMMEDIATE")
 
 
 def _upper_key(db, lower, batch_size: int):
@@ -52,7 +68,7 @@ def backfill_root_jobs(
     lower = None
     while True:
         batch_started = time.perf_counter()
-        with db.atomic():
+        with _write_transaction(db):
             upper = _upper_key(db, lower, batch_size)
             if upper is None:
                 break
@@ -83,3 +99,36 @@ def backfill_root_jobs(
         report.longest_batch_seconds,
     )
     return report
+
+
+def unlinked_predicate(db) -> str:
+    """Rows a pre-linking worker wrote: no parent, not a root.  Written as the partial index's predicate
+    (SQLite uses an index only for the same text)."""
+    return "parent_job_id IS NULL AND " + ("NOT is_root_job" if is_postgres(db) else "is_root_job = 0")
+
+
+def link_unlinked_rows(db, batch_size: int = DEFAULT_BATCH_SIZE) -> int:
+    """Mark every row with no parent that is not a root yet as a root; returns how many.
+
+    Batches run until one finds fewer than ``batch_size`` rows; that last one
+    runs under a lock that keeps writers out for its duration (PostgreSQL:
+    SHARE ROW EXCLUSIVE; SQLite has one writer anyway).  When this returns,
+    no such row committed before it is left.
+    """
+    p = getattr(db, "param", "?")
+    unlinked = unlinked_predicate(db)
+    update = (f"UPDATE {TABLE} SET is_root_job = {p} WHERE id IN "
+              f"(SELECT id FROM {TABLE} WHERE {unlinked} LIMIT {p})")
+    total, last = 0, False
+    while True:
+        with _write_transaction(db):
+            if last and is_postgres(db):
+                db.execute_sql(f"LOCK TABLE {TABLE} IN SHARE ROW EXCLUSIVE MODE")
+            updated = max(db.execute_sql(update, (True, batch_size)).rowcount, 0)
+        total += updated
+        if last:
+            break
+        last = updated < batch_size
+    if total:
+        logger.info("marked %d rows without a parent as roots (written by workers older than job linking)", total)
+    return total

@@ -60,6 +60,7 @@ def test_pre_linking_database_migrates_to_head_keeping_every_row(fresh_database_
         "0008_queued_and_lost_jobs",
         "0009_pending_jobs_index",
         "0010_dashboard_search_indexes",
+        "0011_unlinked_rows_index",
     ]
 
     rows = {r.job_id: r for r in EnrichmentLog.select()}

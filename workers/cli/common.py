@@ -28,10 +28,13 @@ def open_database() -> peewee.Database:
 
 
 def migrate(db: peewee.Database) -> list[str]:
-    """Apply pending migrations; the names applied."""
-    from migrations import apply_migrations
+    """Apply pending migrations; the names applied.  CommandError for a database a newer release migrated."""
+    from migrations import UnknownMigrations, apply_migrations
 
-    return apply_migrations(db)
+    try:
+        return apply_migrations(db)
+    except UnknownMigrations as exc:
+        raise CommandError(f"refusing to migrate: {exc}") from None
 
 
 def app_broker() -> dramatiq.Broker:
