@@ -13,7 +13,7 @@ from urllib.parse import unquote, urlparse
 import peewee
 from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
 
-from .settings import ConfigError
+from .settings import ConfigError, check_url, redact_url  # noqa: F401  (redact_url: imported from here too)
 
 database = peewee.DatabaseProxy()
 
@@ -25,18 +25,9 @@ SQLITE_PRAGMAS = {
 }
 
 
-def redact_url(url: str) -> str:
-    """The URL with any password replaced, fit for an error message."""
-    parsed = urlparse(url)
-    if parsed.password is None:
-        return url
-    netloc = parsed.netloc.replace(f":{parsed.password}@", ":***@")
-    return parsed._replace(netloc=netloc).geturl()
-
-
 def open_database(url: str, max_connections: int = 32) -> peewee.Database:
     """A new pooled database for ``url``: ``postgresql://`` or ``sqlite:///path``."""
-    parsed = urlparse(url)
+    parsed = urlparse(check_url("DATABASE_URL", url))
     scheme = parsed.scheme.lower()
     if scheme in ("postgres", "postgresql"):
         name = unquote(parsed.path.lstrip("/"))
@@ -70,10 +61,7 @@ def open_database(url: str, max_connections: int = 32) -> peewee.Database:
             timeout=10,
             check_same_thread=False,
         )
-    raise ConfigError(
-        f"DATABASE_URL {redact_url(url)!r}: unsupported scheme {parsed.scheme!r} "
-        "(use postgresql://user@host:5432/name or sqlite:///path/to/file.db)"
-    )
+    raise AssertionError(f"check_url let an unsupported scheme through: {parsed.scheme!r}")
 
 
 def bind_database(url: str, max_connections: int = 32) -> peewee.Database:

@@ -8,8 +8,10 @@ variables is written from this module.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Mapping, Optional
+from urllib.parse import urlparse
 
 DEFAULT_DATABASE_URL = "sqlite:///enrichment.db"
 
@@ -74,6 +76,64 @@ class Settings:
         return [v for v in values if v]
 
 
+_QUERY_PASSWORD = re.compile(r"(?i)(password=)[^&#]*")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+ENCODE_HINT = "percent-encode # ? / @ : in the user name and password as %23 %3F %2F %40 %3A"
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced by ``***``, however malformed the URL is.
+
+    The password is taken as everything between the user name's ``:`` and
+    the LAST ``@``: a parser would stop at an unencoded ``#``, ``?`` or
+    ``/`` in it and show the rest.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    at = rest.rfind("@")
+    if at >= 0:
+        user, colon, _ = rest[:at].partition(":")
+        rest = f"{user}{':***' if colon else ''}@{rest[at + 1:]}"
+    else:  # no '@': "user:password" with the host forgotten reads as "host:port"
+        rest = re.sub(r"^([^:/?#]*):(?!\d*(?:[/?#]|$)).*", r"\1:***", rest, flags=re.S)
+    return _CONTROL.sub("?", _QUERY_PASSWORD.sub(r"\1***", f"{scheme}{sep}{rest}"))  # one line, always
+
+
+URL_EXAMPLES = {
+    "DATABASE_URL": ("postgresql://user@host:5432/name or sqlite:///path/to/file.db", ("postgresql", "postgres", "sqlite")),
+    "REDIS_URL": ("redis://host:6379/0", ("redis", "rediss", "unix")),
+}
+
+
+def check_url(name: str, url: str) -> str:
+    """``url`` when its scheme, host, port and user part can be read as they are meant; ConfigError
+    (one line, the password never in it) otherwise."""
+    example, schemes = URL_EXAMPLES[name]
+    shown = redact_url(url)
+    try:
+        parsed = urlparse(url)
+        parsed.port, parsed.hostname  # noqa: B018  (each raises ValueError on a malformed netloc)
+    except ValueError:
+        # Never the parser's own words: they quote the text it took for a port, maybe part of the password.
+        raise ConfigError(f"{name}={shown!r} is malformed: the host or port cannot be read "
+                          f"(a port is a number from 1 to 65535; {ENCODE_HINT})") from None
+    if parsed.scheme.lower() not in schemes:
+        raise ConfigError(f"{name}={shown!r}: unsupported scheme {parsed.scheme[:20]!r} (use {example})")
+    _, has_slashes, after_scheme = url.partition("://")
+    if not has_slashes:
+        raise ConfigError(f"{name}={shown!r} is malformed: expected {example}")
+    if name == "REDIS_URL" and parsed.scheme.lower() != "unix" and not re.fullmatch(r"/?\d*", parsed.path):
+        raise ConfigError(f"{name}={shown!r} is malformed: the database after the host is a number (e.g. /0)")
+    if parsed.netloc and after_scheme.rfind("@") >= len(parsed.netloc):
+        # An '@' past the host part: the user or password holds an unencoded # ? or /.
+        raise ConfigError(f"{name}={shown!r} is malformed: the password holds a character that ends the host part "
+                          f"({ENCODE_HINT})")
+    if parsed.port == 0:
+        raise ConfigError(f"{name}={shown!r} is malformed: a port is a number from 1 to 65535")
+    return url
+
+
 def _optional(env: Mapping[str, str], name: str) -> Optional[str]:
     value = env.get(name, "").strip()
     return value or None
@@ -118,9 +178,10 @@ def load_settings(env: Optional[Mapping[str, str]] = None) -> Settings:
     log_format = env.get("LOG_FORMAT", defaults.log_format).strip().lower()
     if log_format not in ("json", "console"):
         raise ConfigError(f"LOG_FORMAT={log_format!r} must be 'json' or 'console'")
+    redis_url = _optional(env, "REDIS_URL")
     return Settings(
-        database_url=_optional(env, "DATABASE_URL") or defaults.database_url,
-        redis_url=_optional(env, "REDIS_URL"),
+        database_url=check_url("DATABASE_URL", _optional(env, "DATABASE_URL") or defaults.database_url),
+        redis_url=redis_url and check_url("REDIS_URL", redis_url),
         redis_heartbeat_timeout_ms=_number(env, "REDIS_HEARTBEAT_TIMEOUT_MS", defaults.redis_heartbeat_timeout_ms, int),
         redis_maintenance_chance=_number(env, "REDIS_MAINTENANCE_CHANCE", defaults.redis_maintenance_chance, int),
         db_max_connections=_number(env, "DB_MAX_CONNECTIONS", defaults.db_max_connections, int),

@@ -19,18 +19,17 @@ try:
     settings = load_settings()
     configure_logging(settings)
     bind_database(settings.database_url, settings.db_max_connections)
+    if settings.redis_url is None and "dramatiq.cli" in sys.modules:
+        # Worker processes started by `dramatiq` cannot share an in-memory queue.
+        raise ConfigError(
+            "REDIS_URL is not set: `dramatiq workers` needs a Redis shared by its worker processes "
+            "(e.g. REDIS_URL=redis://127.0.0.1:6379/0). On a single machine without Redis, run `enrich run`."
+        )
+    broker = build_broker(settings)
 except ConfigError as exc:
     # `enrich` and `dramatiq workers` both import this package first: one line, no traceback.
     raise SystemExit(f"enrich: {exc}") from None
 
-if settings.redis_url is None and "dramatiq.cli" in sys.modules:
-    # Worker processes started by `dramatiq` cannot share an in-memory queue.
-    raise SystemExit(
-        "REDIS_URL is not set: `dramatiq workers` needs a Redis shared by its worker processes "
-        "(e.g. REDIS_URL=redis://127.0.0.1:6379/0). On a single machine without Redis, run `enrich run`."
-    )
-
-broker = build_broker(settings)
 dramatiq.set_broker(broker)
 
 from . import actors  # noqa: E402  (actors are declared on the broker set above)

@@ -16,7 +16,8 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import AgeLimit, Callbacks, Pipelines, Retries, ShutdownNotifications, TimeLimit
 
 from middleware import ActorArguments, DatabaseConnections, JobLinking, MessageOptions
-from models import Settings
+from models import ConfigError, Settings
+from models.settings import redact_url
 
 from .log_buffer import DrainLogsAtShutdown
 
@@ -38,12 +39,16 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
         ),
     ]
     if settings.redis_url:
-        broker = RedisBroker(
-            url=settings.redis_url,
-            middleware=middleware,
-            heartbeat_timeout=settings.redis_heartbeat_timeout_ms,
-            maintenance_chance=settings.redis_maintenance_chance,
-        )
+        try:
+            broker = RedisBroker(
+                url=settings.redis_url,
+                middleware=middleware,
+                heartbeat_timeout=settings.redis_heartbeat_timeout_ms,
+                maintenance_chance=settings.redis_maintenance_chance,
+            )
+        except ValueError:  # redis-py's words may quote the URL, password included
+            raise ConfigError(f"REDIS_URL={redact_url(settings.redis_url)!r} is malformed "
+                              "(e.g. redis://:password@host:6379/0, the database a number)") from None
     else:
         broker = StubBroker(middleware=middleware)
         broker.emit_after("process_boot")
