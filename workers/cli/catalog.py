@@ -18,6 +18,8 @@ from peewee import fn
 from models import Album, AlbumArtist, Artist, album_artists, database
 from models.database import is_postgres
 
+from .common import visible
+
 MAX_TEXT = 1000
 _SPOTIFY_ID = re.compile(r"^[0-9A-Za-z]{1,40}$")
 
@@ -235,8 +237,8 @@ def _credit(album: Album, artists: list[Artist]) -> None:
 
 
 def credit_line(album: Album) -> str:
-    """``"OK Computer" by Radiohead`` for messages."""
+    """``'OK Computer' by Radiohead`` for messages, safe to print."""
     names = [a.name for a in album_artists(album)]
-    return f"{album.title!r} by {', '.join(names) or 'no credited artist'}"
+    return visible(f"'{album.title}' by {', '.join(names) or 'no credited artist'}")
 
 

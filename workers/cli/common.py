@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import sys
+from typing import Any
 
 import dramatiq
 import peewee
@@ -16,9 +18,27 @@ class CommandError(Exception):
     """An expected failure: printed as one line, exit status 1."""
 
 
+# What a terminal obeys instead of showing: C0 and C1 controls (ESC starts the sequences that clear the
+# screen or set the title), DEL, and the marks that reorder or hide text: bidirectional embeddings,
+# overrides and isolates, left/right-to-left marks, line and paragraph separators.
+_OBEYED = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape(match: re.Match) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def visible(text: Any) -> str:
+    """``text`` safe to print for a person: every character a terminal would obey is shown as an escape
+    (``\\x1b``, ``\\u202e``).  For names, titles, ids and errors that come from the catalog, upstream
+    services or messages; ``--json`` output keeps the real text instead (JSON escapes it)."""
+    return _OBEYED.sub(_escape, str(text))
+
+
 def note(text: str) -> None:
     """A line for the person at the terminal, on stderr: stdout stays data (ids, tables, JSON)."""
-    print(text, file=sys.stderr, flush=True)
+    print(visible(text), file=sys.stderr, flush=True)
 
 
 def open_database() -> peewee.Database:
@@ -61,4 +81,4 @@ def quiet_logs() -> None:
     configure_logging(dataclasses.replace(settings, log_level="WARNING"))
 
 
-__all__ = ["CommandError", "ConfigError", "note", "open_database", "migrate", "app_broker", "actor", "quiet_logs"]
+__all__ = ["CommandError", "ConfigError", "visible", "note", "open_database", "migrate", "app_broker", "actor", "quiet_logs"]

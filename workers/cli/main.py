@@ -26,7 +26,7 @@ from models.job_log import STATUSES
 from models.timeline import MAX_LIMIT, get_tree, list_roots
 
 from .catalog import AlbumInput, add_album, add_artist, credit_line
-from .common import CommandError, actor, app_broker, migrate, note, open_database, quiet_logs
+from .common import CommandError, actor, app_broker, migrate, note, open_database, quiet_logs, visible
 from .demo import run_demo
 from .run import reexec, reexecuted, run_here, trees_exit_status
 from .timeline import Style, follow, root_labels, roots_lines, tree_labels, tree_lines
@@ -91,7 +91,7 @@ def cmd_add_artist(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CommandError(str(exc)) from None
     print(artist.id)
-    note(f"{'added' if created else 'already in the catalog:'} {artist.name!r}")
+    note(f"{'added' if created else 'already in the catalog:'} \"{artist.name}\"")
     return 0
 
 
@@ -172,7 +172,7 @@ def cmd_roots(args: argparse.Namespace) -> int:
         filters = "".join(f" --{name} {value}" for name, value in
                           (("status", args.status), ("operation", args.operation)) if value)
         limit = f" --limit {args.limit}" if args.limit != ROOTS_PAGE else ""
-        print(f"next page: enrich roots{filters}{limit} --cursor {page.next_cursor}")
+        print(visible(f"next page: enrich roots{filters}{limit} --cursor {page.next_cursor}"))
     return 0
 
 
@@ -209,7 +209,7 @@ def cmd_resend(args: argparse.Namespace) -> int:
     except ResendRefused as exc:
         raise CommandError(str(exc)) from None
     for job_id in sent:
-        print(job_id)
+        print(visible(job_id))
     root = args.tree or (get_tree(sent[0]).root_job_id if sent else None)
     note(f"sent {len(sent)} job{'s' if len(sent) != 1 else ''} again; follow the tree with: "
          f"enrich timeline {root or sent[0]} --follow")
@@ -407,12 +407,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         return args.handler(args)
     except (ConfigError, CommandError) as exc:
-        print(f"enrich {args.command}: {exc}", file=sys.stderr)
+        print(f"enrich {args.command}: {visible(exc)}", file=sys.stderr)
     except peewee.DatabaseError as exc:
-        print(f"enrich {args.command}: {_database_message(exc)}", file=sys.stderr)
+        print(f"enrich {args.command}: {visible(_database_message(exc))}", file=sys.stderr)
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, dramatiq.errors.ConnectionError) as exc:
         url = redact_url(load_settings().redis_url or "")
-        print(f"enrich {args.command}: cannot reach Redis at {url}: {_first_line(exc)}", file=sys.stderr)
+        print(f"enrich {args.command}: cannot reach Redis at {url}: {visible(_first_line(exc))}", file=sys.stderr)
     except KeyboardInterrupt:
         print(f"\nenrich {args.command}: interrupted", file=sys.stderr)
         return 130

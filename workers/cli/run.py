@@ -25,7 +25,7 @@ from models import EnrichmentLog, utcnow
 from models.job_log import DEGRADED, FAILED, FINAL_STATUSES, LOST
 from models.timeline import get_tree
 
-from .common import CommandError, actor, app_broker, note
+from .common import CommandError, actor, app_broker, note, visible
 from .timeline import Style, fmt_ms, tree_labels, tree_lines
 
 # Set in the environment of a re-executed command, so it never re-executes again.
@@ -230,7 +230,7 @@ def print_trees(root_job_ids: Sequence[str], out: Optional[TextIO] = None) -> No
         tree = get_tree(job_id)
         print("", file=out)
         if tree is None:
-            print(f"{job_id}  not started", file=out)
+            print(f"{visible(job_id)}  not started", file=out)
         else:
             print("\n".join(tree_lines(tree, tree_labels(tree), style)), file=out)
     hidden = len(root_job_ids) - MAX_TREES_SHOWN

@@ -19,6 +19,8 @@ from models.entities import entity_names
 from models.job_log import DEGRADED, FAILED, LOST, PARTIAL_SUCCESS, QUEUED, RETRYING, RUNNING, SUCCESS
 from models.timeline import RootPage, RootSummary, TimelineItem, Tree, get_tree
 
+from .common import visible
+
 ACTIVE = (RUNNING, RETRYING)
 BAR_WIDTH = 24
 LABEL_WIDTH = 30
@@ -49,7 +51,7 @@ class Style:
 
     def status(self, status: str, width: int = 0) -> str:
         """The status padded to ``width`` first, so colour codes never shift the columns."""
-        return self.paint(status.ljust(width), _COLORS.get(status, _DIM))
+        return self.paint(visible(status).ljust(width), _COLORS.get(status, _DIM))
 
 
 # -- small formats --------------------------------------------------------------------
@@ -68,8 +70,8 @@ def fmt_ms(ms: Optional[int]) -> str:
 
 
 def shorten(text: Optional[str], width: int) -> str:
-    """One line of at most ``width`` characters."""
-    flat = " ".join((text or "").split())
+    """One line of at most ``width`` characters, every character a terminal would obey made visible."""
+    flat = visible(" ".join((text or "").split()))
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
@@ -144,19 +146,20 @@ def tree_lines(tree: Tree, labels: dict, style: Style, now: Optional[dt.datetime
     root = tree.root
     status = root.status if root else "root missing"
     head = (
-        f"{style.paint(tree.root_job_id or str(tree.items[0].id), '1')}  {style.status(status)}  "
+        f"{style.paint(visible(tree.root_job_id or tree.items[0].id), '1')}  {style.status(status)}  "
         f"{len(tree.items)} job{'s' if len(tree.items) != 1 else ''}, {fmt_ms(scale if tree.items else None)}, "
         f"{completion(tree.complete, tree.completed_at, tree.pending)}"
     )
     lines = [head]
-    op_width = max(len(i.operation) for i in tree.items) + 2
-    for item, (start, length) in zip(tree.items, spans):
+    operations = [visible(i.operation) for i in tree.items]
+    op_width = max(map(len, operations)) + 2
+    for item, operation, (start, length) in zip(tree.items, operations, spans):
         indent = "" if item.is_root else "  "
         retries = f"↻{item.retry_count}" if item.retry_count else ""
         offset = f"+{fmt_ms(start)}" if start is not None else "queued"
         label = shorten(entity_label(labels, item.entity_type, item.entity_id), LABEL_WIDTH)
         lines.append(
-            f"  {style.status(item.status, 15)} {(indent + item.operation).ljust(op_width)} {label:<{LABEL_WIDTH}} "
+            f"  {style.status(item.status, 15)} {(indent + operation).ljust(op_width)} {label:<{LABEL_WIDTH}} "
             f"{offset:>7} │{_bar(start, length, scale)}│ {fmt_ms(length):>6} {retries:<3} {_note(item)}".rstrip()
         )
     return lines
@@ -193,12 +196,12 @@ def roots_lines(page: RootPage, labels: dict, style: Style) -> list[str]:
         (
             root.created_at.strftime("%Y-%m-%d %H:%M:%S"),
             root.status,
-            root.operation,
+            visible(root.operation),
             entity_label(labels, root.entity_type, root.entity_id),
             _children(root),
             completion(root.complete, root.tree_completed_at, root.pending),
             fmt_ms(root.total_duration_ms),
-            root.job_id or str(root.id),
+            visible(root.job_id or root.id),
         )
         for root in page.roots
     ]
@@ -249,7 +252,7 @@ def follow(job_id: str, out: Optional[TextIO], style: Style, *, interval: float 
             if time.monotonic() >= deadline:
                 return None
             if not said_waiting and out is not None:
-                print(f"waiting for job {job_id} to appear…", file=out, flush=True)
+                print(f"waiting for job {visible(job_id)} to appear…", file=out, flush=True)
                 said_waiting = True
             sleep(interval)
             continue
