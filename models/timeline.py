@@ -184,9 +184,13 @@ def decode_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
     """The (created_at, id) inside a cursor; ValueError naming the cursor when it is not one of ours."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created_at, row_id = json.loads(raw)
+        pair = json.loads(raw)
+        # Valid base64 JSON of another shape ([date, 5], {...}, "x") is no cursor either.
+        if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(part, str) for part in pair)):
+            raise ValueError("not a [created_at, id] pair")
+        created_at, row_id = pair
         return _naive_utc(dt.datetime.fromisoformat(created_at)), uuid.UUID(row_id)
-    except (binascii.Error, UnicodeDecodeError, TypeError, ValueError) as exc:
+    except (binascii.Error, UnicodeDecodeError, ValueError, RecursionError) as exc:
         shown = cursor if len(cursor) <= 80 else cursor[:77] + "..."
         raise ValueError(f"malformed cursor {shown!r}: pass back a next_cursor exactly as list_roots gave it") from exc
 
@@ -514,12 +518,25 @@ def _item(row, origin: Optional[dt.datetime]) -> TimelineItem:
     )
 
 
+def _can_be_stored(text) -> bool:
+    """True when ``text`` could be a job id in a row: a string without NUL that UTF-8 can encode."""
+    if not isinstance(text, str) or "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
+    return True
+
+
 def get_tree(job_id: str) -> Optional[Tree]:
     """The whole tree around any of its jobs (root or child), or None when no job has that id.
 
     Offsets count from the root's start; when the root row is missing or has
     not started, from the earliest start in the tree.
     """
+    if not _can_be_stored(job_id):
+        return None  # no row can have it: PostgreSQL would refuse the query itself
     row = _find_job(job_id)
     if row is None:
         return None

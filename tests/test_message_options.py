@@ -174,3 +174,48 @@ def test_arguments_that_do_not_fit_the_actor_fail_at_once_without_retries(worker
     def dead_ids() -> set:
         return {json.loads(data)["message_id"] for data in dead.hvals("dramatiq:default.XQ.msgs")}
     wait_for(lambda: dead_ids() >= set(sent.values()))
+
+
+NOT_MESSAGES = {
+    "not JSON": b"not json at all \x1b[2J",
+    "bytes": b"\xff\xfe\x00\x01",
+    "a mapping": b'{"just": "a mapping"}',
+    "a list": b"[1, 2, 3]",
+    "args not a list": json.dumps({"queue_name": "default", "actor_name": "succeeds", "args": 5, "kwargs": {},
+                                   "options": {}, "message_id": "x", "message_timestamp": 0}).encode(),
+}
+
+
+def test_payloads_that_are_not_messages_go_to_the_dead_letter_queue_with_a_warning(worker):
+    sender, process = worker
+    for number, data in enumerate(NOT_MESSAGES.values()):
+        sender.do_enqueue("default", f"garbage-{number}", data)
+    after = _message("succeeds")
+    sender.enqueue(after)
+    assert _final_row(after.message_id).status == "success"  # the worker went on
+    dead = redis.Redis.from_url(REDIS_TEST_URL)
+    wait_for(lambda: len(dead.hkeys("dramatiq:default.XQ.msgs")) == len(NOT_MESSAGES))
+    assert set(dead.hvals("dramatiq:default.XQ.msgs")) == set(NOT_MESSAGES.values())
+    warnings = [e for e in _warnings(process.log_path.read_text())
+                if e["message"] == "a payload that is not a message was moved to the dead-letter queue"]
+    assert sorted(e["redis_message_id"] for e in warnings) == sorted(repr(f"garbage-{n}".encode())
+                                                                   for n in range(len(NOT_MESSAGES)))
+    assert all(e["dead_letter_queue"] == "default.XQ" for e in warnings)
+
+
+@pytest.mark.parametrize("actor, went_to", [("succeeds", "nowhere: acked as done"), ("fails", "the dead-letter queue")])
+def test_a_message_whose_id_cannot_key_a_row_is_named_in_a_warning(worker, actor, went_to):
+    sender, process = worker
+    bad_ids = ["a\x00b", "x" * 101, "line\nbreak"]
+    for bad_id in bad_ids:
+        sender.enqueue(_message(actor, message_id=bad_id, options={"max_retries": 0}))
+    after = _message("succeeds")
+    sender.enqueue(after)
+    _final_row(after.message_id)
+
+    def finished() -> list[dict]:
+        return [e for e in _warnings(process.log_path.read_text()) if e["message"] == "job without a log row finished"]
+    wait_for(lambda: len(finished()) == len(bad_ids))
+    assert {e["bad_value"] for e in finished()} == {shown(bad_id) for bad_id in bad_ids}
+    assert {e["message_went_to"] for e in finished()} == {went_to}
+    assert EnrichmentLog.select().count() == 1  # only the good one

@@ -11,7 +11,6 @@ final verdict.
 from __future__ import annotations
 
 import dramatiq
-from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import AgeLimit, Callbacks, Pipelines, Retries, ShutdownNotifications, TimeLimit
 
@@ -20,6 +19,7 @@ from models import ConfigError, Settings
 from models.settings import redact_url
 
 from .log_buffer import DrainLogsAtShutdown
+from .redis_broker import DeadLetteringRedisBroker
 
 
 def build_broker(settings: Settings) -> dramatiq.Broker:
@@ -40,7 +40,7 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
     ]
     if settings.redis_url:
         try:
-            broker = RedisBroker(
+            broker = DeadLetteringRedisBroker(
                 url=settings.redis_url,
                 middleware=middleware,
                 heartbeat_timeout=settings.redis_heartbeat_timeout_ms,
