@@ -29,11 +29,20 @@ class BadArguments(SkipMessage):
 
 
 @functools.lru_cache(maxsize=None)
-def _signature(fn: Callable) -> Optional[inspect.Signature]:
+def _signature(fn: Callable) -> tuple[Optional[inspect.Signature], int, float]:
+    """(the signature, fewest and most positional arguments a call without keywords may pass)."""
     try:
-        return inspect.signature(fn)
+        signature = inspect.signature(fn)
     except (TypeError, ValueError):  # a callable Python cannot introspect: let the call decide
-        return None
+        return None, 0, float("inf")
+    positional = [p for p in signature.parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    required = [p for p in signature.parameters.values() if p.default is p.empty
+                and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if any(p.kind == p.KEYWORD_ONLY for p in required):
+        return signature, float("inf"), -1  # no call without keywords fits: always bind
+    var_positional = any(p.kind == p.VAR_POSITIONAL for p in signature.parameters.values())
+    return signature, len(required), float("inf") if var_positional else len(positional)
 
 
 def argument_problem(fn: Callable, args: Any, kwargs: Any) -> Optional[str]:
@@ -42,9 +51,9 @@ def argument_problem(fn: Callable, args: Any, kwargs: Any) -> Optional[str]:
         return f"kwargs is not a mapping ({type(kwargs).__name__})"
     if not all(isinstance(name, str) for name in kwargs):
         return "kwargs has a key that is not a string"
-    signature = _signature(fn)
-    if signature is None:
-        return None
+    signature, fewest, most = _signature(fn)
+    if signature is None or (not kwargs and fewest <= len(args) <= most):
+        return None  # the common case, decided without binding
     try:
         signature.bind(*args, **kwargs)
     except TypeError as exc:
