@@ -418,18 +418,19 @@ def test_nul_characters_in_an_outcome_do_not_lose_the_row(harness):
 
 
 def test_details_of_any_json_shape_are_kept(harness):
-    """Integer keys, integers over 64 bits and values JSON has no type for still reach the row."""
+    """Integer keys, the largest 64-bit integer and values JSON has no type for still reach the row
+    (a number beyond 64 bits is refused by record(): tests/test_record_checks.py)."""
     import decimal
 
     @harness.actor(max_retries=0)
     def odd():
-        record(status="success", details={"counts": {1: "one"}, "big": 2**70, "score": decimal.Decimal("0.5")})
+        record(status="success", details={"counts": {1: "one"}, "big": 2**63 - 1, "score": decimal.Decimal("0.5")})
 
     msg = odd.send()
     harness.start().drain()
     row = rows()[msg.message_id]
     assert row.status == "success"
-    assert row.details == {"counts": {"1": "one"}, "big": 2**70, "score": "0.5"}
+    assert row.details == {"counts": {"1": "one"}, "big": 2**63 - 1, "score": "0.5"}
 
 
 @pytest.mark.parametrize("bad_id", ["x" * 150, "ctl\x00\x1b"], ids=["too-long", "control-chars"])
