@@ -18,6 +18,7 @@ from dramatiq.brokers.redis import RedisBroker
 
 from middleware.job_linking import shown
 from models import EnrichmentLog
+from models.job_log import FINAL_STATUSES
 
 from conftest import REDIS_TEST_URL
 from linking_harness import wait_for
@@ -73,7 +74,7 @@ def worker(pg_db, pg_url, tmp_path):
 
 def _final_row(job_id: str, timeout: float = 60) -> EnrichmentLog:
     return wait_for(lambda: EnrichmentLog.get_or_none(
-        (EnrichmentLog.job_id == job_id) & EnrichmentLog.status.not_in(("running", "retrying"))), timeout=timeout)
+        (EnrichmentLog.job_id == job_id) & EnrichmentLog.status.in_(FINAL_STATUSES)), timeout=timeout)
 
 
 def _warnings(log_text: str) -> list[dict]:
