@@ -13,6 +13,7 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import AgeLimit, Callbacks, Pipelines, Retries, ShutdownNotifications, TimeLimit
 
 from middleware import DatabaseConnections, JobLinking
+from middleware.lost_work import SweepLostWork
 from models import Settings
 
 from .log_buffer import DrainLogsAtShutdown
@@ -45,6 +46,10 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
     broker.add_middleware(DrainLogsAtShutdown())
     broker.add_middleware(DatabaseConnections())
     broker.add_middleware(JobLinking(secrets=settings.secrets))
+    # Not about one message: a thread per worker process looking for jobs whose message
+    # Redis lost (one sweep per interval across processes); the drainers will run it instead.
+    broker.add_middleware(SweepLostWork(grace_seconds=settings.lost_work_grace_seconds,
+                                        interval_seconds=settings.lost_work_sweep_seconds))
     return broker
 
 
