@@ -38,7 +38,7 @@ class PruneReport:
     rows: int = 0  # every row deleted, roots, children and legacy rows
     legacy_rows: int = 0  # rows without a job id, by created_at
     batches: int = 0
-    longest_batch_seconds: float = 0.0
+    longest_transaction_seconds: float = 0.0  # one batch's delete (or count, in a dry run)
 
 
 def _roots_before(cutoff: dt.datetime, after: Optional[tuple], limit: int) -> list[tuple]:
@@ -114,7 +114,7 @@ def prune(cutoff: dt.datetime, *, dry_run: bool = False, batch_roots: int = DEFA
         report.rows += rows
         report.legacy_rows += legacy
         report.batches += 1
-        report.longest_batch_seconds = max(report.longest_batch_seconds, time.monotonic() - started)
+        report.longest_transaction_seconds = max(report.longest_transaction_seconds, time.monotonic() - started)
         if progress is not None:
             progress(report)
 
