@@ -55,7 +55,8 @@ logger = structlog.get_logger("middleware.lost_work")
 Log = EnrichmentLog
 LOCK_KEY = "enrich:lost-work-sweep"
 ERROR_CODE = "message_lost"
-# Dramatiq's JSON encoder writes the message id as a top-level key of the body.
+# Dramatiq's JSON encoder writes the message id as a key of the body (reading it by pattern
+# costs a tenth of decoding every body).
 _MESSAGE_ID = re.compile(rb'"message_id":\s*"([^"]+)"')
 
 
@@ -137,9 +138,9 @@ class LostWorkSweeper:
         for queue in sorted(queues):
             for name in (dq_name(queue), queue):  # the delay queue first: see the module's docstring
                 for _, body in client.hscan_iter(f"{ns}:{name}.msgs", count=1000):
-                    match = _MESSAGE_ID.search(body)
-                    if match:
-                        found.add(match.group(1).decode("utf-8", "replace"))
+                    # Every match, not the first: arguments come first in the body and may hold
+                    # such a key; an extra id found only ever spares a job, never marks one lost.
+                    found.update(m.decode("utf-8", "replace") for m in _MESSAGE_ID.findall(body))
         return found
 
     def _reason(self, queue: str) -> str:
