@@ -2,7 +2,8 @@
 
 Middleware order matters: Dramatiq's defaults first (with our retry
 settings), then the per-message database connection release, then
-JobLinking last, so that it sees each attempt's final verdict.
+JobLinking, so that it sees each attempt's final verdict; the lost-work
+sweep after it touches no message.
 """
 
 from __future__ import annotations
