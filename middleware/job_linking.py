@@ -1,5 +1,6 @@
-"""JobLinking: every processed message becomes one row of ``enrichment_logs``,
-linked into a flat tree under the root job that started it.
+"""JobLinking: every message becomes one row of ``enrichment_logs`` from the
+moment it is sent (``queued``, see ``sent_rows``), linked into a flat tree
+under the root job that started it, and moved forward as workers run it.
 
     broker.add_middleware(JobLinking())
 

@@ -59,6 +59,11 @@ class Settings:
     log_format: str = "json"
     log_level: str = "INFO"
     log_flush_ms: int = 50  # how late an INFO line on stderr may be written; 0: each line at once
+    # A queued or retrying job whose message is nowhere in Redis this long after it
+    # was due is marked lost; the sweep looking for such jobs runs this often.
+    lost_work_grace_seconds: float = 600.0
+    lost_work_sweep_seconds: float = 60.0
+    log_retention_days: float = 30.0  # `enrich prune`'s default --older-than
 
     # The web dashboard (enrich web): actions need both; any address but 127.0.0.1 needs the password.
     dashboard_allow_actions: bool = False
@@ -205,6 +210,9 @@ def load_settings(env: Optional[Mapping[str, str]] = None) -> Settings:
         retry_max_backoff_ms=_number(env, "RETRY_MAX_BACKOFF_MS", defaults.retry_max_backoff_ms, int),
         job_time_limit_ms=_number(env, "JOB_TIME_LIMIT_MS", defaults.job_time_limit_ms, int),
         http_timeout=_number(env, "HTTP_TIMEOUT", defaults.http_timeout, float),
+        lost_work_grace_seconds=_number(env, "LOST_WORK_GRACE_SECONDS", defaults.lost_work_grace_seconds, float),
+        lost_work_sweep_seconds=_number(env, "LOST_WORK_SWEEP_SECONDS", defaults.lost_work_sweep_seconds, float),
+        log_retention_days=_number(env, "LOG_RETENTION_DAYS", defaults.log_retention_days, float),
         log_format=log_format,
         log_level=(_optional(env, "LOG_LEVEL") or defaults.log_level).upper(),
         log_flush_ms=_count(env, "LOG_FLUSH_MS", defaults.log_flush_ms),

@@ -179,3 +179,22 @@ def test_resend_refuses_a_job_without_a_stored_message(harness):
     with pytest.raises(ResendRefused, match="nothing sent: job legacy has no stored message"):
         resend_tree(harness.broker, "legacy")
     assert rows()["legacy"].status == "failed"
+
+
+def test_enrich_resend_refuses_a_succeeded_job_in_one_line(pg_db, pg_url):
+    import subprocess
+    import sys
+
+    from conftest import REDIS_TEST_URL
+    from process_harness import ROOT, shell_env
+
+    Log.create(job_id="done-job", operation="enrichment:album", status="success", is_root_job=True,
+               message={"actor": "check_album_enrichment", "queue": "default", "args": [], "kwargs": {},
+                        "options": {}, "resendable": True})
+    env = shell_env({"REDIS_URL": REDIS_TEST_URL, "DATABASE_URL": pg_url})
+    result = subprocess.run([sys.executable, "-m", "workers.cli", "resend", "done-job"], env=env, cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "enrich resend: job done-job is success: only failed or lost jobs are sent again"]
+    assert Log.get(Log.job_id == "done-job").status == "success"

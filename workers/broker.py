@@ -4,8 +4,8 @@ Middleware order matters: MessageOptions first, so that no middleware acts on
 an option of the wrong type; ActorArguments next, so that a job whose
 arguments cannot fit its actor fails before anything runs for it; Dramatiq's
 defaults next (with our retry settings), then the per-message database
-connection release, then JobLinking last, so that it sees each attempt's
-final verdict.
+connection release, then JobLinking, so that it sees each attempt's final
+verdict; the lost-work sweep after it touches no message.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import AgeLimit, Callbacks, Pipelines, Retries, ShutdownNotifications, TimeLimit
 
 from middleware import ActorArguments, DatabaseConnections, JobLinking, MessageOptions
+from middleware.lost_work import SweepLostWork
 from models import ConfigError, Settings
 from models.settings import redact_url
 
@@ -55,6 +56,10 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
     broker.add_middleware(DrainLogsAtShutdown())
     broker.add_middleware(DatabaseConnections())
     broker.add_middleware(JobLinking(secrets=settings.secrets))
+    # Not about one message: a thread per worker process looking for jobs whose message
+    # Redis lost (one sweep per interval across processes); the drainers will run it instead.
+    broker.add_middleware(SweepLostWork(grace_seconds=settings.lost_work_grace_seconds,
+                                        interval_seconds=settings.lost_work_sweep_seconds))
     return broker
 
 

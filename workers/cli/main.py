@@ -11,7 +11,9 @@ and the JSON logs go to stderr, so ``id=$(enrich add-album ...)`` works.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
+import re
 import sys
 import uuid
 from typing import Callable, Optional
@@ -20,7 +22,7 @@ import dramatiq
 import peewee
 import redis
 
-from models import Album, Artist, ConfigError, Track, load_settings
+from models import Album, Artist, ConfigError, Track, load_settings, utcnow
 from models.database import redact_url
 from models.job_log import STATUSES
 from models.timeline import MAX_LIMIT, get_tree, list_roots
@@ -240,6 +242,33 @@ def cmd_web(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- retention -----------------------------------------------------------------------------------------
+
+
+def _age(value: str) -> dt.timedelta:
+    """``30d``, ``12h``, ``90m``: a positive age."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([dhm])\s*", value)
+    if not match or float(match.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an age like 30d, 12h or 90m")
+    amount, unit = float(match.group(1)), match.group(2)
+    units = {"d": "days", "h": "hours", "m": "minutes"}
+    return dt.timedelta(**{units[unit]: amount})
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from models.retention import prune
+
+    older_than = args.older_than or dt.timedelta(days=load_settings().log_retention_days)
+    open_database()
+    cutoff = utcnow() - older_than
+    report = prune(cutoff, dry_run=args.dry_run)
+    verb = "would delete" if args.dry_run else "deleted"
+    print(f"{verb} {report.trees} tree{'s' if report.trees != 1 else ''} and {report.rows} "
+          f"row{'s' if report.rows != 1 else ''} ({report.legacy_rows} legacy) completed before "
+          f"{cutoff:%Y-%m-%d %H:%M:%S} UTC, in {report.batches} batch{'es' if report.batches != 1 else ''}")
+    return 0
+
+
 # -- the parser -----------------------------------------------------------------------------------
 
 
@@ -363,6 +392,14 @@ def _add_log_commands(sub) -> None:
              "enrich web --port 8080    # then open http://127.0.0.1:8080/")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=_port, default=8080, help="port to listen on (default 8080)")
+    p = _add(sub, "prune", cmd_prune,
+             "delete whole trees that are complete (no job queued, running or retrying) and completed before the "
+             "cutoff, every row of them, in short batches; legacy rows without a job id go by their created_at. "
+             "Prints how many trees and rows it deleted.",
+             "enrich prune --older-than 30d --dry-run")
+    p.add_argument("--older-than", type=_age, metavar="AGE",
+                   help="30d, 12h or 90m (default: LOG_RETENTION_DAYS days, 30 unless set)")
+    p.add_argument("--dry-run", action="store_true", help="count what would be deleted; delete nothing")
 
 
 def build_parser() -> argparse.ArgumentParser:

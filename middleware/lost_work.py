@@ -1,0 +1,207 @@
+"""Finding lost work: queued or retrying jobs whose message is no longer anywhere in Redis.
+
+A Redis restarted without persistence forgets every message it held; so does
+a flushed database.  The job log still says ``queued`` or ``retrying`` for
+those jobs, for ever.  The sweeper compares the two: a job past its due time
+by more than a grace period whose message is in none of the places Dramatiq's
+Redis broker keeps one is marked ``lost`` (a final status, error code
+``message_lost``), and counts against its root like a failure.  ``enrich
+resend`` sends it again.
+
+Where a message can be, by its Redis broker's layout (``dramatiq.brokers.redis``):
+``<ns>:<queue>.msgs`` holds the body of every message in the queue AND of
+every message in a worker's unacked set; ``<ns>:<queue>.DQ.msgs`` holds the
+delayed ones.  The delay queue is read first: a due message is enqueued on
+its queue before it leaves the delay queue, so one read or the other finds it.
+
+Only the Redis broker can be inspected this way; with another broker the
+sweeper does nothing (``LostWorkSweeper.supported``).
+
+    sweeper = LostWorkSweeper(broker, database, grace_seconds=600)
+    sweeper.maybe_run()          # at most once per interval across every process (a Redis lock)
+
+Parameters:
+  broker(RedisBroker): The broker whose queues are inspected.
+  database(peewee.Database): The job log's.  Defaults to ``models.database``.
+  grace_seconds(float): How long past its due time a job may wait before
+    its message is looked for.  Defaults to 600.
+  interval_seconds(float): ``maybe_run`` runs a sweep at most this often
+    across all processes.  Defaults to 60.
+  batch_size(int): Rows examined per query.  Defaults to 1000.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import threading
+import uuid
+from typing import Iterable, Optional
+
+import structlog
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.common import dq_name
+from dramatiq.middleware import Middleware
+from peewee import fn
+
+from models.base import utcnow
+from models.database import database as default_database
+from models.job_log import LOST, QUEUED, RETRYING, EnrichmentLog
+
+from .log_rows import count_failed_child
+
+logger = structlog.get_logger("middleware.lost_work")
+
+Log = EnrichmentLog
+LOCK_KEY = "enrich:lost-work-sweep"
+ERROR_CODE = "message_lost"
+# Dramatiq's JSON encoder writes the message id as a key of the body (reading it by pattern
+# costs a tenth of decoding every body).
+_MESSAGE_ID = re.compile(rb'"message_id":\s*"([^"]+)"')
+
+
+class LostWorkSweeper:
+    """Marks ``queued``/``retrying`` jobs whose message is gone from Redis as ``lost`` (see the module)."""
+
+    def __init__(self, broker, database=None, *, grace_seconds: float = 600.0, interval_seconds: float = 60.0,
+                 batch_size: int = 1000) -> None:
+        self.broker = broker
+        self.database = database if database is not None else default_database
+        self.grace = dt.timedelta(seconds=grace_seconds)
+        self.interval_seconds = interval_seconds
+        self.batch_size = batch_size
+
+    @property
+    def supported(self) -> bool:
+        return isinstance(self.broker, RedisBroker)
+
+    # -- when ------------------------------------------------------------------
+
+    def maybe_run(self) -> Optional[int]:
+        """Sweep if no process did in the last ``interval_seconds``; the number of jobs marked lost, or None."""
+        if not self.supported:
+            return None
+        client = self.broker.client
+        key = f"{self.broker.namespace}:{LOCK_KEY}"
+        # Never released: the key's expiry is what spaces the sweeps, whoever ran the last one.
+        if not client.set(key, uuid.uuid4().hex, nx=True, px=max(1, int(self.interval_seconds * 1000))):
+            return None
+        return self.run_once()
+
+    # -- what ------------------------------------------------------------------
+
+    def run_once(self) -> int:
+        """One sweep: every overdue queued or retrying job whose message is in none of its places; returns how many."""
+        if not self.supported:
+            return 0
+        with self.database.connection_context():
+            return self._sweep()
+
+    def _sweep(self) -> int:
+        marked = 0
+        after: Optional[uuid.UUID] = None
+        while True:
+            overdue = self._overdue(after)
+            if not overdue:
+                return marked
+            after = overdue[-1][0]
+            queues = {self._queue_of(row) for row in overdue}
+            present = self._message_ids_in_redis(queues)
+            missing = [row for row in overdue if row[1] not in present]
+            marked += self._mark_lost(missing)
+            if len(overdue) < self.batch_size:
+                return marked
+
+    def _overdue(self, after: Optional[uuid.UUID]) -> list[tuple]:
+        """(id, job_id, parent_job_id, status, retry_count, updated_at, message) of overdue pending jobs, by id."""
+        cutoff = utcnow() - self.grace
+        due = fn.COALESCE(Log.due_at, Log.updated_at)
+        query = (
+            Log.select(Log.id, Log.job_id, Log.parent_job_id, Log.status, Log.retry_count, Log.updated_at, Log.message)
+            .where(Log.status.in_((QUEUED, RETRYING)) & (due < cutoff) & Log.job_id.is_null(False))
+            .order_by(Log.id)
+            .limit(self.batch_size)
+        )
+        if after is not None:
+            query = query.where(Log.id > after)
+        return list(query.tuples().execute(self.database))
+
+    def _queue_of(self, row: tuple) -> str:
+        message = row[6] or {}
+        queue = message.get("queue") if isinstance(message, dict) else None
+        return queue if isinstance(queue, str) and queue else "default"  # Dramatiq's default queue
+
+    def _message_ids_in_redis(self, queues: Iterable[str]) -> set[str]:
+        """Every message id held in these queues' delay queues, then in the queues themselves (unacked included)."""
+        client, ns = self.broker.client, self.broker.namespace
+        found: set[str] = set()
+        for queue in sorted(queues):
+            for name in (dq_name(queue), queue):  # the delay queue first: see the module's docstring
+                for _, body in client.hscan_iter(f"{ns}:{name}.msgs", count=1000):
+                    # Every match, not the first: arguments come first in the body and may hold
+                    # such a key; an extra id found only ever spares a job, never marks one lost.
+                    found.update(m.decode("utf-8", "replace") for m in _MESSAGE_ID.findall(body))
+        return found
+
+    def _reason(self, queue: str) -> str:
+        ns = self.broker.namespace
+        return (f"message not found in Redis: not in queue {queue!r} nor in any worker's unacked set "
+                f"({ns}:{queue}.msgs), nor in its delay queue ({ns}:{dq_name(queue)}.msgs)")
+
+    def _mark_lost(self, rows: list[tuple]) -> int:
+        """Mark each row lost if it has not moved since it was read; count it against its root."""
+        marked = 0
+        now = utcnow()
+        for row in rows:
+            row_id, job_id, parent, status, retry_count, updated_at, _ = row
+            reason = self._reason(self._queue_of(row))
+            with self.database.atomic():
+                changed = (
+                    Log.update({Log.status: LOST, Log.own_status: LOST, Log.error_code: ERROR_CODE,
+                                Log.last_error: reason, Log.completed_at: now, Log.updated_at: now})
+                    .where((Log.id == row_id) & (Log.status == status) & (Log.retry_count == retry_count)
+                           & (Log.updated_at == updated_at))
+                    .execute(self.database)
+                )
+                if changed and parent is not None:
+                    count_failed_child(parent, self.database)
+            if changed:
+                marked += 1
+                logger.warning("job marked lost: its message is nowhere in Redis", job_id=job_id,
+                               parent_job_id=parent, was=status, retry_count=retry_count, reason=reason)
+        return marked
+
+
+class SweepLostWork(Middleware):
+    """Runs ``LostWorkSweeper.maybe_run`` from a daemon thread in each worker process.
+
+    Until the job-log drainers exist (they will call ``maybe_run`` from their
+    loop), every worker process tries once per interval; the Redis lock lets
+    one sweep run per interval across all of them.  Does nothing on a broker
+    other than Redis.
+
+    Parameters:
+      grace_seconds(float), interval_seconds(float): as ``LostWorkSweeper``'s.
+      database(peewee.Database): The job log's.  Defaults to ``models.database``.
+    """
+
+    def __init__(self, *, grace_seconds: float = 600.0, interval_seconds: float = 60.0, database=None) -> None:
+        self.options = {"grace_seconds": grace_seconds, "interval_seconds": interval_seconds}
+        self.database = database
+        self._stop = threading.Event()
+
+    def after_worker_boot(self, broker, worker):
+        sweeper = LostWorkSweeper(broker, self.database, **self.options)
+        if sweeper.supported:
+            self._stop.clear()
+            threading.Thread(target=self._loop, args=(sweeper,), name="lost-work-sweeper", daemon=True).start()
+
+    def before_worker_shutdown(self, broker, worker):
+        self._stop.set()
+
+    def _loop(self, sweeper: LostWorkSweeper) -> None:
+        while not self._stop.wait(sweeper.interval_seconds):
+            try:
+                sweeper.maybe_run()
+            except Exception:  # Redis or the database away: the next interval tries again
+                logger.exception("lost-work sweep failed; trying again at the next interval")

@@ -1,0 +1,93 @@
+"""The lost-work sweeper against a real Redis: what it marks lost, what it leaves alone, its lock."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import redis
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.brokers.stub import StubBroker
+
+from middleware import JobLinking
+from middleware.lost_work import LostWorkSweeper
+from models import EnrichmentLog
+
+from conftest import REDIS_TEST_URL
+from tree_actors import declare
+
+Log = EnrichmentLog
+
+
+@pytest.fixture
+def broker(db):
+    client = redis.Redis.from_url(REDIS_TEST_URL)
+    client.flushdb()
+    broker = RedisBroker(url=REDIS_TEST_URL)
+    linking = JobLinking()
+    broker.add_middleware(linking)
+    broker.tree_root, broker.tree_leaf = declare(broker)
+    broker.admin = client
+    yield broker
+    linking.writer.stop()
+    broker.close()
+
+
+def drop_message(broker, message, queue: str = "default") -> None:
+    """What a Redis restarted without persistence does to one message."""
+    ids = [key for key, body in broker.admin.hgetall(f"dramatiq:{queue}.msgs").items()
+           if json.loads(body)["message_id"] == message.message_id]
+    assert ids, "the message was not in Redis to begin with"
+    broker.admin.hdel(f"dramatiq:{queue}.msgs", *ids)
+    for redis_id in ids:
+        broker.admin.lrem(f"dramatiq:{queue}", 0, redis_id)
+
+
+def test_only_jobs_whose_message_is_gone_are_marked_lost_and_their_root_degraded(broker):
+    root = broker.tree_root.send(1)
+    Log.update(status="success", completed_at=Log.created_at).where(Log.job_id == root.message_id).execute()
+    # Children as the root would have sent them (same tree), by the root's job id.
+    kept = broker.tree_leaf.send_with_options(args=(0.1,), parent_job_id=root.message_id)
+    gone = broker.tree_leaf.send_with_options(args=(0.1,), parent_job_id=root.message_id)
+    later = broker.tree_leaf.send_with_options(args=(0.1,), parent_job_id=root.message_id, delay=60_000)
+    due_but_waiting = broker.tree_leaf.send_with_options(args=(0.1,), parent_job_id=root.message_id, delay=1)
+    drop_message(broker, gone)
+    drop_message(broker, root)  # the root's own message is gone too, but its row has ended: not pending
+
+    sweeper = LostWorkSweeper(broker, grace_seconds=0)
+    assert sweeper.run_once() == 1
+    rows = {r.job_id: r for r in Log.select()}
+    lost = rows[gone.message_id]
+    assert (lost.status, lost.error_code) == ("lost", "message_lost")
+    assert lost.completed_at is not None
+    assert lost.last_error == ("message not found in Redis: not in queue 'default' nor in any worker's unacked set "
+                               "(dramatiq:default.msgs), nor in its delay queue (dramatiq:default.DQ.msgs)")
+    assert {rows[m.message_id].status for m in (kept, later, due_but_waiting)} == {"queued"}
+    assert (rows[root.message_id].status, rows[root.message_id].failed_children) == ("degraded", 1)
+    assert sweeper.run_once() == 0  # lost is final: never counted twice
+
+
+def test_a_job_within_its_grace_or_not_due_yet_is_not_looked_for(broker):
+    recent = broker.tree_root.send(1)
+    delayed = broker.tree_root.send_with_options(args=(1,), delay=3_600_000)
+    drop_message(broker, recent)
+    drop_message(broker, delayed, queue="default.DQ")
+    assert LostWorkSweeper(broker, grace_seconds=600).run_once() == 0
+    assert LostWorkSweeper(broker, grace_seconds=0).run_once() == 1  # the delayed one is not due for an hour
+    assert Log.get(Log.job_id == delayed.message_id).status == "queued"
+
+
+def test_one_sweep_per_interval_across_processes(broker):
+    gone = broker.tree_root.send(1)
+    drop_message(broker, gone)
+    first = LostWorkSweeper(broker, grace_seconds=0, interval_seconds=30)
+    other_process = LostWorkSweeper(broker, grace_seconds=0, interval_seconds=30)
+    assert first.maybe_run() == 1
+    assert other_process.maybe_run() is None  # the lock is held for the interval
+    assert 0 < broker.admin.pttl("dramatiq:enrich:lost-work-sweep") <= 30_000
+
+
+def test_brokers_other_than_redis_are_not_inspected(db):
+    sweeper = LostWorkSweeper(StubBroker(), grace_seconds=0)
+    assert not sweeper.supported
+    assert sweeper.maybe_run() is None and sweeper.run_once() == 0
