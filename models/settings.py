@@ -64,6 +64,10 @@ class Settings:
     lost_work_grace_seconds: float = 600.0
     lost_work_sweep_seconds: float = 60.0
     log_retention_days: float = 30.0  # `enrich prune`'s default --older-than
+    # How long a check waits before asking again after an operation found
+    # nothing (no_data) or failed on the same entity; 0: no wait.
+    no_data_cooldown_days: float = 90.0
+    failed_cooldown_days: float = 7.0
 
     # The web dashboard (enrich web): actions need both; any address but 127.0.0.1 needs the password.
     dashboard_allow_actions: bool = False
@@ -176,6 +180,20 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
     raise ConfigError(f"{name}={raw!r} must be 1 or 0")
 
 
+def _days(env: Mapping[str, str], name: str, default: float) -> float:
+    """A number of days >= 0, fractions allowed (zero is meaningful: no cooldown)."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number of days") from None
+    if not 0 <= value < 36500:  # also refuses nan and inf
+        raise ConfigError(f"{name}={raw!r} must be a number of days from 0 to 36500")
+    return value
+
+
 def load_settings(env: Optional[Mapping[str, str]] = None) -> Settings:
     """Read the settings from ``env`` (the process environment by default)."""
     env = os.environ if env is None else env
@@ -218,4 +236,6 @@ def load_settings(env: Optional[Mapping[str, str]] = None) -> Settings:
         log_flush_ms=_count(env, "LOG_FLUSH_MS", defaults.log_flush_ms),
         dashboard_allow_actions=_flag(env, "DASHBOARD_ALLOW_ACTIONS"),
         dashboard_password=_optional(env, "DASHBOARD_PASSWORD"),
+        no_data_cooldown_days=_days(env, "NO_DATA_COOLDOWN_DAYS", defaults.no_data_cooldown_days),
+        failed_cooldown_days=_days(env, "FAILED_COOLDOWN_DAYS", defaults.failed_cooldown_days),
     )

@@ -145,7 +145,11 @@ def test_worker_killed_mid_tree_every_job_finishes_once(pg_db, pg_url, fake, sen
     # Hang the first release lookup and the first cover download: the kill lands while they are in flight.
     fake.fail("/musicbrainz/ws/2/release/", "timeout", delay=30, times=1)
     fake.fail("/coverartarchive/", "timeout", delay=30, times=1)
-    env = {**worker_env(pg_url, REDIS_HEARTBEAT_TIMEOUT_MS="2000", REDIS_MAINTENANCE_CHANCE=EVERY_FETCH),
+    # LOG_FLUSH_MS=0: the "job started" lines are read back from the killed worker's log, and
+    # a SIGKILL loses the last LOG_FLUSH_MS of them (a short job started and finished in that
+    # window, such as Portishead's cache:artist-image, would have a row and no line).
+    env = {**worker_env(pg_url, REDIS_HEARTBEAT_TIMEOUT_MS="2000", REDIS_MAINTENANCE_CHANCE=EVERY_FETCH,
+                        LOG_FLUSH_MS="0"),
            **upstream_env(fake, tmp_path)}
     first = WorkerProcess("workers", env, tmp_path / "first.log", processes=1, threads=4)
     try:

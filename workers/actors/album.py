@@ -4,9 +4,10 @@ Finds the release group (by its MBID, or by a search scored on MusicBrainz's
 score, title and artist similarity), writes the album fields that changed,
 matches the best release's audio tracks to the album's tracks (by position,
 title and duration) and creates the missing ones.  Then it sends
-``spotify:track-fallback`` when MusicBrainz has no tracks and the album has a
-Spotify id, and ``cache:album-cover-art`` when there is a cover and no cached
-image.
+``spotify:track-fallback`` when MusicBrainz gives no tracks (found or not) and
+the album has a Spotify id (when MusicBrainz found nothing, Spotify is asked
+for the album's fields too), and ``cache:album-cover-art`` when there is a
+cover and no cached image.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from models import Album, Track, album_artists, load_settings
 from ..field_changes import apply_changes, better_quality, fields_of, save_enrichment
 from ..jobs import clients, enrichment_actor, load, send
 from ..matching import credited_names, durations_close, similarity
+from .images import send_cover_cache
 from .musicbrainz_scoring import ACCEPT_SCORE, best_match, quality_for, top_genres
 
 VIDEO_FORMATS = {"DVD-Video", "Blu-ray", "HD-DVD", "VHS", "VCD", "SVCD", "UMD", "LaserDisc", "DVD"}
@@ -136,7 +138,16 @@ def enrich_album(album_id: str):
     release_group, score, how = find_release_group(album, artist_name)
     if release_group is None:
         save_enrichment(album, [])
-        record(status="no_data", reason=how, data_quality_after=quality_before, details={"match_score": round(score, 3)})
+        fallback = bool(album.spotify_id)
+        if fallback:
+            send("spotify_track_fallback", str(album.id), album_fields=True)
+        send_cover_cache(album)
+        record(
+            status="no_data",
+            reason=how + ("; asked Spotify for the tracks and album fields" if fallback else ""),
+            data_quality_after=quality_before,
+            details={"match_score": round(score, 3), "spotify_fallback": fallback},
+        )
         return
 
     release = pick_release(release_group)
@@ -167,8 +178,7 @@ def enrich_album(album_id: str):
     fallback = not mb_tracks and bool(album.spotify_id)
     if fallback:
         send("spotify_track_fallback", str(album.id))
-    if album.cover_art_url and not album.cloudflare_image_id and not album.cached_image_path:
-        send("cache_album_cover_art", str(album.id))
+    send_cover_cache(album)
 
     if mb_tracks:
         status, reason = "success", f"matched by {how}"
@@ -187,6 +197,7 @@ def enrich_album(album_id: str):
             "field_changes": changes,
             "data_quality_before": quality_before,
             "data_quality_after": album.data_quality,
+            "spotify_fallback": fallback,
             **track_summary,
         },
     )

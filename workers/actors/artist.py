@@ -1,9 +1,12 @@
 """enrichment:artist: MusicBrainz artist lookup or scored search, and what follows.
 
 Writes country, area, type, formed year, genres (top tags) and the Discogs id
-from the URL relations.  Then it sends ``discogs:search-artist`` when the
-artist has neither a Discogs id nor an image, and ``cache:artist-image``
-when it has an image URL and no cached image.
+from the URL relations.  Then, for an artist without an image, it asks
+Discogs: ``discogs:get-artist`` when the Discogs id is known (most
+MusicBrainz artists link their Discogs page), else ``discogs:search-artist``,
+unless that job is cooling down on this artist (``cooldowns.py``; ``force``
+ignores it).  An artist with an image URL and no cached image gets
+``cache:artist-image``.
 """
 
 from __future__ import annotations
@@ -12,12 +15,15 @@ import re
 from typing import Optional
 
 from middleware import record
-from models import Artist
+from models import Artist, utcnow
 
 from ..field_changes import apply_changes, better_quality, fields_of, save_enrichment
 from ..jobs import clients, enrichment_actor, load, send
 from ..matching import similarity
+from .cooldowns import verdict
 from .musicbrainz_scoring import ACCEPT_SCORE, best_match, quality_for, top_genres
+
+NO_IMAGE = "no image"  # the check's reason, held back while the Discogs job is cooling down
 
 _DISCOGS_ARTIST_URL = re.compile(r"discogs\.com/artist/(\d+)")
 
@@ -40,8 +46,35 @@ def formed_year(data: dict) -> Optional[int]:
     return int(begin[:4]) if begin[:4].isdigit() else None
 
 
+def has_image(artist: Artist) -> bool:
+    return bool(artist.image_url or artist.cloudflare_image_id or artist.cached_image_path)
+
+
+def image_lookup(artist: Artist) -> tuple[str, str]:
+    """(actor, operation) of the Discogs job that may find the image of an artist without one."""
+    if artist.discogs_id:
+        return "discogs_get_artist", "discogs:get-artist"
+    return "discogs_search_artist", "discogs:search-artist"
+
+
+def send_image_job(artist: Artist, force: bool) -> str | None:
+    """Send what brings the artist an image (or caches the one it has); returns what was done, for the row."""
+    if has_image(artist):
+        if artist.image_url and not artist.cloudflare_image_id and not artist.cached_image_path:
+            send("cache_artist_image", str(artist.id))
+            return "image URL not cached yet: sent cache:artist-image"
+        return None
+    actor_name, operation = image_lookup(artist)
+    outcome = None if force else verdict(operation, "artist", artist.id, utcnow())
+    if outcome is not None and outcome.blocked:
+        return f"{NO_IMAGE}; {operation} not sent: {outcome.reason}"
+    send(actor_name, str(artist.id))
+    which = f" for Discogs id {artist.discogs_id}" if artist.discogs_id else ""
+    return f"{NO_IMAGE}: sent {operation}{which}" + (" (forced)" if force else "")
+
+
 @enrichment_actor("enrichment:artist", entity=("artist", "artist_id"))
-def enrich_artist(artist_id: str):
+def enrich_artist(artist_id: str, force: bool = False):
     artist = load(Artist, artist_id)
     quality_before = artist.data_quality
     record(data_quality_before=quality_before)
@@ -75,13 +108,10 @@ def enrich_artist(artist_id: str):
     changes = apply_changes(artist, values)
     save_enrichment(artist, changes)
 
-    if not artist.discogs_id and not artist.image_url:
-        send("discogs_search_artist", str(artist.id))
-    if artist.image_url and not artist.cloudflare_image_id and not artist.cached_image_path:
-        send("cache_artist_image", str(artist.id))
+    image_step = send_image_job(artist, force)
     record(
         status="success",
-        reason=f"matched by {how}",
+        reason=f"matched by {how}" + (f"; {image_step}" if image_step else ""),
         fields_enriched=fields_of(changes),
         data_quality_after=artist.data_quality,
         details={
@@ -90,5 +120,6 @@ def enrich_artist(artist_id: str):
             "field_changes": changes,
             "data_quality_before": quality_before,
             "data_quality_after": artist.data_quality,
+            "image_step": image_step,
         },
     )

@@ -5,47 +5,27 @@ A check is what a user or a schedule starts (the root of a tree).  It ends
 the enrichment job (and, for an album, one artist check per credited
 artist), all children of this root.
 
-Cooldowns look at the same enrichment operation on the same entity only: a
-failed image cache never blocks an album's enrichment.
+Cooldowns (``cooldowns.py``) look at the same operation on the same entity
+only: a failed image cache never blocks an album's enrichment.  An artist's
+missing image is held back on its own when the Discogs job that would fetch
+it is cooling down, so a refused Discogs page does not re-run the
+MusicBrainz enrichment for nothing, and is asked again once its cooldown is
+over.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Optional
 
 from middleware import record
-from models import Album, Artist, EnrichmentLog, Track, album_artists, utcnow
+from models import Album, Artist, Track, album_artists, utcnow
 from models.catalog import CatalogModel
 
 from ..jobs import enrichment_actor, load, send
+from .artist import NO_IMAGE, has_image, image_lookup
+from .cooldowns import verdict
 
-NO_DATA_COOLDOWN = dt.timedelta(days=90)
-FAILED_COOLDOWN = dt.timedelta(days=7)
 STALE_AFTER = dt.timedelta(days=30)
-
-
-def cooldown(operation: str, entity_type: str, entity_id, now: dt.datetime) -> Optional[str]:
-    """Why the last run of ``operation`` on this entity says: not again yet (None: go ahead)."""
-    last = (
-        EnrichmentLog.select(EnrichmentLog.status, EnrichmentLog.completed_at, EnrichmentLog.created_at)
-        .where(
-            (EnrichmentLog.entity_type == entity_type)
-            & (EnrichmentLog.entity_id == entity_id)
-            & (EnrichmentLog.operation == operation)
-            & (EnrichmentLog.status.in_(("no_data", "failed", "success", "partial_success", "degraded")))
-        )
-        .order_by(EnrichmentLog.created_at.desc())
-        .first()
-    )
-    if last is None:
-        return None
-    when = last.completed_at or last.created_at
-    if last.status == "no_data" and now - when < NO_DATA_COOLDOWN:
-        return f"{operation} found no data on {when:%Y-%m-%d}; next try after {when + NO_DATA_COOLDOWN:%Y-%m-%d}"
-    if last.status == "failed" and now - when < FAILED_COOLDOWN:
-        return f"{operation} failed on {when:%Y-%m-%d %H:%M}; next try after {when + FAILED_COOLDOWN:%Y-%m-%d %H:%M}"
-    return None
 
 
 def common_reasons(entity: CatalogModel, now: dt.datetime) -> list[str]:
@@ -76,22 +56,51 @@ def album_reasons(album: Album, now: dt.datetime) -> list[str]:
 
 def artist_reasons(artist: Artist, now: dt.datetime) -> list[str]:
     reasons = common_reasons(artist, now)
-    if not artist.image_url and not artist.cloudflare_image_id and not artist.cached_image_path:
-        reasons.append("no image")
+    if not has_image(artist):
+        reasons.append(NO_IMAGE)
     if not artist.country_code:
         reasons.append("no country")
     return reasons
 
 
-def decide(entity: CatalogModel, entity_type: str, operation: str, reasons: list[str], force: bool) -> bool:
-    """Record the decision; True when the enrichment job should be sent."""
-    now = utcnow()
+def held_back(artist: Artist, reasons: list[str], now: dt.datetime) -> tuple[list[str], dict[str, str]]:
+    """The artist's reasons with a missing image explained, and the image held back while Discogs cools down.
+
+    Returns ``(reasons, held)``: ``held`` maps a reason left out to why.
+    """
+    if NO_IMAGE not in reasons:
+        return reasons, {}
+    _, operation = image_lookup(artist)
+    outcome = verdict(operation, "artist", artist.id, now)
+    if outcome is None:
+        return reasons, {}
+    if outcome.blocked:
+        return [r for r in reasons if r != NO_IMAGE], {NO_IMAGE: outcome.reason}
+    return [f"{NO_IMAGE} ({outcome.reason})" if r == NO_IMAGE else r for r in reasons], {}
+
+
+def decide(entity: CatalogModel, entity_type: str, reasons: list[str], force: bool,
+           held: dict[str, str] | None = None) -> bool:
+    """Record the decision; True when the enrichment job should be sent.
+
+    ``held`` maps reasons left out of ``reasons`` (their own source is cooling down) to why.
+    """
+    held = held or {}
     if force:
         record(reason="forced" + (f" ({'; '.join(reasons)})" if reasons else ""), details={"decision": "enrich", "reasons": reasons, "force": True})
         return True
-    blocked = cooldown(operation, entity_type, entity.id, now)
-    if blocked:
-        record(status="skipped", reason=blocked, details={"decision": "cooldown", "reasons": reasons})
+    outcome = verdict(f"enrichment:{entity_type}", entity_type, entity.id, utcnow())
+    if outcome is not None and outcome.blocked:
+        record(status="skipped", reason=outcome.reason,
+               details={"decision": "cooldown", "reasons": reasons, "cooldown": outcome.as_dict(),
+                        **({"held_back": held} if held else {})})
+        return False
+    if not reasons and held:
+        record(
+            status="skipped",
+            reason="; ".join(f"{reason}, but {why}" for reason, why in held.items()),
+            details={"decision": "cooldown", "reasons": [], "held_back": held},
+        )
         return False
     if not reasons:
         record(
@@ -100,7 +109,9 @@ def decide(entity: CatalogModel, entity_type: str, operation: str, reasons: list
             details={"decision": "up to date", "reasons": []},
         )
         return False
-    record(reason="; ".join(reasons), details={"decision": "enrich", "reasons": reasons, "force": False})
+    said = reasons + ([outcome.reason] if outcome is not None else [])
+    record(reason="; ".join(said), details={"decision": "enrich", "reasons": reasons, "force": False,
+                                            **({"held_back": held} if held else {})})
     return True
 
 
@@ -109,26 +120,25 @@ def _mark_queued(entity: CatalogModel) -> None:
     model.update(enrichment_status="queued", updated_at=utcnow()).where(model.id == entity.id).execute()
 
 
-def check_and_send(model, entity_id, entity_type: str, reasons_for, source: str, force: bool):
-    """Load the entity, decide, and when there is work mark it queued and send ``enrich_<type>``.
+def check_and_send(entity: CatalogModel, entity_type: str, reasons: list[str], source: str, force: bool,
+                   held: dict[str, str] | None = None, send_kwargs: dict | None = None) -> bool:
+    """Decide, and when there is work mark the entity queued and send ``enrich_<type>`` (with ``send_kwargs``).
 
-    Returns the entity when its enrichment was sent, else None (the check
-    has recorded why).
+    Returns True when the enrichment was sent; otherwise the check has recorded why not.
     """
-    entity = load(model, entity_id)
     record(details={"source": source}, data_quality_before=entity.data_quality)
-    if not decide(entity, entity_type, f"enrichment:{entity_type}", reasons_for(entity, utcnow()), force):
-        return None
+    if not decide(entity, entity_type, reasons, force, held):
+        return False
     _mark_queued(entity)
-    send(f"enrich_{entity_type}", str(entity.id))
-    return entity
+    send(f"enrich_{entity_type}", str(entity.id), **(send_kwargs or {}))
+    return True
 
 
 @enrichment_actor("check:album-enrichment", entity=("album", "album_id"))
 def check_album_enrichment(album_id: str, source: str = "manual", force: bool = False):
     """Send enrichment:album and one artist check per credited artist, when the album needs work."""
-    album = check_and_send(Album, album_id, "album", album_reasons, source, force)
-    if album is None:
+    album = load(Album, album_id)
+    if not check_and_send(album, "album", album_reasons(album, utcnow()), source, force):
         return
     artists = album_artists(album)
     for artist in artists:
@@ -138,11 +148,21 @@ def check_album_enrichment(album_id: str, source: str = "manual", force: bool = 
 
 @enrichment_actor("check:artist-enrichment", entity=("artist", "artist_id"))
 def check_artist_enrichment(artist_id: str, source: str = "manual", force: bool = False):
-    """Send enrichment:artist when the artist lacks a MusicBrainz id, an image or a country."""
-    check_and_send(Artist, artist_id, "artist", artist_reasons, source, force)
+    """Send enrichment:artist when the artist lacks a MusicBrainz id, an image or a country.
+
+    A missing image counts only when the Discogs job that would fetch it may
+    run; ``force`` ignores that cooldown too, here and in enrichment:artist.
+    """
+    artist = load(Artist, artist_id)
+    now = utcnow()
+    reasons, held = artist_reasons(artist, now), {}
+    if not force:
+        reasons, held = held_back(artist, reasons, now)
+    check_and_send(artist, "artist", reasons, source, force, held, {"force": True} if force else None)
 
 
 @enrichment_actor("check:track-enrichment", entity=("track", "track_id"))
 def check_track_enrichment(track_id: str, source: str = "manual", force: bool = False):
     """Send enrichment:track when the track lacks a MusicBrainz id."""
-    check_and_send(Track, track_id, "track", common_reasons, source, force)
+    track = load(Track, track_id)
+    check_and_send(track, "track", common_reasons(track, utcnow()), source, force)

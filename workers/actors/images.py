@@ -1,6 +1,7 @@
 """Image cache jobs: keep a copy of an album's cover or an artist's image.
 
-``cache_album_cover_art`` is sent by ``enrich_album``; ``cache_artist_image`` by
+``cache_album_cover_art`` is sent by ``enrich_album`` and
+``spotify_track_fallback`` (``send_cover_cache``); ``cache_artist_image`` by
 ``enrich_artist`` and ``discogs_get_artist``.  Each downloads the entity's image
 URL (byte cap, content type and bytes checked) and stores it in Cloudflare
 Images when CLOUDFLARE_ACCOUNT_ID and CLOUDFLARE_API_TOKEN are set, else in the
@@ -16,7 +17,7 @@ from middleware import record
 from models import Album, Artist
 
 from ..field_changes import apply_changes, fields_of, save_changes
-from ..jobs import clients, enrichment_actor, load
+from ..jobs import clients, enrichment_actor, load, send
 
 
 def largest_image(images: Optional[Iterable[dict]], url_key: str = "url") -> Optional[str]:
@@ -32,6 +33,14 @@ def largest_image(images: Optional[Iterable[dict]], url_key: str = "url") -> Opt
         return None
     best = max(candidates, key=lambda image: (image.get("width") or 0) * (image.get("height") or 0))
     return best[url_key]
+
+
+def send_cover_cache(album: Album) -> bool:
+    """Send ``cache_album_cover_art`` when the album has a cover URL and no cached image."""
+    if album.cover_art_url and not album.cloudflare_image_id and not album.cached_image_path:
+        send("cache_album_cover_art", str(album.id))
+        return True
+    return False
 
 
 def already_cached(entity: Union[Album, Artist]) -> Optional[str]:

@@ -1,7 +1,9 @@
 """Spotify jobs: an album's tracks when MusicBrainz has none, and the new-releases sync.
 
 ``spotify_track_fallback`` is sent by ``enrich_album`` for an album with a
-Spotify id whose MusicBrainz release lists no tracks; it sends nothing.
+Spotify id whose MusicBrainz release lists no tracks, or that MusicBrainz
+does not know (then it also takes the album fields Spotify has and sends
+``cache_album_cover_art`` for a cover it found).
 ``sync_spotify_new_releases`` is a root (a schedule or ``enrich
 sync-new-releases``): it adds Spotify's new albums and their artists to the
 catalog and starts one ``check_album_enrichment`` tree per album.
@@ -24,7 +26,7 @@ from models import Album, AlbumArtist, Artist, Track, database
 
 from ..field_changes import apply_changes, fields_of, save_changes
 from ..jobs import JobInputError, clients, enrichment_actor, load, send
-from .images import largest_image
+from .images import largest_image, send_cover_cache
 
 NEW_RELEASES_SOURCE = "spotify:new-releases"  # the check's ``source``: why the album is looked at
 PAGE_SIZE = 50  # new releases per Spotify page
@@ -91,32 +93,47 @@ def upsert_tracks(album: Album, items: list[dict]) -> tuple[int, int]:
     return created, updated
 
 
+def missing_album_fields(album: Album, spotify_album: dict) -> list[dict[str, Any]]:
+    """Changes filling the album's empty fields from a Spotify album (release date, type, cover), not saved yet."""
+    values = album_values(spotify_album)
+    for kept in ("title", "track_count"):  # the catalog's title stays; the count comes from the tracks
+        values.pop(kept)
+    return apply_changes(album, missing_only(album, values))
+
+
 @enrichment_actor("spotify:track-fallback", entity=("album", "album_id"))
-def spotify_track_fallback(album_id: str):
+def spotify_track_fallback(album_id: str, album_fields: bool = False):
     """Add the album's tracks from Spotify (every page) and set ``track_count``.
 
-    ``skipped`` without a Spotify id, ``no_data`` when Spotify lists no tracks.
+    With ``album_fields`` (MusicBrainz found no release group) it also fills the
+    album's empty fields Spotify has (release date, type, cover) and sends
+    ``cache_album_cover_art`` for a cover it set.  ``skipped`` without a Spotify
+    id, ``no_data`` when Spotify gives neither tracks nor a missing field.
     """
     album = load(Album, album_id)
     if not album.spotify_id:
         record(status="skipped", reason="album has no spotify_id: nothing to ask Spotify")
         return
-    items = [item for item in clients.spotify().get_album_tracks(album.spotify_id) if item.get("id")]
-    details = {"spotify_album_id": album.spotify_id, "tracks_found": len(items)}
-    if not items:
-        record(status="no_data", reason=f"Spotify lists no tracks for album {album.spotify_id}",
-               details={**details, "tracks_created": 0, "tracks_updated": 0})
-        return
-
-    created, updated = upsert_tracks(album, items)
-    changes = apply_changes(album, {"track_count": len(items)})
+    spotify = clients.spotify()
+    field_changes = missing_album_fields(album, spotify.get_album(album.spotify_id)) if album_fields else []
+    items = [item for item in spotify.get_album_tracks(album.spotify_id) if item.get("id")]
+    created, updated = upsert_tracks(album, items) if items else (0, 0)
+    changes = field_changes + (apply_changes(album, {"track_count": len(items)}) if items else [])
     save_changes(album, changes)
-    record(
-        status="success",
-        reason=f"{len(items)} tracks on Spotify: {created} created, {updated} updated",
-        fields_enriched=fields_of(changes),
-        details={**details, "tracks_created": created, "tracks_updated": updated},
-    )
+
+    details = {"spotify_album_id": album.spotify_id, "tracks_found": len(items), "tracks_created": created,
+               "tracks_updated": updated, "field_changes": changes}
+    if items:
+        status, reason = "success", f"{len(items)} tracks on Spotify: {created} created, {updated} updated"
+    else:
+        status, reason = "partial_success" if changes else "no_data", f"Spotify lists no tracks for album {album.spotify_id}"
+    if album_fields:
+        from_album = fields_of(field_changes)
+        cover_sent = "cover_art_url" in from_album and send_cover_cache(album)
+        details.update(album_fields_from_spotify=from_album, cover_cache_sent=cover_sent)
+        reason += ("; MusicBrainz found no release group, so from Spotify also: " + ", ".join(from_album) if from_album
+                   else "; MusicBrainz found no release group, and Spotify has no field the album lacks")
+    record(status=status, reason=reason, fields_enriched=fields_of(changes), details=details)
 
 
 # -- spotify:sync-new-releases -----------------------------------------------------------
