@@ -19,7 +19,7 @@ import uuid
 import pytest
 import redis
 
-from models import Album, AlbumArtist, Artist, EnrichmentLog, album_artists, utcnow
+from models import Album, AlbumArtist, Artist, EnrichmentLog, Track, album_artists, utcnow
 from conftest import REDIS_TEST_URL
 
 UNREACHABLE_DB = "postgresql://root@127.0.0.1:1/x"
@@ -164,9 +164,14 @@ def test_unreachable_redis_is_one_line(url):
     assert_one_line_error(result, "cannot reach Redis at redis://127.0.0.1:1/0")
 
 
-def test_album_with_redis_queues_the_root_and_prints_its_id(url):
+@pytest.mark.parametrize("command, actor_name", [("album", "check_album_enrichment"),
+                                                 ("artist", "check_artist_enrichment"),
+                                                 ("track", "check_track_enrichment")])
+def test_a_forced_check_with_redis_queues_the_root_and_prints_its_id(url, command, actor_name):
     album = Album.create(title="Dummy")
-    result = enrich("album", str(album.id), "--force", env={"DATABASE_URL": url, "REDIS_URL": REDIS_TEST_URL})
+    entity = {"album": album, "artist": Artist.create(name="Portishead"),
+              "track": Track.create(album=album, title="Sour Times", track_number=3)}[command]
+    result = enrich(command, str(entity.id), "--force", env={"DATABASE_URL": url, "REDIS_URL": REDIS_TEST_URL})
     assert result.returncode == 0, result.stderr
     job_id = result.stdout.strip()
     assert f"enrich timeline {job_id} --follow" in result.stderr
@@ -178,8 +183,8 @@ def test_album_with_redis_queues_the_root_and_prints_its_id(url):
         ours = [key for key, message in queued.items() if message["message_id"] == job_id]
         assert len(ours) == 1
         message = queued[ours[0]]
-        assert message["actor_name"] == "check_album_enrichment"
-        assert message["args"] == [str(album.id)] and message["kwargs"] == {"force": True}
+        assert message["actor_name"] == actor_name
+        assert message["args"] == [str(entity.id)] and message["kwargs"] == {"force": True}
         assert message["options"]["triggered_by"] == "cli"
     finally:  # leave the shared test Redis as it was: remove our message only
         for key in ours:
@@ -392,6 +397,24 @@ def test_album_without_redis_runs_here_and_prints_the_timeline(tmp_path):
 
         again = enrich("run", "--pending", env=env)
         assert again.returncode == 0 and "nothing to do" in again.stdout
+
+
+def test_run_force_enriches_again_what_a_plain_run_skips(tmp_path):
+    from workers.fake_upstream import FakeUpstream
+
+    with FakeUpstream() as fake:
+        env = in_process_env(fake, tmp_path)
+        album_id = enrich("add-album", "Dummy", "--artist", "Portishead", env=env).stdout.strip()
+        assert enrich("run", "--album", album_id, env=env, timeout=120).returncode == 0
+        plain = enrich("run", "--album", album_id, env=env, timeout=120)
+        forced = enrich("run", "--album", album_id, "--force", env=env, timeout=120)
+    assert plain.returncode == 0 and forced.returncode == 0, forced.stderr
+    plain_tree = plain.stdout[plain.stdout.index("\n\n"):].strip().splitlines()
+    assert plain_tree[1].split()[:2] == ["skipped", "check:album-enrichment"] and "nothing to gain" in plain_tree[1]
+    forced_tree = forced.stdout[forced.stdout.index("\n\n"):].strip().splitlines()
+    assert forced_tree[1].split()[:2] == ["success", "check:album-enrichment"] and "forced" in forced_tree[1]
+    assert any(line.split()[:2] == ["success", "enrichment:album"] for line in forced_tree)
+    assert any(line.split()[:2] == ["success", "enrichment:artist"] for line in forced_tree)  # its artist too
 
 
 def test_a_tree_that_ends_degraded_gives_exit_status_2(tmp_path):

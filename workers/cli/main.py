@@ -153,7 +153,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     print(f"enriching {len(ids)} album{'s' if len(ids) != 1 else ''} on an in-process worker (Ctrl-C stops it)")
     quiet_logs()
-    return trees_exit_status(run_here([("check_album_enrichment", (album_id,), {}) for album_id in ids],
+    kwargs = {"force": True} if args.force else {}
+    return trees_exit_status(run_here([("check_album_enrichment", (album_id,), kwargs) for album_id in ids],
                                       timeout=args.timeout))
 
 
@@ -332,8 +333,8 @@ def _add_job_commands(sub) -> None:
                  f"REDIS_URL=redis://127.0.0.1:6379/0 enrich {name} 0b1c6f3e-7d3a-4c1e-9a59-2f1d7c9b8e11")
         p.add_argument("entity_id", metavar=f"{what.upper()}_ID", help=f"the {what}'s id (from enrich add-{what})"
                        if what != "track" else "the track's id")
-        if name == "album":
-            p.add_argument("--force", action="store_true", help="enrich even if it was enriched recently")
+        p.add_argument("--force", action="store_true",
+                       help="enrich even if nothing is missing or a cooldown holds it back (see the README's cooldowns)")
         p.add_argument("--wait", action="store_true",
                        help="with REDIS_URL: wait until the tree is complete, print its timeline, "
                        "exit status 2 if it ended failed or degraded")
@@ -352,6 +353,8 @@ def _add_job_commands(sub) -> None:
              "enrich run --pending")
     p.add_argument("--album", action="append", metavar="ID", help="an album id; repeat for several")
     p.add_argument("--pending", action="store_true", help="every album whose enrichment is pending or failed")
+    p.add_argument("--force", action="store_true",
+                   help="enrich every album (and its artists) even if nothing is missing or a cooldown holds it back")
     p.add_argument("--timeout", type=_positive, default=RUN_TIMEOUT, metavar="S",
                    help=f"seconds to wait for every tree to finish (default {RUN_TIMEOUT:g})")
     _add(sub, "demo", run_demo,
