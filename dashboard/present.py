@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Iterable, Optional
 
 from models import utcnow
+from models import plain
 from models.entities import entity_names
 from models.job_log import DEGRADED, FAILED_STATUSES, RETRYING, RUNNING, STATUSES
 from models.timeline import ActivityBucket, RootSummary, TimelineItem, Tree
@@ -22,17 +23,7 @@ WIDTH = 1000  # SVG user units across a waterfall bar or the chart
 
 
 def fmt_ms(ms: Optional[int]) -> str:
-    """120ms, 4.2s, 2m05s, 3h02m; a dash when unknown."""
-    if ms is None:
-        return "–"
-    if ms < 1000:
-        return f"{ms}ms"
-    if ms < 60_000:
-        return f"{ms / 1000:.1f}s"
-    minutes, seconds = divmod(round(ms / 1000), 60)
-    if minutes < 60:
-        return f"{minutes}m{seconds:02d}s"
-    return f"{minutes // 60}h{minutes % 60:02d}m"
+    return plain.fmt_ms(ms, missing="–")
 
 
 def fmt_time(moment: Optional[dt.datetime]) -> str:

@@ -90,14 +90,19 @@ class Entity(AsDict):
 RELATED_LIMIT = 200
 
 
-def get_entity(entity_type: str, entity_id: Union[uuid.UUID, str]) -> Optional[Entity]:
-    """The catalog row, or None when there is none; ValueError for an unknown type or a malformed id."""
+def entity_key(entity_type: str, entity_id: Union[uuid.UUID, str]) -> uuid.UUID:
+    """The entity's id as a UUID; ValueError naming what is wrong for an unknown type or a malformed id."""
     if entity_type not in ENTITY_TYPES:
         raise ValueError(f"entity type {entity_type!r} is not one of {', '.join(ENTITY_TYPES)}")
     try:
-        entity_uuid = uuid.UUID(str(entity_id))
+        return uuid.UUID(str(entity_id))
     except ValueError:
         raise ValueError(f"{entity_type} id {str(entity_id)[:80]!r} is not a UUID") from None
+
+
+def get_entity(entity_type: str, entity_id: Union[uuid.UUID, str]) -> Optional[Entity]:
+    """The catalog row, or None when there is none; ValueError for an unknown type or a malformed id."""
+    entity_uuid = entity_key(entity_type, entity_id)
     model, name_field = _NAMED[entity_type]
     row = model.get_or_none(model.id == entity_uuid)
     if row is None:

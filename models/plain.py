@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import uuid
-from typing import Any
+from typing import Any, Optional
 
 
 def plain(value: Any) -> Any:
@@ -27,3 +27,17 @@ class AsDict:
     def as_dict(self) -> dict:
         """The dataclass as JSON-ready data (ISO timestamps, string UUIDs)."""
         return plain(dataclasses.asdict(self))
+
+
+def fmt_ms(ms: Optional[int], missing: str = "-") -> str:
+    """A duration for a person: 120ms, 4.2s, 2m05s, 3h02m; ``missing`` when unknown."""
+    if ms is None:
+        return missing
+    if ms < 1000:
+        return f"{ms}ms"
+    if ms < 60_000:
+        return f"{ms / 1000:.1f}s"
+    minutes, seconds = divmod(round(ms / 1000), 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    return f"{minutes // 60}h{minutes % 60:02d}m"

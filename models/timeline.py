@@ -29,7 +29,7 @@ from typing import Iterable, Optional, Union
 from peewee import SQL, NodeList, fn
 
 from .database import is_postgres
-from .entities import search_entities
+from .entities import entity_key, search_entities
 from .job_log import ENTITY_TYPES, PENDING_STATUSES, STATUSES, EnrichmentLog
 from .plain import AsDict
 
@@ -402,12 +402,7 @@ def entity_history(entity_type: str, entity_id: Union[uuid.UUID, str], limit: in
     The trees are found among the entity's newest ``HISTORY_MAX_ROWS`` job
     rows, through the (entity_type, entity_id, created_at) index.
     """
-    if entity_type not in ENTITY_TYPES:
-        raise ValueError(f"entity_type {entity_type!r} is not one of {', '.join(ENTITY_TYPES)}")
-    try:
-        entity_uuid = uuid.UUID(str(entity_id))
-    except ValueError:
-        raise ValueError(f"entity_id {str(entity_id)[:80]!r} is not a UUID") from None
+    entity_uuid = entity_key(entity_type, entity_id)
     touched = (
         Log.select(fn.COALESCE(Log.parent_job_id, Log.job_id))
         .where((Log.entity_type == entity_type) & (Log.entity_id == entity_uuid))

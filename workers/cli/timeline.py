@@ -15,6 +15,7 @@ import uuid
 from typing import Iterable, Optional, TextIO
 
 from models import utcnow
+from models.plain import fmt_ms
 from models.entities import entity_names
 from models.job_log import DEGRADED, FAILED, LOST, PARTIAL_SUCCESS, QUEUED, RETRYING, RUNNING, SUCCESS
 from models.timeline import RootPage, RootSummary, TimelineItem, Tree, get_tree
@@ -55,18 +56,6 @@ class Style:
 
 
 # -- small formats --------------------------------------------------------------------
-
-
-def fmt_ms(ms: Optional[int]) -> str:
-    """120ms, 4.2s, 2m05s; a dash when unknown."""
-    if ms is None:
-        return "-"
-    if ms < 1000:
-        return f"{ms}ms"
-    if ms < 60_000:
-        return f"{ms / 1000:.1f}s"
-    minutes, seconds = divmod(round(ms / 1000), 60)
-    return f"{minutes}m{seconds:02d}s"
 
 
 def shorten(text: Optional[str], width: int) -> str:
