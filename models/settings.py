@@ -72,6 +72,17 @@ class Settings:
     # The web dashboard (enrich web): actions need both; any address but 127.0.0.1 needs the password.
     dashboard_allow_actions: bool = False
     dashboard_password: Optional[str] = field(default=None, repr=False)
+    # Metrics of `dramatiq workers` (Redis) on http://prometheus_host:prometheus_port/; port 0: none.
+    prometheus_host: str = "127.0.0.1"
+    prometheus_port: int = 9191
+    # "otlp" or "console" when OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT or OTEL_TRACES_EXPORTER is set:
+    # trace the jobs (the OpenTelemetry SDK reads the other OTEL_* variables itself).
+    tracing_exporter: Optional[str] = None
+    otel_service_name: str = "music-enrichment"
+
+    @property
+    def tracing(self) -> bool:
+        return self.tracing_exporter is not None
 
     def secrets(self) -> list[str]:
         """The configured secret values, for the log redaction step."""
@@ -238,4 +249,36 @@ def load_settings(env: Optional[Mapping[str, str]] = None) -> Settings:
         dashboard_password=_optional(env, "DASHBOARD_PASSWORD"),
         no_data_cooldown_days=_days(env, "NO_DATA_COOLDOWN_DAYS", defaults.no_data_cooldown_days),
         failed_cooldown_days=_days(env, "FAILED_COOLDOWN_DAYS", defaults.failed_cooldown_days),
+        prometheus_host=_optional(env, "PROMETHEUS_HOST") or defaults.prometheus_host,
+        prometheus_port=_port(env, "PROMETHEUS_PORT", defaults.prometheus_port),
+        tracing_exporter=_tracing_exporter(env),
+        otel_service_name=_optional(env, "OTEL_SERVICE_NAME") or defaults.otel_service_name,
     )
+
+
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    value = _count(env, name, default)
+    if value > 65535:
+        raise ConfigError(f"{name}={value} must be a TCP port (1-65535), or 0 for none")
+    return value
+
+
+TRACE_EXPORTERS = ("otlp", "console")
+
+
+def _tracing_exporter(env: Mapping[str, str]) -> Optional[str]:
+    """The span exporter the OTEL_* variables ask for, or None: no tracing."""
+    exporter = (_optional(env, "OTEL_TRACES_EXPORTER") or "").lower()
+    if exporter == "none" or (_optional(env, "OTEL_SDK_DISABLED") or "").lower() == "true":
+        return None
+    if not exporter:
+        endpoint = _optional(env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or _optional(env, "OTEL_EXPORTER_OTLP_ENDPOINT")
+        exporter = "otlp" if endpoint else ""
+    if exporter and exporter not in TRACE_EXPORTERS:
+        raise ConfigError(f"OTEL_TRACES_EXPORTER={exporter!r} must be one of {', '.join(TRACE_EXPORTERS)} or none")
+    protocol = (_optional(env, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or _optional(env, "OTEL_EXPORTER_OTLP_PROTOCOL")
+                or "http/protobuf").lower()
+    if exporter == "otlp" and protocol != "http/protobuf":
+        raise ConfigError(f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r}: the otel extra exports over http/protobuf "
+                          "only (the collector's HTTP port, usually 4318)")
+    return exporter or None

@@ -1,11 +1,13 @@
 """The broker every process uses: Redis when REDIS_URL is set, in-memory otherwise.
 
 Middleware order matters: MessageOptions first, so that no middleware acts on
-an option of the wrong type; ActorArguments next, so that a job whose
-arguments cannot fit its actor fails before anything runs for it; Dramatiq's
-defaults next (with our retry settings), then the per-message database
-connection release, then JobLinking, so that it sees each attempt's final
-verdict; the lost-work sweep after it touches no message.
+an option of the wrong type; Dramatiq's Prometheus metrics next (workers on
+Redis), so that they see every message that starts, even one failed by the
+next; ActorArguments next, so that a job whose arguments cannot fit its actor
+fails before anything runs for it; Dramatiq's defaults next (with our retry
+settings), then the per-message database connection release, our metrics and
+the tracing, then JobLinking, so that it sees each attempt's final verdict;
+the lost-work sweep after it touches no message.
 """
 
 from __future__ import annotations
@@ -16,17 +18,26 @@ from dramatiq.middleware import AgeLimit, Callbacks, Pipelines, Retries, Shutdow
 
 from middleware import ActorArguments, DatabaseConnections, JobLinking, MessageOptions
 from middleware.lost_work import SweepLostWork
+from middleware.metrics import JobMetrics
 from models import ConfigError, Settings
 from models.settings import redact_url
 
 from .log_buffer import DrainLogsAtShutdown
+from .logging_setup import secret_values
 from .redis_broker import DeadLetteringRedisBroker
+from .telemetry import tracing_middleware
 
 
 def build_broker(settings: Settings) -> dramatiq.Broker:
     """A broker with the product's middleware; in-memory when ``settings.redis_url`` is unset."""
+    # Metrics only where `dramatiq workers` serves them: worker processes on Redis.
+    metrics = bool(settings.redis_url and settings.prometheus_port)
+    if metrics:
+        from middleware.prometheus import MetricsExposition  # imports Dramatiq's prometheus module
     middleware = [
         MessageOptions(),  # first: its checks run before any other middleware reads an option
+        # Dramatiq's own metrics and their HTTP endpoint (a process forked by `dramatiq`).
+        *([MetricsExposition(settings.prometheus_host, settings.prometheus_port)] if metrics else []),
         ActorArguments(),  # a call that cannot fit the actor's signature fails here, never retried
         AgeLimit(),
         TimeLimit(time_limit=settings.job_time_limit_ms),
@@ -55,6 +66,13 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
         broker.emit_after("process_boot")
     broker.add_middleware(DrainLogsAtShutdown())
     broker.add_middleware(DatabaseConnections())
+    if metrics:
+        # Ours, before JobLinking: it reads current_job() while JobLinking still holds it.
+        broker.add_middleware(JobMetrics())
+    tracing = tracing_middleware(settings, secret_values(settings))  # None unless tracing is configured
+    if tracing is not None:
+        # A span per attempt, current while JobLinking logs the attempt's lines.
+        broker.add_middleware(tracing)
     broker.add_middleware(JobLinking(secrets=settings.secrets))
     # Not about one message: a thread per worker process looking for jobs whose message
     # Redis lost (one sweep per interval across processes); the drainers will run it instead.

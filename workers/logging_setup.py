@@ -37,6 +37,7 @@ from middleware.redaction import REDACTED, is_secret_key, redact_text, redact_va
 from models.settings import ConfigError, Settings
 
 from .log_buffer import BufferedLines
+from .telemetry import trace_log_processors
 
 # Loggers that speak once per request or query: (level when debugging, level otherwise).
 # httpcore's DEBUG is one line per socket event and peewee's is every SQL
@@ -135,6 +136,7 @@ def render_processors(settings: Settings, colors: bool = False) -> list[Processo
     json_format = settings.log_format == "json"
     return [
         ProcessorFormatter.remove_processors_meta,
+        *trace_log_processors(settings),  # trace_id and span_id, only when tracing is on
         # JSON gets the traceback as data; the console gets it as text (so it is redacted too).
         structured_traceback if json_format else structlog.processors.format_exc_info,
         structlog.processors.EventRenamer("message"),  # the key Datadog and Vector read as the message
@@ -165,8 +167,11 @@ class _NamedWriteLogger(structlog.WriteLogger):
         self.name = name or "root"
 
     def msg(self, message: str) -> None:
-        # The stream is looked up per line, so reconfiguring redirects loggers already cached.
-        self._file = _output.stream
+        # The stream is looked up per line, so reconfiguring redirects loggers already cached
+        # (WriteLogger writes through the bound methods it took from its first stream).
+        stream = _output.stream
+        if stream is not self._file:
+            self._file, self._write, self._flush = stream, stream.write, stream.flush
         super().msg(message)
 
     def urgent(self, message: str) -> None:

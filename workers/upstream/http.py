@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Protocol
 
 import httpx
 
+from middleware.metrics import observe_upstream_request
 from models.settings import Settings
 
 from .errors import PermanentUpstreamError, RetryableUpstreamError, UpstreamError
@@ -219,10 +220,13 @@ class ServiceClient:
                 )
             ) from None
         where = f"{self.service} {method} {request.url.path}"
+        started = time.perf_counter()
         try:
             response = self._client.send(request, stream=True)
         except httpx.TransportError as exc:
+            observe_upstream_request(self.service, None, time.perf_counter() - started)
             raise self.scrub(error_for_transport(exc, where, self.service, reading_body=False)) from exc
+        observe_upstream_request(self.service, response.status_code, time.perf_counter() - started)
         try:
             error = error_for_status(response, self.where(response), self.service)
             if error is not None:

@@ -17,6 +17,8 @@ from typing import Optional
 from dramatiq.rate_limits import RateLimiterBackend
 from dramatiq.rate_limits.backends import RedisBackend, StubBackend
 
+from middleware.metrics import observe_rate_limit_wait
+
 from .errors import RetryableUpstreamError
 
 KEY_PREFIX = "music-enrichment:rate-limit:"
@@ -97,9 +99,11 @@ class SpacingLimiter:
 
     def acquire(self) -> None:
         """Wait for this process's turn; raise ``RetryableUpstreamError('rate_limit_wait')`` past ``max_wait``."""
-        deadline = time.monotonic() + self.max_wait
+        started = time.monotonic()
+        deadline = started + self.max_wait
         while not self.backend.add(self.key, 1, self.ttl_ms):
             if time.monotonic() >= deadline:
+                observe_rate_limit_wait(self.service, time.monotonic() - started)
                 raise RetryableUpstreamError(
                     f"{self.service} rate limit: no slot within {self.max_wait:g} s",
                     error_code="rate_limit_wait",
@@ -107,6 +111,7 @@ class SpacingLimiter:
                     service=self.service,
                 )
             time.sleep(self.poll_interval)
+        observe_rate_limit_wait(self.service, time.monotonic() - started)
 
     def __repr__(self) -> str:
         return f"SpacingLimiter({self.key!r}, interval={self.ttl_ms / 1000:g}s, {type(self.backend).__name__})"

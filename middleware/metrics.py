@@ -1,0 +1,271 @@
+"""JobMetrics: the product's own Prometheus metrics, beside Dramatiq's.
+
+    broker.add_middleware(MetricsExposition(...))   # Dramatiq's metrics and the HTTP endpoint
+    broker.add_middleware(JobMetrics())             # ours, after it and before JobLinking
+
+The metrics are created when the worker process boots, after Dramatiq's
+``Prometheus`` middleware has pointed ``prometheus_client`` at its
+multiprocess directory, so they land in the same exposition.  Before that
+(and in a process without this middleware) every ``observe_*`` function is a
+no-op: the upstream clients call them unconditionally.
+
+Labels are small, fixed sets (operation, status, service): never a job or
+entity id.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable, Mapping, Optional
+
+import structlog
+from dramatiq.middleware import Middleware
+
+from models.job_log import DEGRADABLE_STATUSES, DEGRADED, FAILED, SKIPPED, SUCCESS
+
+from .job_context import current_job
+
+logger = structlog.get_logger("middleware.metrics")
+
+# Seconds: jobs run from milliseconds to the two-minute time limit.
+JOB_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+# Seconds: upstream requests and rate-limit waits.
+REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+JournalStats = Callable[[], Mapping[str, float]]
+
+
+class _Metrics:
+    """The metric objects of this process, created at boot (``prometheus_client`` imported then)."""
+
+    def __init__(self, registry=None) -> None:
+        from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+
+        registry = registry or REGISTRY
+        self.jobs_finished = Counter(
+            "enrich_jobs_finished_total", "Jobs that ended for good, by operation and status (the row's own status).",
+            ["operation", "status"], registry=registry)
+        self.job_duration = Histogram(
+            "enrich_job_duration_seconds", "Time one attempt of a job ran, retried attempts included.",
+            ["operation"], buckets=JOB_BUCKETS, registry=registry)
+        self.roots_degraded = Counter(
+            "enrich_roots_degraded_total", "Root jobs that turned degraded (a job of their tree failed for good).",
+            ["operation"], registry=registry)
+        self.upstream_requests = Counter(
+            "enrich_upstream_requests_total", "Requests to upstream services, by HTTP status ('error': no response).",
+            ["service", "status"], registry=registry)
+        self.upstream_duration = Histogram(
+            "enrich_upstream_request_duration_seconds", "Time until an upstream service's response headers.",
+            ["service"], buckets=REQUEST_BUCKETS, registry=registry)
+        self.rate_limit_wait = Histogram(
+            "enrich_rate_limit_wait_seconds", "Time a request waited for the shared MusicBrainz/Discogs spacing.",
+            ["service"], buckets=REQUEST_BUCKETS, registry=registry)
+        # The journal's figures are per process: summed (backlog) or maxed (age) over live processes.
+        self.journal_entries = Gauge(
+            "enrich_journal_entries", "Job-log rows waiting in the journal for the database.",
+            registry=registry, multiprocess_mode="livesum")
+        self.journal_oldest_age = Gauge(
+            "enrich_journal_oldest_entry_age_seconds", "Age of the oldest row waiting in the journal.",
+            registry=registry, multiprocess_mode="livemax")
+        self.journal_drained = Counter(
+            "enrich_journal_drained_rows_total", "Journal rows written to the database.", registry=registry)
+        self.journal_refused = Counter(
+            "enrich_journal_refused_rows_total", "Journal rows the database refused.", registry=registry)
+
+
+_metrics: Optional[_Metrics] = None
+
+
+def enable_metrics(registry=None) -> None:
+    """Create this process's metrics (``JobMetrics`` does it at boot); the ``observe_*`` functions start counting."""
+    global _metrics
+    if _metrics is None:
+        _metrics = _Metrics(registry)
+        _journal.start_if_ready()
+
+
+def disable_metrics() -> None:
+    """Stop counting in this process (tests)."""
+    global _metrics
+    _journal.stop()
+    _metrics = None
+
+
+def observe_upstream_request(service: str, status: Optional[int], seconds: float) -> None:
+    """One upstream request: its HTTP status (None: no response) and the time to its headers."""
+    if _metrics is not None:
+        _metrics.upstream_requests.labels(service, "error" if status is None else str(status)).inc()
+        _metrics.upstream_duration.labels(service).observe(seconds)
+
+
+def observe_rate_limit_wait(service: str, seconds: float) -> None:
+    """Time one request waited for its service's rate limit."""
+    if _metrics is not None:
+        _metrics.rate_limit_wait.labels(service).observe(seconds)
+
+
+class _JournalObserver:
+    """Copies ``stats()`` into the journal metrics every ``interval`` seconds, on a thread of its own."""
+
+    def __init__(self) -> None:
+        self.stats: Optional[JournalStats] = None
+        self.interval = 5.0
+        self._last = {"drained_total": 0, "refused_total": 0}
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    def refresh(self) -> None:
+        if _metrics is None or self.stats is None:
+            return
+        stats = self.stats()
+        _metrics.journal_entries.set(stats["entries"])
+        _metrics.journal_oldest_age.set(stats["oldest_age_seconds"] or 0)
+        # The journal's totals count from its start: the counters take what was added since the last read.
+        for key, counter in (("drained_total", _metrics.journal_drained), ("refused_total", _metrics.journal_refused)):
+            added = stats[key] - self._last[key]
+            if added > 0:
+                counter.inc(added)
+            self._last[key] = stats[key]
+
+    def start_if_ready(self) -> None:
+        if _metrics is None or self.stats is None or (self._thread and self._thread.is_alive()):
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="journal-metrics", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        self._thread = None
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self.refresh()
+            except Exception as exc:  # a broken stats() must not end the readings for good
+                logger.warning("could not read the journal's figures for the metrics", error=repr(exc))
+            if self._stop.wait(self.interval):
+                return
+
+
+_journal = _JournalObserver()
+
+
+def observe_journal(stats: JournalStats, interval: float = 5.0) -> None:
+    """Export the journal's figures: ``stats()`` returns ``entries``, ``oldest_age_seconds``,
+    ``drained_total`` and ``refused_total`` (totals since the journal started).
+
+    Call it once per process (before or after boot); the figures are read
+    every ``interval`` seconds while metrics are on.
+    """
+    _journal.stats = stats
+    _journal.interval = interval
+    _journal.start_if_ready()
+
+
+def refresh_journal_metrics() -> None:
+    """Read the journal's figures now (what the background thread does every interval)."""
+    _journal.refresh()
+
+
+class JobMetrics(Middleware):
+    """Counts finished jobs, times attempts and notices roots turning degraded.
+
+    Add it after ``MetricsExposition`` (its metrics need that middleware's
+    directory) and before ``JobLinking`` (it reads the running job from
+    ``current_job()`` before JobLinking lets go of it, and looks at the rows
+    once JobLinking has committed them).
+
+    Parameters:
+      database(peewee.Database): Where JobLinking writes its rows; read when a
+        job fails for good or a root finishes, to see whether its root turned
+        degraded.  Defaults to ``models.database``.
+    """
+
+    def __init__(self, database=None) -> None:
+        from models.database import database as default_database
+
+        self.database = database if database is not None else default_database
+        self._local = threading.local()
+        self._lookups_failing = False
+
+    def after_process_boot(self, broker):
+        enable_metrics()
+
+    def before_worker_shutdown(self, broker, worker):
+        _journal.stop()
+
+    def before_process_message(self, broker, message):
+        self._local.started = time.monotonic()
+
+    def after_process_message(self, broker, message, *, result=None, exception=None):
+        job = current_job()
+        started = getattr(self._local, "started", None)
+        if _metrics is not None and job is not None and job.job_id == message.message_id and started is not None:
+            _metrics.job_duration.labels(job.operation).observe(time.monotonic() - started)
+        self._local.started = None
+
+    def before_ack(self, broker, message):
+        self._local.ending = self._ending(message, failed=False)
+
+    def before_nack(self, broker, message):
+        self._local.ending = self._ending(message, failed=True)
+
+    def after_ack(self, broker, message):
+        self._finished(message)
+
+    after_nack = after_ack
+
+    def _ending(self, message, failed: bool):
+        """(operation, final status, root job id or None) of the attempt ending, or None when it is retried."""
+        job = current_job()
+        if job is None or job.job_id != message.message_id:
+            return None
+        if failed:
+            status = FAILED
+        elif job.skipped:
+            status = SKIPPED
+        elif job.exception is not None:
+            if job.retry_enqueued:
+                return None  # not finished: Dramatiq runs it again
+            status = FAILED
+        else:
+            status = job.outcome.status or SUCCESS
+        return message.message_id, job.operation, status, job.root_id
+
+    def _finished(self, message) -> None:
+        ending, self._local.ending = getattr(self._local, "ending", None), None
+        if ending is None or _metrics is None or ending[0] != message.message_id:
+            return
+        job_id, operation, status, root_id = ending
+        _metrics.jobs_finished.labels(operation, status).inc()
+        # The first job of a tree to fail for good turns its finished root degraded; a root
+        # that finishes well after such a failure turns degraded as it finishes.
+        if root_id is not None and status == FAILED:
+            self._count_degraded_root(root_id, when_failed_children=1)
+        elif root_id is None and status in DEGRADABLE_STATUSES:
+            self._count_degraded_root(job_id, when_failed_children=None)
+
+    def _count_degraded_root(self, root_id: str, when_failed_children: Optional[int]) -> None:
+        from models.job_log import EnrichmentLog as T
+
+        try:
+            with self.database.connection_context():
+                row = (T.select(T.operation, T.status, T.failed_children)
+                       .where((T.job_id == root_id) & (T.is_root_job == True))  # noqa: E712
+                       .tuples().first())
+        except Exception as exc:  # the database is down: the row waits in JobLinking's writer
+            if not self._lookups_failing:
+                logger.warning("cannot read the root's row for enrich_roots_degraded_total",
+                               error=type(exc).__name__)
+            self._lookups_failing = True
+            return
+        self._lookups_failing = False
+        if row is None:
+            return
+        operation, status, failed_children = row
+        if status == DEGRADED and when_failed_children in (None, failed_children):
+            _metrics.roots_degraded.labels(operation).inc()
