@@ -3,7 +3,7 @@
     broker.add_middleware(MetricsExposition(...))   # Dramatiq's metrics and the HTTP endpoint
     broker.add_middleware(JobMetrics())             # ours, after it and before JobLinking
 
-The metrics are created when the worker process boots, after Dramatiq's
+The metrics are created when the worker starts, after Dramatiq's
 ``Prometheus`` middleware has pointed ``prometheus_client`` at its
 multiprocess directory, so they land in the same exposition.  Before that
 (and in a process without this middleware) every ``observe_*`` function is a
@@ -192,7 +192,9 @@ class JobMetrics(Middleware):
         self._local = threading.local()
         self._lookups_failing = False
 
-    def after_process_boot(self, broker):
+    def before_worker_boot(self, broker, worker):
+        # Not after_process_boot: Dramatiq emits after_* hooks last middleware first, and
+        # MetricsExposition must have set up the multiprocess directory before.
         enable_metrics()
 
     def before_worker_shutdown(self, broker, worker):
