@@ -1,0 +1,140 @@
+"""Our metrics in one process: the journal's figures, the upstream observers, the per-run directory."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from middleware import metrics
+from middleware.prometheus import RUN_MARKER, clear_for_this_run
+
+from linking_harness import wait_for
+
+
+class Journal:
+    """A stand-in with the journal's ``stats()`` shape: rows wait, drain, or are refused."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.waiting: list[float] = []  # ages of the rows waiting
+        self.drained = 0
+        self.refused = 0
+
+    def stats(self) -> dict:
+        with self.lock:
+            return {
+                "entries": len(self.waiting),
+                "oldest_age_seconds": max(self.waiting, default=None),
+                "drained_total": self.drained,
+                "refused_total": self.refused,
+            }
+
+
+@pytest.fixture
+def registry():
+    registry = CollectorRegistry()
+    metrics.enable_metrics(registry)
+    yield registry
+    metrics.disable_metrics()
+    metrics._journal.stats = None
+
+
+def read(registry) -> dict:
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(generate_latest(registry).decode())
+        for sample in family.samples
+    }
+
+
+def test_the_journal_figures_are_exported_from_its_stats_callable(registry):
+    journal = Journal()
+    metrics.observe_journal(journal.stats, interval=3600)  # the thread reads once at start
+    figures = wait_for(lambda: (f := read(registry)) and ("enrich_journal_entries", ()) in f and f)
+    assert figures[("enrich_journal_entries", ())] == 0
+    assert figures[("enrich_journal_oldest_entry_age_seconds", ())] == 0
+
+    journal.waiting = [12.5, 3.0]
+    journal.drained, journal.refused = 40, 2
+    metrics.refresh_journal_metrics()
+    figures = read(registry)
+    assert figures[("enrich_journal_entries", ())] == 2
+    assert figures[("enrich_journal_oldest_entry_age_seconds", ())] == 12.5
+    assert figures[("enrich_journal_drained_rows_total", ())] == 40
+    assert figures[("enrich_journal_refused_rows_total", ())] == 2
+
+    # The journal's totals only grow: the counters add what was added since the last reading.
+    journal.waiting = []
+    journal.drained = 42
+    metrics.refresh_journal_metrics()
+    metrics.refresh_journal_metrics()
+    figures = read(registry)
+    assert figures[("enrich_journal_entries", ())] == 0
+    assert figures[("enrich_journal_drained_rows_total", ())] == 42
+    assert figures[("enrich_journal_refused_rows_total", ())] == 2
+
+
+def test_the_journal_figures_are_read_again_every_interval(registry):
+    journal = Journal()
+    metrics.observe_journal(journal.stats, interval=0.05)
+    with journal.lock:
+        journal.waiting = [1.0, 2.0, 3.0]
+    wait_for(lambda: read(registry).get(("enrich_journal_entries", ())) == 3, timeout=5)
+
+
+def test_upstream_requests_and_rate_limit_waits_are_counted_by_service_and_status(registry):
+    metrics.observe_upstream_request("discogs", 200, 0.12)
+    metrics.observe_upstream_request("discogs", 429, 0.02)
+    metrics.observe_upstream_request("musicbrainz", None, 10.0)
+    metrics.observe_rate_limit_wait("musicbrainz", 0.9)
+    figures = read(registry)
+    assert figures[("enrich_upstream_requests_total", (("service", "discogs"), ("status", "200")))] == 1
+    assert figures[("enrich_upstream_requests_total", (("service", "discogs"), ("status", "429")))] == 1
+    assert figures[("enrich_upstream_requests_total", (("service", "musicbrainz"), ("status", "error")))] == 1
+    assert figures[("enrich_upstream_request_duration_seconds_count", (("service", "discogs"),))] == 2
+    assert figures[("enrich_rate_limit_wait_seconds_sum", (("service", "musicbrainz"),))] == 0.9
+
+
+def test_without_metrics_the_observers_do_nothing():
+    assert metrics._metrics is None
+    metrics.observe_upstream_request("discogs", 200, 0.1)
+    metrics.observe_rate_limit_wait("discogs", 0.1)
+    metrics.refresh_journal_metrics()
+
+
+def test_the_multiprocess_directory_is_cleared_once_per_run(tmp_path):
+    directory = tmp_path / "prom"
+    directory.mkdir()
+    (directory / "counter_111.db").write_bytes(b"old run")
+    assert clear_for_this_run(str(directory), "4242")
+    assert {p.name for p in directory.iterdir()} == {".lock", RUN_MARKER}
+    # The run's other worker processes boot later: what the first one wrote stays.
+    (directory / "counter_222.db").write_bytes(b"this run")
+    assert not clear_for_this_run(str(directory), "4242")
+    assert (directory / "counter_222.db").exists()
+    assert clear_for_this_run(str(directory), "5353")  # the next run
+    assert not (directory / "counter_222.db").exists()
+
+
+def test_the_grafana_dashboard_only_queries_metrics_the_workers_export(registry):
+    import inspect
+    import json
+    import re
+    from pathlib import Path
+
+    from dramatiq.middleware import prometheus as dramatiq_prometheus
+
+    dashboard = json.loads((Path(__file__).resolve().parent.parent / "docs/grafana/enrich.json").read_text())
+    queried = {name for panel in dashboard["panels"] for target in panel["targets"]
+               for name in re.findall(r"\b((?:enrich|dramatiq)_[a-z_]+)\b", target["expr"])}
+    ours = {family.name for family in registry.collect()}
+    dramatiqs = set(re.findall(r'"(dramatiq_[a-z_]+)"', inspect.getsource(dramatiq_prometheus)))
+    exported = set()
+    for name in ours | dramatiqs:
+        exported |= {name, name + "_total", name + "_bucket", name + "_sum", name + "_count"}
+    assert queried and queried <= exported, queried - exported
+    assert {n for n in ours if n.startswith("enrich_")} <= {re.sub(r"_(total|bucket|sum|count)$", "", q)
+                                                             for q in queried}  # every one of ours on a panel
