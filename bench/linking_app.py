@@ -1,27 +1,55 @@
 """The broker module the linking benchmark runs under ``dramatiq``.
 
 BENCH_LINKING=1 adds JobLinking (rows go to DATABASE_URL); 0 runs plain Dramatiq.
+BENCH_METRICS=1 adds the Prometheus middleware and ours (PROMETHEUS_PORT);
+tracing follows the OTEL_* variables, as in workers.broker; BENCH_NO_OTEL=1
+makes every ``opentelemetry`` import fail, as without the otel extra.
 """
 
 import os
+import sys
 import time
 
-import dramatiq
-from dramatiq.brokers.redis import RedisBroker
+if os.environ.get("BENCH_NO_OTEL") == "1":
+    class _NoOpenTelemetry:
+        def find_spec(self, name, path=None, target=None):
+            if name == "opentelemetry" or name.startswith("opentelemetry."):
+                raise ImportError(f"{name}: the otel extra is not installed (BENCH_NO_OTEL=1)")
+            return None
 
-from middleware import DatabaseConnections, JobLinking, MessageOptions
-from models import bind_database, load_settings
-from workers.log_buffer import DrainLogsAtShutdown
-from workers.logging_setup import configure_logging
+    sys.meta_path.insert(0, _NoOpenTelemetry())
 
-configure_logging(load_settings())  # production logging in both modes (workers run with --skip-logging)
+import dramatiq  # noqa: E402
+from dramatiq.brokers.redis import RedisBroker  # noqa: E402
+
+from middleware import DatabaseConnections, JobLinking, MessageOptions  # noqa: E402
+from models import bind_database, load_settings  # noqa: E402
+from workers.log_buffer import DrainLogsAtShutdown  # noqa: E402
+from workers.logging_setup import configure_logging, secret_values  # noqa: E402
+from workers.telemetry import tracing_middleware  # noqa: E402
+
+settings = load_settings()
+configure_logging(settings)  # production logging in both modes (workers run with --skip-logging)
 
 broker = RedisBroker(url=os.environ["REDIS_URL"])
+if os.environ.get("BENCH_METRICS") == "1":
+    from middleware.metrics import JobMetrics
+    from middleware.prometheus import MetricsExposition
+
+    from dramatiq.middleware import AgeLimit
+
+    # Before Dramatiq's defaults (and after MessageOptions, added below), as in workers.broker.
+    broker.add_middleware(MetricsExposition(settings.prometheus_host, settings.prometheus_port), before=AgeLimit)
 broker.add_middleware(DrainLogsAtShutdown())
 if os.environ.get("BENCH_LINKING") == "1":
     bind_database(os.environ["DATABASE_URL"])
     broker.add_middleware(MessageOptions(), before=type(broker.middleware[0]))
     broker.add_middleware(DatabaseConnections())
+    if os.environ.get("BENCH_METRICS") == "1":
+        broker.add_middleware(JobMetrics())
+    tracing = tracing_middleware(settings, secret_values(settings))
+    if tracing is not None:
+        broker.add_middleware(tracing)
     broker.add_middleware(JobLinking())
 dramatiq.set_broker(broker)
 

@@ -1,12 +1,21 @@
 """Messages per second through real Dramatiq workers, with and without JobLinking.
 
     .venv/bin/python bench/linking_benchmark.py [--noop 20000] [--io 4000]
+    .venv/bin/python bench/linking_benchmark.py --modes linked-no-otel,linked,traced,metered --rounds 3 --io 0
 
 For each actor (a no-op and a 20 ms sleep) and each mode, it fills the Redis
 queue, starts ``dramatiq`` with 2 processes x 8 threads, and times from the
 moment both processes are ready until the queue is empty; then prints the
 rates and the ratio linked / plain.  With linking it also checks that every
 message has exactly one ``success`` row.
+
+``--modes`` compares any of: ``plain`` (no JobLinking), ``linked``
+(JobLinking; OpenTelemetry installed but not configured), ``linked-no-otel``
+(as if the otel extra were not installed: its imports fail), ``traced``
+(tracing on, spans exported over OTLP/HTTP to a local receiver) and
+``metered`` (Prometheus metrics on).  Modes run interleaved, ``--rounds``
+times; every round is printed, then the medians and each mode's cost per
+message against the first mode.
 """
 
 from __future__ import annotations
@@ -38,11 +47,63 @@ def admin(sql: str) -> None:
     conn.close()
 
 
-def run_once(actor: str, count: int, linking: bool, db_url: str) -> tuple[float, dict[str, float]]:
-    """Messages per second, and CPU microseconds per message by process group."""
+MODES = ("plain", "linked", "linked-no-otel", "traced", "metered")
+
+
+def mode_env(mode: str) -> dict:
+    """What bench/linking_app.py reads to build the broker of ``mode``."""
+    env = {"BENCH_LINKING": "0" if mode == "plain" else "1", "BENCH_METRICS": "1" if mode == "metered" else "0",
+           "BENCH_NO_OTEL": "1" if mode == "linked-no-otel" else "0"}
+    if mode == "traced":
+        env.update(OTEL_EXPORTER_OTLP_ENDPOINT=otlp_sink(), OTEL_BSP_SCHEDULE_DELAY="500")
+    if mode == "metered":
+        env.update(PROMETHEUS_PORT=str(free_port()), dramatiq_prom_db=tempfile.mkdtemp(prefix="bench-prom-"))
+    return env
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+_sink_url = None
+
+
+def otlp_sink() -> str:
+    """A local OTLP/HTTP receiver that accepts and drops every export (started once)."""
+    global _sink_url
+    if _sink_url is None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Sink(BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        _sink_url = f"http://127.0.0.1:{server.server_port}"
+    return _sink_url
+
+
+def run_once(actor: str, count: int, linking, db_url: str) -> tuple[float, dict[str, float]]:
+    """Messages per second, and CPU microseconds per message by process group.
+
+    ``linking`` is a mode name, or a bool (``linked`` / ``plain``).
+    """
+    mode = linking if isinstance(linking, str) else ("linked" if linking else "plain")
+    linking = mode != "plain"
     # INFO: the benchmark waits for the workers' "ready for action" lines (and production logs at INFO).
-    env = dict(os.environ, REDIS_URL=REDIS_URL, DATABASE_URL=db_url, BENCH_LINKING="1" if linking else "0",
-               PYTHONPATH=ROOT, LOG_LEVEL="INFO")
+    env = dict(os.environ, REDIS_URL=REDIS_URL, DATABASE_URL=db_url, PYTHONPATH=ROOT, LOG_LEVEL="INFO",
+               **mode_env(mode))
     r = redis.Redis.from_url(REDIS_URL)
     r.flushdb()
     if linking:
@@ -102,7 +163,14 @@ def main() -> None:
     parser.add_argument("--noop", type=int, default=20000, help="messages for the no-op actor")
     parser.add_argument("--io", type=int, default=4000, help="messages for the 20 ms actor")
     parser.add_argument("--repeat", type=int, default=1, help="runs per mode (best is kept)")
+    parser.add_argument("--modes", help=f"compare these modes, interleaved (of {', '.join(MODES)})")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of --modes (every one printed, then medians)")
     args = parser.parse_args()
+    if args.modes:
+        modes = [m.strip() for m in args.modes.split(",")]
+        unknown = [m for m in modes if m not in MODES]
+        if unknown:
+            parser.error(f"unknown mode(s) {', '.join(unknown)}: expected some of {', '.join(MODES)}")
 
     from migrations import apply_migrations
     from models import bind_database
@@ -113,6 +181,9 @@ def main() -> None:
     try:
         db = bind_database(db_url)
         apply_migrations(db)
+        if args.modes:
+            compare_modes(modes, args, db_url)
+            return
         results = []
         print(f"{'actor':<10} {'plain msg/s':>12} {'linked msg/s':>13} {'ratio':>7}"
               f" {'plain sends/s':>14} {'linked sends/s':>15}")
@@ -132,6 +203,36 @@ def main() -> None:
 
         database.obj.close_all()
         admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def compare_modes(modes: list[str], args, db_url: str) -> None:
+    """Every mode once per round, interleaved; each round's rates, then medians and cost per message."""
+    import statistics
+
+    for actor, count in (("noop", args.noop), ("io_20ms", args.io)):
+        if not count:
+            continue
+        rates: dict[str, list[float]] = {m: [] for m in modes}
+        cpu: dict[str, list[float]] = {m: [] for m in modes}
+        print(f"\n{actor}, {count} messages: msg/s (worker CPU us/msg)")
+        print(f"{'round':<7}" + "".join(f"{m:>24}" for m in modes))
+        for round_no in range(1, args.rounds + 1):
+            row = []
+            for mode in modes:
+                rate, used = run_once(actor, count, mode, db_url)
+                rates[mode].append(rate)
+                cpu[mode].append(used["workers"])
+                row.append(f"{rate:>12.0f} ({used['workers']:>6.0f} us)")
+            print(f"{round_no:<7}" + "".join(f"{cell:>24}" for cell in row), flush=True)
+        medians = {m: statistics.median(rates[m]) for m in modes}
+        cpu_medians = {m: statistics.median(cpu[m]) for m in modes}
+        print(f"{'median':<7}" + "".join(f"{medians[m]:>12.0f} ({cpu_medians[m]:>6.0f} us)" for m in modes))
+        base = modes[0]
+        for mode in modes[1:]:
+            wall = (1 / medians[mode] - 1 / medians[base]) * 1e6 * 16  # 16 worker threads
+            print(f"  {mode} vs {base}: {medians[mode] / medians[base]:.2f}x msg/s, "
+                  f"{cpu_medians[mode] - cpu_medians[base]:+.0f} us worker CPU per message, "
+                  f"{wall:+.0f} us per message per worker thread")
 
 
 if __name__ == "__main__":

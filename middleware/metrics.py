@@ -22,7 +22,7 @@ from typing import Callable, Mapping, Optional
 import structlog
 from dramatiq.middleware import Middleware
 
-from models.job_log import DEGRADABLE_STATUSES, DEGRADED, FAILED, SKIPPED, SUCCESS
+from models.job_log import DEGRADED, FAILED, RETRYING, RUNNING, SKIPPED, SUCCESS
 
 from .job_context import current_job
 
@@ -180,9 +180,9 @@ class JobMetrics(Middleware):
     once JobLinking has committed them).
 
     Parameters:
-      database(peewee.Database): Where JobLinking writes its rows; read when a
-        job fails for good or a root finishes, to see whether its root turned
-        degraded.  Defaults to ``models.database``.
+      database(peewee.Database): Where JobLinking writes its rows; the root's
+        row is read when a job fails for good, to see whether that turned the
+        root degraded.  Defaults to ``models.database``.
     """
 
     def __init__(self, database=None) -> None:
@@ -222,7 +222,7 @@ class JobMetrics(Middleware):
     after_nack = after_ack
 
     def _ending(self, message, failed: bool):
-        """(operation, final status, root job id or None) of the attempt ending, or None when it is retried."""
+        """(job id, operation, final status, root job id or None) of the attempt ending; None when retried."""
         job = current_job()
         if job is None or job.job_id != message.message_id:
             return None
@@ -242,16 +242,19 @@ class JobMetrics(Middleware):
         ending, self._local.ending = getattr(self._local, "ending", None), None
         if ending is None or _metrics is None or ending[0] != message.message_id:
             return
-        job_id, operation, status, root_id = ending
+        _, operation, status, root_id = ending
         _metrics.jobs_finished.labels(operation, status).inc()
-        # The first job of a tree to fail for good turns its finished root degraded; a root
-        # that finishes well after such a failure turns degraded as it finishes.
         if root_id is not None and status == FAILED:
-            self._count_degraded_root(root_id, when_failed_children=1)
-        elif root_id is None and status in DEGRADABLE_STATUSES:
-            self._count_degraded_root(job_id, when_failed_children=None)
+            self._count_degraded_root(root_id)
 
-    def _count_degraded_root(self, root_id: str, when_failed_children: Optional[int]) -> None:
+    def _count_degraded_root(self, root_id: str) -> None:
+        """Count the root of a job that failed for good, if this was its tree's first such failure.
+
+        That failure turns a root that finished well ``degraded`` at once, and
+        one still running (or retrying) when it finishes, unless it fails
+        itself.  One read of the root's row, once JobLinking has committed the
+        failure; no read at all for jobs that end well.
+        """
         from models.job_log import EnrichmentLog as T
 
         try:
@@ -269,5 +272,5 @@ class JobMetrics(Middleware):
         if row is None:
             return
         operation, status, failed_children = row
-        if status == DEGRADED and when_failed_children in (None, failed_children):
+        if failed_children == 1 and status in (DEGRADED, RUNNING, RETRYING):
             _metrics.roots_degraded.labels(operation).inc()
