@@ -244,3 +244,83 @@ def test_upstream_call_spans_keep_urls_and_headers_free_of_credentials(monkeypat
     assert span.attributes["url.full"] == "https://api.discogs.com/artists/1"
     assert span.attributes["http.request.header.user_agent"] == ("music-enrichment/0.1",)
     assert span.attributes["http.response.status_code"] == 200
+
+
+@pytest.mark.parametrize("env, exporter", [
+    ({}, None),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}, "otlp"),
+    ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://collector:4318/v1/traces"}, "otlp"),
+    ({"OTEL_TRACES_EXPORTER": "console"}, "console"),
+    ({"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}, None),
+    ({"OTEL_SDK_DISABLED": "true", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}, None),
+])
+def test_tracing_is_on_when_an_endpoint_or_an_exporter_is_set(env, exporter):
+    assert load_settings(env).tracing_exporter == exporter
+
+
+@pytest.mark.parametrize("env, named", [
+    ({"OTEL_TRACES_EXPORTER": "jaeger"}, "OTEL_TRACES_EXPORTER='jaeger'"),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"},
+     "OTEL_EXPORTER_OTLP_PROTOCOL='grpc'"),
+    ({"PROMETHEUS_PORT": "70000"}, "PROMETHEUS_PORT=70000"),
+    ({"PROMETHEUS_PORT": "nine"}, "PROMETHEUS_PORT='nine'"),
+])
+def test_a_bad_observability_setting_is_one_line_naming_it(env, named):
+    from models import ConfigError
+
+    with pytest.raises(ConfigError) as refused:
+        load_settings(env)
+    assert named in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_installed_but_not_configured_nothing_of_opentelemetry_is_loaded(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    # (redis-py imports the OpenTelemetry API when it is there, for its own opt-in metrics: not ours.)
+    ours = ("opentelemetry.sdk.trace", "opentelemetry.instrumentation", "opentelemetry.exporter",
+            "middleware.tracing", "prometheus_client")
+    child = ("import sys, httpx, workers\n"
+             "print(sorted(type(m).__name__ for m in workers.broker.middleware))\n"
+             f"print(sorted(m for m in sys.modules if m.startswith({ours!r})))\n"
+             "print(httpx.HTTPTransport.handle_request.__module__)\n")
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run([sys.executable, "-c", child], cwd=root, capture_output=True, text=True, timeout=60,
+                            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root),
+                                 "DATABASE_URL": f"sqlite:///{tmp_path}/x.db"})
+    assert result.returncode == 0, result.stderr
+    middleware, loaded, transport = result.stdout.splitlines()
+    assert "Tracing" not in middleware and "JobMetrics" not in middleware
+    assert loaded == "[]"  # no tracer, no span, no log processor: no cost per job or per line
+    assert transport == "httpx._transports.default"  # httpx as it is, not instrumented
+
+
+def test_configured_without_the_otel_extra_is_one_warning_and_no_tracing(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    # The otel extra "not installed": every opentelemetry import fails in this process.
+    child = (
+        "import sys\n"
+        "class NoOtel:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'opentelemetry': raise ImportError(name)\n"
+        "sys.meta_path.insert(0, NoOtel())\n"
+        "import workers\n"
+        "print(sorted(type(m).__name__ for m in workers.broker.middleware))\n"
+        "print(any(m.startswith('opentelemetry') for m in sys.modules))\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run(
+        [sys.executable, "-c", child], cwd=root, capture_output=True, text=True, timeout=60,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root), "DATABASE_URL": f"sqlite:///{tmp_path}/x.db",
+             "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", "LOG_FLUSH_MS": "0"},
+    )
+    assert result.returncode == 0, result.stderr
+    middleware, otel_loaded = result.stdout.splitlines()
+    assert "Tracing" not in middleware and "JobLinking" in middleware
+    assert otel_loaded == "False"
+    [line] = [json.loads(line) for line in result.stderr.splitlines()]
+    assert line["level"] == "warning" and 'pip install -e ".[otel]"' in line["message"]
