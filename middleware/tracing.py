@@ -38,6 +38,7 @@ from .redaction import redact_text
 
 PROPAGATION_KEYS = ("traceparent", "tracestate")
 LINK_KEY = "trace_link"  # the traceparent of the job that started this tree (new_tree())
+MAX_NAME = 100
 
 _propagator = TraceContextTextMapPropagator()
 
@@ -103,8 +104,9 @@ class Tracing(Middleware):
             if linked.get_span_context().is_valid:
                 links.append(Link(linked.get_span_context(), {"enrich.link": "started_by"}))
         retries = options.get("retries", 0)
+        actor = str(message.actor_name)[:MAX_NAME]  # a message may name any actor, of any length
         span = self.tracer.start_span(
-            f"{message.actor_name} process",
+            f"{actor} process",
             context=parent,
             kind=SpanKind.CONSUMER,
             links=links,
@@ -112,9 +114,9 @@ class Tracing(Middleware):
                 "messaging.system": "dramatiq",
                 "messaging.operation.type": "process",
                 "messaging.destination.name": message.queue_name,
-                "messaging.message.id": message.message_id,
-                "messaging.dramatiq.actor": message.actor_name,
-                "enrich.retry_count": retries if isinstance(retries, int) else 0,
+                "messaging.message.id": str(message.message_id)[:MAX_NAME],
+                "messaging.dramatiq.actor": actor,
+                "enrich.retry_count": retries if type(retries) is int else 0,
             },
         )
         if "traceparent" not in options or not trace.get_current_span(parent).get_span_context().is_valid:
