@@ -94,8 +94,8 @@ def otlp_sink() -> str:
     return _sink_url
 
 
-def run_once(actor: str, count: int, linking, db_url: str) -> tuple[float, dict[str, float]]:
-    """Messages per second, and CPU microseconds per message by process group.
+def run_once(actor: str, count: int, linking, db_url: str) -> tuple[float, dict[str, float], float]:
+    """Messages per second, CPU microseconds per message by process group, and sends per second.
 
     ``linking`` is a mode name, or a bool (``linked`` / ``plain``).
     """
@@ -220,7 +220,7 @@ def compare_modes(modes: list[str], args, db_url: str) -> None:
             # Each round starts with the next mode: the first run of a round is often the fastest.
             order = modes[(round_no - 1) % len(modes):] + modes[:(round_no - 1) % len(modes)]
             for mode in order:
-                rate, used = run_once(actor, count, mode, db_url)
+                rate, used, _ = run_once(actor, count, mode, db_url)
                 rates[mode].append(rate)
                 cpu[mode].append(used["workers"])
             row = [f"{rates[m][-1]:>12.0f} ({cpu[m][-1]:>6.0f} us)" for m in modes]
