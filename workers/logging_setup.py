@@ -199,6 +199,7 @@ def _drain(stream) -> None:
 class _Output:
     stream: TextIO = sys.stderr
     processors: list = []
+    chain: list = []  # structlog's processors
 
 
 _output = _Output()
@@ -235,8 +236,11 @@ def configure_logging(settings: Settings, stream: Optional[TextIO] = None) -> No
     tail = render_processors(settings, colors)
     _output.stream = stream
     _output.processors = tail[1:]  # remove_processors_meta only matters to the stdlib formatter
+    # One list, changed in place: loggers cached under an earlier configuration hold this very
+    # list, so they follow a reconfiguration (and structlog.testing.capture_logs) too.
+    _output.chain[:] = [*shared, _render]
     structlog.configure(
-        processors=[*shared, _render],
+        processors=_output.chain,
         logger_factory=_NamedWriteLogger,
         wrapper_class=structlog.make_filtering_bound_logger(level),
         # The chain above reads the settings through _output, so loggers
