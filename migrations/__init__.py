@@ -18,6 +18,7 @@ import time
 from typing import Iterator
 
 import psycopg2
+from playhouse.migrate import SqliteMigrator
 from playhouse.migrations import Runner
 
 from models.database import is_postgres
@@ -33,8 +34,29 @@ class UnknownMigrations(RuntimeError):
     """The database was migrated by a newer release: this code must not touch it."""
 
 
+class _SqliteWriteLockMigrator(SqliteMigrator):
+    """SQLite's migrator, its migrations' transactions taking the write lock at BEGIN.
+
+    A deferred transaction that reads the schema before it alters it fails at
+    once ("database is locked", no busy wait) when another writer commits in
+    between, as a worker writing rows while ``enrich migrate`` runs does.
+    """
+
+    @contextlib.contextmanager
+    def migration_context(self, atomic=True):
+        with super().migration_context(atomic=False):  # foreign keys off, no transaction
+            if atomic:
+                with self.database.atomic("IMMEDIATE"):
+                    yield
+            else:
+                yield
+
+
 def runner(db) -> Runner:
-    return Runner(db, directory=MIGRATIONS_DIR)
+    found = Runner(db, directory=MIGRATIONS_DIR)
+    if isinstance(found.migrator, SqliteMigrator):
+        found.migrator = _SqliteWriteLockMigrator(db)
+    return found
 
 
 @contextlib.contextmanager
