@@ -1,8 +1,11 @@
 """CPU seconds used by each kind of process on this machine, read from /proc.
 
-The linking benchmark takes a snapshot when the workers are ready and one
-when the queue is empty, so it can say where each message's CPU went:
-the worker processes, PostgreSQL, Redis.
+The benchmarks take a snapshot when the workers are ready and one when the
+queue is empty, so they can say where each message's CPU went: the worker
+processes, PostgreSQL, Redis.  The machine may run other PostgreSQL clusters
+and Redis servers: ``own`` names the process trees that count as each group
+(the benchmark's own PostgreSQL postmaster, Redis server and workers); any
+other process counts as ``other``.
 """
 
 from __future__ import annotations
@@ -13,9 +16,13 @@ _TICKS = os.sysconf("SC_CLK_TCK")
 GROUPS = ("workers", "postgres", "redis", "other")
 
 
-def snapshot() -> dict[int, tuple[str, float]]:
-    """{pid: (group, cpu seconds so far)} for every process we can read."""
-    found = {}
+def snapshot(own: dict[str, int] | None = None) -> dict[int, tuple[str, float]]:
+    """{pid: (group, cpu seconds so far)} for every process we can read.
+
+    ``own`` maps a group to the pid at the top of its process tree; without
+    it, processes are grouped by their command name.
+    """
+    stats = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
@@ -26,8 +33,23 @@ def snapshot() -> dict[int, tuple[str, float]]:
             continue  # gone since listdir
         comm = stat[stat.index("(") + 1 : stat.rindex(")")]
         fields = stat[stat.rindex(")") + 2 :].split()
-        found[int(name)] = (_group(comm), (int(fields[11]) + int(fields[12])) / _TICKS)
+        stats[int(name)] = (comm, int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICKS)
+    roots = {pid: group for group, pid in (own or {}).items()}
+    found = {}
+    for pid, (comm, _, seconds) in stats.items():
+        group = _group(comm) if own is None else _tree_group(pid, stats, roots)
+        found[pid] = (group, seconds)
     return found
+
+
+def _tree_group(pid: int, stats: dict, roots: dict[int, str]) -> str:
+    seen = 0
+    while pid in stats and seen < 64:
+        if pid in roots:
+            return roots[pid]
+        pid = stats[pid][1]
+        seen += 1
+    return "other"
 
 
 def _group(comm: str) -> str:
@@ -46,3 +68,14 @@ def used_between(before: dict, after: dict) -> dict[str, float]:
     for pid, (group, seconds) in after.items():
         used[group] += seconds - before.get(pid, (group, 0.0))[1]
     return used
+
+
+def postgres_pid(admin_conn) -> int:
+    """The postmaster's pid of the cluster ``admin_conn`` (a superuser psycopg2 connection) is on."""
+    with admin_conn.cursor() as cur:
+        cur.execute("SELECT pg_read_file('postmaster.pid')")
+        return int(cur.fetchone()[0].split()[0])
+
+
+def redis_pid(client) -> int:
+    return int(client.info("server")["process_id"])

@@ -1,27 +1,39 @@
 """Messages per second through real Dramatiq workers, with and without JobLinking.
 
-    .venv/bin/python bench/linking_benchmark.py [--noop 20000] [--io 4000]
-    .venv/bin/python bench/linking_benchmark.py --modes linked-no-otel,linked,traced,metered --rounds 3 --io 0
+    .venv/bin/python bench/linking_benchmark.py [--noop 20000] [--io 4000] [--rounds 3]
+        [--log-lines all,finished,none]
 
-For each actor (a no-op and a 20 ms sleep) and each mode, it fills the Redis
-queue, starts ``dramatiq`` with 2 processes x 8 threads, and times from the
-moment both processes are ready until the queue is empty; then prints the
-rates and the ratio linked / plain.  With linking it also checks that every
-message has exactly one ``success`` row.
+For each actor (a no-op and a 20 ms sleep), each round runs every mode one
+after the other (plain Dramatiq, then JobLinking with each choice of per-job
+log lines), so a machine that gets busier slows every mode alike.  A run
+fills the Redis queue, starts ``dramatiq`` with 2 processes x 8 threads and
+times from the moment both processes are ready until the queue is empty.
+With linking it then waits until every row has reached PostgreSQL (and checks
+that every message has exactly one ``success`` row) before reading the CPU
+used, so the drain is paid for in the figures.
 
-``--modes`` compares any of: ``plain`` (no JobLinking), ``linked``
-(JobLinking; OpenTelemetry installed but not configured), ``linked-no-otel``
-(as if the otel extra were not installed: its imports fail), ``traced``
-(tracing on, spans exported over OTLP/HTTP to a local receiver) and
-``metered`` (Prometheus metrics on).  Modes run interleaved, ``--rounds``
-times, each round starting with the next mode; every round is printed, then
-the medians and each mode's cost per message against the first mode.
+Printed per round and as the median of the rounds: messages/s, the ratio
+linked / plain, CPU per message of the workers, of PostgreSQL (only the
+benchmark's own cluster, from /proc) and of Redis, and PostgreSQL commits per
+message (``pg_stat_database.xact_commit``), and the producer's sends per second
+(timed on their own: with linking, each send appends the job's queued row).
+
+``--modes`` runs other modes instead, for both actors, against the first
+one: ``linked`` (all lines; OpenTelemetry installed but not configured),
+``linked-no-otel`` (its imports fail, as without the otel extra), ``traced``
+(spans exported over OTLP/HTTP to a local receiver) and ``metered``
+(Prometheus metrics on), e.g. ``--modes linked-no-otel,linked,traced,metered --io 0``.
+
+Point it at your own services: BENCH_POSTGRES_ADMIN_URL (a superuser URL,
+default postgresql://root@127.0.0.1:5432/postgres) and BENCH_REDIS_URL
+(default redis://127.0.0.1:6379/13).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,21 +51,27 @@ sys.path.insert(0, ROOT)
 from bench import cpu_usage  # noqa: E402
 
 
-def admin(sql: str) -> None:
+def admin(sql: str, fetch: bool = False):
     conn = psycopg2.connect(PG_ADMIN)
     conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(sql)
-    conn.close()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+            return cur.fetchall() if fetch else None
+    finally:
+        conn.close()
 
 
-MODES = ("plain", "linked", "linked-no-otel", "traced", "metered")
+# JobLinking with its per-job log lines (JOB_LOG_LINES): all, finished, none; and the observability modes.
+MODES = ("plain", "all", "finished", "none", "linked", "linked-no-otel", "traced", "metered")
 
 
 def mode_env(mode: str) -> dict:
     """What bench/linking_app.py reads to build the broker of ``mode``."""
     env = {"BENCH_LINKING": "0" if mode == "plain" else "1", "BENCH_METRICS": "1" if mode == "metered" else "0",
            "BENCH_NO_OTEL": "1" if mode == "linked-no-otel" else "0"}
+    if mode in ("all", "finished", "none"):
+        env["JOB_LOG_LINES"] = mode
     if mode == "traced":
         env.update(OTEL_EXPORTER_OTLP_ENDPOINT=otlp_sink(), OTEL_BSP_SCHEDULE_DELAY="500")
     if mode == "metered":
@@ -94,12 +112,21 @@ def otlp_sink() -> str:
     return _sink_url
 
 
-def run_once(actor: str, count: int, linking, db_url: str) -> tuple[float, dict[str, float], float]:
-    """Messages per second, CPU microseconds per message by process group, and sends per second.
+def commits(db_name: str) -> int:
+    return admin(f"SELECT xact_commit FROM pg_stat_database WHERE datname = '{db_name}'", fetch=True)[0][0]
 
-    ``linking`` is a mode name, or a bool (``linked`` / ``plain``).
-    """
-    mode = linking if isinstance(linking, str) else ("linked" if linking else "plain")
+
+def own_processes(worker_pid: int) -> dict[str, int]:
+    conn = psycopg2.connect(PG_ADMIN)
+    try:
+        pg = cpu_usage.postgres_pid(conn)
+    finally:
+        conn.close()
+    return {"postgres": pg, "redis": cpu_usage.redis_pid(redis.Redis.from_url(REDIS_URL)), "workers": worker_pid}
+
+
+def run_once(actor: str, count: int, mode: str, db_url: str, db_name: str) -> dict[str, float]:
+    """One run: msg/s, CPU microseconds per message by group, commits per message."""
     linking = mode != "plain"
     # INFO: the benchmark waits for the workers' "ready for action" lines (and production logs at INFO).
     env = dict(os.environ, REDIS_URL=REDIS_URL, DATABASE_URL=db_url, PYTHONPATH=ROOT, LOG_LEVEL="INFO",
@@ -107,10 +134,11 @@ def run_once(actor: str, count: int, linking, db_url: str) -> tuple[float, dict[
     r = redis.Redis.from_url(REDIS_URL)
     r.flushdb()
     if linking:
-        from models import EnrichmentLog, bind_database
-
-        bind_database(db_url)
-        EnrichmentLog.delete().execute()
+        admin_db = psycopg2.connect(db_url)
+        admin_db.autocommit = True
+        with admin_db.cursor() as cur:
+            cur.execute("DELETE FROM enrichment_logs")
+        admin_db.close()
     # Fill the queue before any worker exists, so enqueue speed is not measured.
     # The producer's side is timed on its own: with linking, each send writes the job's queued row
     # (outside a job, committed before send returns).
@@ -140,35 +168,64 @@ def run_once(actor: str, count: int, linking, db_url: str) -> tuple[float, dict[
             worker.kill()
             raise RuntimeError(f"workers not ready after 60 s; see {log.name}")
         time.sleep(0.01)
-    cpu_before = cpu_usage.snapshot()
+    own = own_processes(worker.pid)
+    cpu_before = cpu_usage.snapshot(own)
+    commits_before = commits(db_name)
     started = time.perf_counter()
     while r.hlen(queue_key) > 0:
         time.sleep(0.005)
     elapsed = time.perf_counter() - started
-    cpu = cpu_usage.used_between(cpu_before, cpu_usage.snapshot())
+    if linking:
+        conn = psycopg2.connect(db_url)
+        conn.autocommit = True
+        deadline = time.monotonic() + 120
+        with conn.cursor() as cur:
+            while True:  # the rows still on their way to PostgreSQL are part of the cost
+                cur.execute("SELECT count(*) FILTER (WHERE status = 'success'), count(*) FROM enrichment_logs")
+                done, total = cur.fetchone()
+                if done == count or time.monotonic() > deadline:
+                    break
+                time.sleep(0.02)
+        conn.close()
+        assert done == total == count, f"expected {count} success rows, found {done} of {total}"
+    cpu = cpu_usage.used_between(cpu_before, cpu_usage.snapshot(own))
+    commit_count = commits(db_name) - commits_before
     worker.terminate()
     worker.wait(60)
     os.unlink(log.name)
-    if linking:
-        from models import EnrichmentLog
+    result = {"msg/s": count / elapsed, "commits/msg": commit_count / count, "sends/s": sends_per_second}
+    result.update({f"{group} us/msg": seconds / count * 1e6 for group, seconds in cpu.items()})
+    return result
 
-        rows = EnrichmentLog.select().where(EnrichmentLog.status == "success").count()
-        total = EnrichmentLog.select().count()
-        assert rows == total == count, f"expected {count} success rows, found {rows} of {total}"
-    return count / elapsed, {group: seconds / count * 1e6 for group, seconds in cpu.items()}, sends_per_second
+
+COLUMNS = ("msg/s", "ratio", "workers us/msg", "postgres us/msg", "redis us/msg", "commits/msg", "sends/s")
+
+
+def show(label: str, result: dict[str, float]) -> None:
+    cells = []
+    for column in COLUMNS:
+        value = result.get(column)
+        cells.append(f"{'':>15}" if value is None else
+                     f"{value:>14.2f}x" if column == "ratio" else
+                     f"{value:>15.2f}" if column == "commits/msg" else f"{value:>15.0f}")
+    print(f"{label:<28}" + "".join(cells), flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--noop", type=int, default=20000, help="messages for the no-op actor")
     parser.add_argument("--io", type=int, default=4000, help="messages for the 20 ms actor")
-    parser.add_argument("--repeat", type=int, default=1, help="runs per mode (best is kept)")
-    parser.add_argument("--modes", help=f"compare these modes, interleaved (of {', '.join(MODES)})")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of --modes (every one printed, then medians)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of interleaved modes (default 3)")
+    parser.add_argument("--log-lines", default="all,finished,none",
+                        help="JobLinking's per-job log line choices to run with the no-op actor "
+                             "(comma-separated; 'linked' for a code base without the choice)")
+    parser.add_argument("--modes", help=f"instead: these modes for both actors, interleaved (of {', '.join(MODES)}); "
+                                        "linked: all lines, OpenTelemetry installed but not configured; "
+                                        "linked-no-otel: its imports fail; traced: spans to a local OTLP receiver; "
+                                        "metered: Prometheus metrics on")
     args = parser.parse_args()
     if args.modes:
-        modes = [m.strip() for m in args.modes.split(",")]
-        unknown = [m for m in modes if m not in MODES]
+        unknown = [m for m in args.modes.split(",") if m not in MODES]
         if unknown:
             parser.error(f"unknown mode(s) {', '.join(unknown)}: expected some of {', '.join(MODES)}")
 
@@ -178,62 +235,30 @@ def main() -> None:
     name = f"enrich_bench_{uuid.uuid4().hex[:8]}"
     admin(f'CREATE DATABASE "{name}"')
     db_url = PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+    line_modes = [m for m in args.log_lines.split(",") if m]
     try:
         db = bind_database(db_url)
         apply_migrations(db)
-        if args.modes:
-            compare_modes(modes, args, db_url)
-            return
-        results = []
-        print(f"{'actor':<10} {'plain msg/s':>12} {'linked msg/s':>13} {'ratio':>7}"
-              f" {'plain sends/s':>14} {'linked sends/s':>15}")
-        for actor, count in (("noop", args.noop), ("io_20ms", args.io)):
-            plain = max((run_once(actor, count, False, db_url) for _ in range(args.repeat)), key=lambda r: r[0])
-            linked = max((run_once(actor, count, True, db_url) for _ in range(args.repeat)), key=lambda r: r[0])
-            results.append((actor, plain[1], linked[1]))
-            print(f"{actor:<10} {plain[0]:>12.0f} {linked[0]:>13.0f} {linked[0] / plain[0]:>6.2f}x"
-                  f" {plain[2]:>14.0f} {linked[2]:>15.0f}", flush=True)
-        print("\nCPU per message, microseconds (plain / linked):")
-        print(f"{'actor':<10}" + "".join(f"{group:>18}" for group in cpu_usage.GROUPS))
-        for actor, plain_cpu, linked_cpu in results:
-            print(f"{actor:<10}" + "".join(
-                f"{plain_cpu[g]:>9.0f} /{linked_cpu[g]:>7.0f}" for g in cpu_usage.GROUPS))
+        db.close_all()
+        print(f"{'actor / mode / round':<28}" + "".join(f"{c:>15}" for c in COLUMNS))
+        chosen = args.modes.split(",") if args.modes else None
+        for actor, count, modes in (("noop", args.noop, chosen or ["plain", *line_modes]),
+                                    ("io_20ms", args.io, chosen or ["plain", line_modes[0]])):
+            if not count:
+                continue
+            rounds: dict[str, list[dict[str, float]]] = {mode: [] for mode in modes}
+            for round_no in range(1, args.rounds + 1):
+                for mode in modes:
+                    result = run_once(actor, count, mode, db_url, name)
+                    if mode != modes[0]:
+                        result["ratio"] = result["msg/s"] / rounds[modes[0]][-1]["msg/s"]
+                    rounds[mode].append(result)
+                    show(f"{actor} {mode} #{round_no}", result)
+            for mode in modes:
+                median = {key: statistics.median(r[key] for r in rounds[mode]) for key in rounds[mode][0]}
+                show(f"{actor} {mode} MEDIAN", median)
     finally:
-        from models import database
-
-        database.obj.close_all()
         admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def compare_modes(modes: list[str], args, db_url: str) -> None:
-    """Every mode once per round, interleaved; each round's rates, then medians and cost per message."""
-    import statistics
-
-    for actor, count in (("noop", args.noop), ("io_20ms", args.io)):
-        if not count:
-            continue
-        rates: dict[str, list[float]] = {m: [] for m in modes}
-        cpu: dict[str, list[float]] = {m: [] for m in modes}
-        print(f"\n{actor}, {count} messages: msg/s (worker CPU us/msg)")
-        print(f"{'round':<7}" + "".join(f"{m:>24}" for m in modes))
-        for round_no in range(1, args.rounds + 1):
-            # Each round starts with the next mode: the first run of a round is often the fastest.
-            order = modes[(round_no - 1) % len(modes):] + modes[:(round_no - 1) % len(modes)]
-            for mode in order:
-                rate, used, _ = run_once(actor, count, mode, db_url)
-                rates[mode].append(rate)
-                cpu[mode].append(used["workers"])
-            row = [f"{rates[m][-1]:>12.0f} ({cpu[m][-1]:>6.0f} us)" for m in modes]
-            print(f"{round_no:<7}" + "".join(f"{cell:>24}" for cell in row), flush=True)
-        medians = {m: statistics.median(rates[m]) for m in modes}
-        cpu_medians = {m: statistics.median(cpu[m]) for m in modes}
-        print(f"{'median':<7}" + "".join(f"{medians[m]:>12.0f} ({cpu_medians[m]:>6.0f} us)" for m in modes))
-        base = modes[0]
-        for mode in modes[1:]:
-            wall = (1 / medians[mode] - 1 / medians[base]) * 1e6 * 16  # 16 worker threads
-            print(f"  {mode} vs {base}: {medians[mode] / medians[base]:.2f}x msg/s, "
-                  f"{cpu_medians[mode] - cpu_medians[base]:+.0f} us worker CPU per message, "
-                  f"{wall:+.0f} us per message per worker thread")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dramatiq.middleware import Middleware
+from peewee import DatabaseProxy
 
 from models.database import database as default_database
 
@@ -23,6 +24,8 @@ class DatabaseConnections(Middleware):
         self.database = database if database is not None else default_database
 
     def _release(self) -> None:
+        if isinstance(self.database, DatabaseProxy) and self.database.obj is None:
+            return  # nothing bound (JobLinking refuses to start a worker without a database)
         if not self.database.is_closed():
             if self.database.in_transaction():
                 self.database.rollback()  # an actor that left a transaction open

@@ -66,7 +66,7 @@ class JobState:
     enqueued_at: Optional[dt.datetime] = None
     row_id: uuid.UUID = field(default_factory=random_uuid)  # used if this write inserts the row
     exception: Optional[BaseException] = None
-    row_written: bool = False  # the start row is committed (children may point at it)
+    final_write: Optional[tuple[dict, Optional[str]]] = None  # (row, failed_child_of), once decided
     loggable: bool = True  # False when the message id cannot key a row
     retry_enqueued: bool = False  # the broker accepted this message again for a retry
     retry_due: Optional[dt.datetime] = None  # when that retry is due (after its backoff)

@@ -8,24 +8,33 @@ Add it last, after Dramatiq's defaults and ``MessageOptions`` (which checks
 the options it reads): its ``before_*`` hooks then run after everyone else's,
 and its verdict on a failed attempt is read in ``before_ack``/``before_nack``,
 once Retries has decided whether to retry.
+
+Rows are not written here: each write is appended to the job-log journal
+(``middleware.journal``, a Redis Stream with a RedisBroker) and drainers
+apply them to the database (``middleware.drainer``).
 """
 
 from __future__ import annotations
 
 import re
+import sys
+import threading
 import time
 from typing import Callable, Iterable, Optional
 
 import structlog
-from dramatiq.errors import ActorNotFound
-from dramatiq.middleware import Middleware
+from dramatiq.errors import ActorNotFound, ConnectionClosed
+from dramatiq.middleware import Middleware, MiddlewareError
 
 from models.base import utcnow
-from models.database import database as default_database
 from models.job_log import ENTITY_TYPES, FAILED, RETRYING, RUNNING, SKIPPED, SUCCESS
 
+from models.settings import JOB_LOG_LINES, ConfigError, job_log_settings
+
+from . import log_database
+from .drainer import Drainer
 from .job_context import JobState, current_job, set_current, starting_new_tree
-from .log_writer import LogWriter, PendingWrite
+from .journal import Journal, JournalUnavailable, MemoryJournal, journal_for
 from .redaction import redact_text
 from .row_values import (
     MAX_ID_LENGTH,
@@ -54,6 +63,15 @@ def error_code_for(exc: BaseException) -> str:
     return code[:50]
 
 
+class JournalDown(MiddlewareError, ConnectionClosed):
+    """The final write of a job could not be appended: the message must not be acked yet.
+
+    A MiddlewareError, so Dramatiq does not swallow it in ``emit_before``, and a
+    broker connection error, so the worker retries the ack (this hook first)
+    every few seconds until Redis takes the write.
+    """
+
+
 class JobLinking(Middleware):
     """Writes one job-log row per message and links rows into flat trees.
 
@@ -62,20 +80,32 @@ class JobLinking(Middleware):
     running job's root (or its own id, when it is the root), so the tree is
     flat at any depth; use ``middleware.new_tree()`` to start a new tree.
 
+    A message gets its ``queued`` row when it is sent (``sent_rows``).  Every
+    write goes to the journal; the final one is appended before the
+    message is acked (if it cannot be, the ack waits and is retried).  A
+    worker process checks the database at boot and refuses to start, with one
+    line, when it cannot take the job log.
+
     Actor options:
       operation(str): The job type written to the row (default: actor name).
       entity(tuple[str, str]): ``(entity_type, argument_name)``: the row's
         entity is that keyword argument, or the first positional argument.
 
     Parameters:
-      database(peewee.Database): Where rows go.  Defaults to ``models.database``.
+      database(peewee.Database): Where rows go.  Defaults to ``models.database``,
+        bound to ``DATABASE_URL`` if nothing else bound it.
       secrets(Callable[[], Iterable[str]]): Secret values to remove from
         error texts.  Defaults to none (credential-shaped text is still removed).
-      commit_timeout(float): Seconds a worker waits for its row to be
-        committed before the message is acked anyway.  Defaults to 5.
-      flush_interval(float): Seconds a start row may wait to merge with its
-        end.  Defaults to 0.05.
-      max_batch(int): Rows per transaction.  Defaults to 500.
+      log_lines(str): Per-job log lines: ``all`` (started and finished),
+        ``finished`` or ``none``.  Defaults to ``JOB_LOG_LINES``, else ``all``.
+      stream(str): The journal's name under the broker's namespace.
+        Defaults to ``JOB_LOG_STREAM``, else ``job-log``.
+      drain_in_workers(bool): Run a drainer thread in every worker process.
+        Defaults to ``JOB_LOG_DRAIN_IN_WORKERS``, else True (always True
+        without Redis: nobody else can drain an in-memory journal).
+      batch_size(int): Rows per drain transaction at most.  Defaults to 2000.
+      claim_idle(float): Seconds before a dead drainer's entries are taken over.  Defaults to 30.
+      root_wait(float): Seconds a failed child waits for its root's row.  Defaults to 30.
     """
 
     def __init__(
@@ -83,19 +113,95 @@ class JobLinking(Middleware):
         database=None,
         *,
         secrets: Optional[Callable[[], Iterable[str]]] = None,
-        commit_timeout: float = 5.0,
-        flush_interval: float = 0.05,
-        max_batch: int = 500,
+        log_lines: Optional[str] = None,
+        stream: Optional[str] = None,
+        drain_in_workers: Optional[bool] = None,
+        batch_size: int = 2000,
+        claim_idle: float = 30.0,
+        root_wait: float = 30.0,
     ) -> None:
-        self.database = database if database is not None else default_database
+        env = job_log_settings()
+        self.database = database
         self.secrets = secrets or (lambda: ())
-        self.writer = LogWriter(
-            self.database, commit_timeout=commit_timeout, flush_interval=flush_interval, max_batch=max_batch
-        )
+        self.log_lines = log_lines or env.lines
+        if self.log_lines not in JOB_LOG_LINES:
+            raise ConfigError(f"log_lines={self.log_lines!r} must be one of {', '.join(JOB_LOG_LINES)}")
+        self.stream = stream or env.stream
+        self.drain_in_workers = env.drain_in_workers if drain_in_workers is None else drain_in_workers
+        self._drainer_options = {"batch_size": batch_size, "claim_idle": claim_idle, "root_wait": root_wait}
+        self.journal: Optional[Journal] = None
+        self.drainer: Optional[Drainer] = None
+        self._setup_lock = threading.RLock()
 
     @property
     def actor_options(self):
         return {"operation", "entity"}
+
+    # -- the journal ------------------------------------------------------------
+
+    def journal_of(self, broker) -> Journal:
+        """This middleware's journal (made on first use, for ``broker``)."""
+        if self.journal is None:
+            with self._setup_lock:
+                if self.journal is None:
+                    self.journal = journal_for(broker, self.stream)
+        return self.journal
+
+    def append(self, broker, row: dict, failed_child_of: Optional[str] = None) -> None:
+        """Append one job-log write (JournalUnavailable when Redis cannot take it)."""
+        self.journal_of(broker).append(row, failed_child_of)
+
+    def drainer_of(self, broker) -> Drainer:
+        if self.drainer is None:
+            with self._setup_lock:
+                if self.drainer is None:
+                    journal = self.journal_of(broker)
+                    self.drainer = Drainer(journal, log_database.resolve(self.database), **self._drainer_options)
+        return self.drainer
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until every row this process wrote is in the database; True if it is."""
+        if self.drainer is None:
+            return self.journal is None or self.journal.last_appended is None
+        return self.drainer.flush(timeout)
+
+    def stats(self) -> dict:
+        """The journal's backlog and this process's drain counters (see ``Journal.stats``)."""
+        if self.journal is None:
+            return {"entries": 0, "oldest_age_seconds": None, "drained_total": 0, "refused_total": 0}
+        return self.journal.stats()
+
+    # -- worker lifecycle --------------------------------------------------------------
+
+    def before_worker_boot(self, broker, worker):
+        """Refuse to start (one line, nothing consumed) when the database cannot take the job log."""
+        try:
+            log_database.refuse_unless_ready(self.database)
+        except log_database.JobLogRefused as exc:
+            print(f"JobLinking: refusing to start: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(3) from None
+
+    def after_worker_boot(self, broker, worker):
+        if self.drain_in_workers or isinstance(self.journal_of(broker), MemoryJournal):
+            self.drainer_of(broker).start()
+
+    def before_worker_shutdown(self, broker, worker):
+        self.stop()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Drain what this process wrote (up to ``timeout``) and stop its drainer.
+
+        What is left stays in Redis for the other drainers; an in-memory
+        journal's leftovers are printed in full to the JSON log (nothing is
+        dropped silently).
+        """
+        if self.drainer is not None:
+            self.drainer.stop(timeout)
+        if isinstance(self.journal, MemoryJournal):
+            for entry in self.journal.undelivered():
+                logger.error("job log write could not be saved before shutdown", job_id=entry.row.get("job_id"),
+                             row={k: v if isinstance(v, (str, int, float, bool, type(None))) else str(v)
+                                  for k, v in entry.row.items()})
 
     # -- linking -------------------------------------------------------------
 
@@ -112,15 +218,20 @@ class JobLinking(Middleware):
     def _record_sent(self, broker, message, delay, wait: bool) -> None:
         """The ``queued`` row of a message just sent (middleware/sent_rows.py builds it).
 
-        Outside a job (the CLI, a script, a web request) the write is
-        committed before ``send`` returns: such a process may exit at once.
-        Inside one it is urgent: it is committed with the sending job's end
-        at the latest, so a tree never looks complete while a child it sent
-        has no row yet.
+        It is appended to the journal before the sending job's end, so a
+        drainer applies it first.  Outside a job (the CLI, a script, a web
+        request) it is also applied to the database at once (``wait``): such
+        a process may exit at once, and its caller may read the row next.
         """
         row = sent_row(message, delay, self._actor_options(broker, message.actor_name))
-        if row is not None:
-            self.writer.submit(PendingWrite(row, urgent=True), wait=wait)
+        if row is None:
+            return
+        try:
+            self.append(broker, row)
+        except JournalUnavailable as exc:
+            logger.warning("queued row not written to the job-log journal", job_id=row["job_id"], error=str(exc))
+        if wait:
+            self.drainer_of(broker).apply_now([row])
 
     def before_enqueue(self, broker, message, delay):
         job = current_job()
@@ -135,18 +246,20 @@ class JobLinking(Middleware):
             options["started_by"] = {"job_id": job.job_id, "operation": job.operation}
         elif options.get("parent_job_id") is None:
             options["parent_job_id"] = job.tree_id
-        # A child may finish (or fail) before this job's start row would be
-        # committed on its own: the root row must exist first.
-        if not job.row_written:
-            job.row_written = self.writer.wait_for(job.job_id)
 
     # -- one row per job ---------------------------------------------------------
 
     def before_process_message(self, broker, message):
         job = self._start_job(broker, message)
         if job.loggable:
-            self.writer.submit(PendingWrite(self._row(job, message, RUNNING)), wait=False)
-        self._log("job started", job, RUNNING)
+            try:
+                self.append(broker, self._row(job, message, RUNNING))
+            except JournalUnavailable as exc:
+                # The final write carries everything the start row has: only the
+                # `running` state between the two is missing.
+                logger.warning("job start not written to the job-log journal", error=str(exc))
+        if self.log_lines == "all":
+            self._log("job started", job, RUNNING)
 
     def after_process_message(self, broker, message, *, result=None, exception=None):
         job = current_job()
@@ -168,9 +281,6 @@ class JobLinking(Middleware):
 
     def before_nack(self, broker, message):
         self._finish(broker, message, failed=True)
-
-    def before_worker_shutdown(self, broker, worker):
-        self.writer.stop()
 
     # -- internals -------------------------------------------------------------
 
@@ -220,18 +330,27 @@ class JobLinking(Middleware):
             if failed and isinstance(getattr(message, "_exception", None), ActorNotFound):
                 self._record_unknown_actor(broker, message)
             return  # e.g. the consumer thread acking a delayed message it re-enqueued
-        try:
+        if job.final_write is None:
             status, retry_count, error = self._verdict(job, message, failed)
             row = self._row(job, message, status, retry_count=retry_count, error=error)
-            write = PendingWrite(row, failed_child_of=job.root_id if status == FAILED else None)
-            saved = job.loggable and self.writer.submit(write, wait=True)
+            job.final_write = (row, job.root_id if status == FAILED else None)
+        row, failed_child_of = job.final_write
+        if job.loggable:
+            try:
+                self.append(broker, row, failed_child_of)
+            except JournalUnavailable as exc:
+                # The job stays current: Dramatiq calls this hook again when it retries the ack.
+                logger.warning("job end not written to the job-log journal; the ack waits for it", error=str(exc))
+                raise JournalDown(str(exc)) from exc
+        try:
             if not job.loggable:
                 # No row will show this job: say in the log where its message went.
-                logger.warning("job without a log row finished", bad_value=shown(job.job_id), status=status,
+                logger.warning("job without a log row finished", bad_value=shown(job.job_id), status=row["status"],
                                message_went_to="the dead-letter queue" if failed else "nowhere: acked as done",
                                actor=shown(message.actor_name), error=row["last_error"])
-            self._log("job finished", job, status, retry_count=retry_count, duration_ms=row["duration_ms"],
-                      error=row["last_error"], saved=saved)
+            if self.log_lines != "none":
+                self._log("job finished", job, row["status"], retry_count=row["retry_count"],
+                          duration_ms=row["duration_ms"], error=row["last_error"], saved=job.loggable)
         finally:
             set_current(None)
             structlog.contextvars.unbind_contextvars(*_CONTEXT_KEYS)
@@ -318,8 +437,12 @@ class JobLinking(Middleware):
         job.outcome.error_code = "unknown_actor"
         job.outcome.reason = f"no actor named {shown(message.actor_name)} is declared on this worker"
         row = self._row(job, message, FAILED)
-        self.writer.submit(PendingWrite(row, failed_child_of=job.root_id), wait=True)
-        self._log("job finished", job, FAILED, error=row["last_error"])
+        try:
+            self.append(broker, row, job.root_id)
+        except JournalUnavailable as exc:
+            raise JournalDown(str(exc)) from exc
+        if self.log_lines != "none":
+            self._log("job finished", job, FAILED, error=row["last_error"])
 
     def _log(self, event: str, job: JobState, status: str, **extra) -> None:
         logger.info(

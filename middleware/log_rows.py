@@ -312,4 +312,37 @@ def count_failed_child(root_job_id: str, db=None) -> bool:
     return updated > 0
 
 
-__all__ = ["ROW_COLUMNS", "FAILED", "order_key", "upsert_rows", "statuses_of", "count_failed_child"]
+def count_failed_children(counts: dict[str, int], db=None) -> set[str]:
+    """``count_failed_child`` for many roots at once (``{root job id: failures}``); returns the roots found.
+
+    On PostgreSQL one UPDATE for the whole batch: a drainer's batch holds
+    failures of hundreds of trees, and one round trip each would cost more
+    than the batch's upsert.
+    """
+    db = db if db is not None else T._meta.database
+    if not counts:
+        return set()
+    if not is_postgres(db):
+        return {root for root, n in counts.items() for _ in range(n) if count_failed_child(root, db)}
+    roots = sorted(counts)
+    degradable = ", ".join(f"'{status}'" for status in DEGRADABLE_STATUSES)
+    cursor = db.execute_sql(
+        "UPDATE enrichment_logs AS t SET failed_children = t.failed_children + v.n, "
+        f"status = CASE WHEN t.status IN ({degradable}) THEN '{DEGRADED}' ELSE t.status END, updated_at = %s "
+        "FROM unnest(%s::text[], %s::int[]) AS v(job_id, n) "
+        "WHERE t.job_id = v.job_id AND t.is_root_job RETURNING t.job_id",
+        [utcnow(), roots, [counts[root] for root in roots]],
+    )
+    return {job_id for (job_id,) in cursor.fetchall()}
+
+
+def existing_roots(job_ids: list[str], db=None) -> set[str]:
+    """Which of these job ids have a root row."""
+    if not job_ids:
+        return set()
+    query = T.select(T.job_id).where(T.job_id.in_(job_ids) & (T.is_root_job == True))  # noqa: E712
+    return {job_id for (job_id,) in query.tuples().execute(db or T._meta.database)}
+
+
+__all__ = ["ROW_COLUMNS", "FAILED", "order_key", "upsert_rows", "statuses_of", "count_failed_child", "count_failed_children",
+           "existing_roots"]

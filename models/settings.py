@@ -205,6 +205,36 @@ def _days(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+JOB_LOG_LINES = ("all", "finished", "none")
+
+
+@dataclass(frozen=True)
+class JobLogSettings:
+    """What JobLinking reads from the environment (it runs in any Dramatiq app, not only this product's)."""
+
+    database_url: Optional[str] = None  # DATABASE_URL as set: JobLinking has no default database
+    lines: str = "all"  # JOB_LOG_LINES: which per-job log lines to write
+    stream: str = "job-log"  # JOB_LOG_STREAM: the journal's name under the broker's namespace
+    drain_in_workers: bool = True  # JOB_LOG_DRAIN_IN_WORKERS: a drainer thread in every worker process
+
+
+def job_log_settings(env: Optional[Mapping[str, str]] = None) -> JobLogSettings:
+    env = os.environ if env is None else env
+    lines = (_optional(env, "JOB_LOG_LINES") or "all").lower()
+    if lines not in JOB_LOG_LINES:
+        raise ConfigError(f"JOB_LOG_LINES={lines!r} must be one of {', '.join(JOB_LOG_LINES)}")
+    drain = (_optional(env, "JOB_LOG_DRAIN_IN_WORKERS") or "1").lower()
+    if drain not in ("0", "1", "true", "false", "yes", "no"):
+        raise ConfigError(f"JOB_LOG_DRAIN_IN_WORKERS={drain!r} must be 1 or 0")
+    stream = _optional(env, "JOB_LOG_STREAM") or "job-log"
+    return JobLogSettings(
+        database_url=_optional(env, "DATABASE_URL"),
+        lines=lines,
+        stream=stream,
+        drain_in_workers=drain in ("1", "true", "yes"),
+    )
+
+
 def load_settings(env: Optional[Mapping[str, str]] = None) -> Settings:
     """Read the settings from ``env`` (the process environment by default)."""
     env = os.environ if env is None else env

@@ -2,7 +2,7 @@
 
 ``dramatiq fault_app`` runs exactly what ``dramatiq workers`` runs, with two
 more actors that never touch the database or Redis themselves, so a fault
-test can tell what the product's own machinery (JobLinking's writer, the
+test can tell what the product's own machinery (JobLinking's journal, the
 Redis consumer, Retries) does with a job while a service is gone:
 
 * ``fault_sleep(seconds)``: sleeps, then succeeds;

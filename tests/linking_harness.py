@@ -35,11 +35,13 @@ class Harness:
         return self
 
     def drain(self, timeout: float = 30.0):
+        """Every message processed and every row it wrote in the database."""
         drain(self.broker, self.worker, timeout)
+        assert self.linking.flush(timeout), "the job-log journal was not drained in time"
 
     def stop(self):
         self.worker.stop()
-        self.linking.writer.stop()
+        self.linking.stop()
         self.broker.close()
 
 

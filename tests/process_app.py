@@ -21,7 +21,7 @@ for m in broker.middleware:
         m.min_backoff, m.max_backoff = 100, 300
 broker.add_middleware(DrainLogsAtShutdown())
 broker.add_middleware(DatabaseConnections())
-broker.add_middleware(JobLinking(commit_timeout=2.0))
+broker.add_middleware(JobLinking(claim_idle=float(os.environ.get("TEST_CLAIM_IDLE", "30"))))
 dramatiq.set_broker(broker)
 
 

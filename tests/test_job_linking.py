@@ -18,7 +18,7 @@ from linking_harness import Harness, rows, wait_for
 
 @pytest.fixture
 def harness(db):
-    h = Harness(JobLinking(flush_interval=0.01, secrets=lambda: ["hunter2-secret-token"]))
+    h = Harness(JobLinking(root_wait=0.3, secrets=lambda: ["hunter2-secret-token"]))
     yield h
     h.stop()
 
@@ -61,7 +61,8 @@ def test_three_level_chain_is_flat(harness):
     assert all(r.status == "success" for r in all_rows.values())
     assert all(r.started_at and r.completed_at and r.duration_ms is not None for r in all_rows.values())
     # Start order is chain order.
-    ordered = EnrichmentLog.select().where(EnrichmentLog.parent_job_id == root.message_id).order_by(EnrichmentLog.started_at)
+    ordered = EnrichmentLog.select().where(EnrichmentLog.parent_job_id == root.message_id).order_by(
+        EnrichmentLog.started_at, EnrichmentLog.created_at)  # started_at has millisecond precision
     assert [r.operation for r in ordered] == ["enrichment:artist", "discogs_search", "discogs_get", "cache_image"]
 
 

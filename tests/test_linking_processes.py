@@ -100,4 +100,4 @@ def test_log_database_outage_mid_run_loses_no_row(app, pg_url):
     assert {r.job_id for r in rows} == sent
     assert len(rows) == 40
     log = app.worker_log.read_text()
-    assert "log database unavailable" in log and "log database is back" in log
+    assert "log database unavailable" in log and "job log drain resumed" in log

@@ -29,7 +29,7 @@ def broker(db):
     broker.tree_root, broker.tree_leaf = declare(broker)
     broker.admin = client
     yield broker
-    linking.writer.stop()
+    linking.stop()
     broker.close()
 
 

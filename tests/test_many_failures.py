@@ -28,7 +28,8 @@ class PermanentError(Exception):
 
 @pytest.fixture
 def harness(pg_db):
-    h = Harness(JobLinking(flush_interval=0.01), threads=WORKER_THREADS)
+    # Small drain batches: the children's failures reach the database while others still run.
+    h = Harness(JobLinking(root_wait=0.3, batch_size=50), threads=WORKER_THREADS)
     yield h
     h.stop()
 
@@ -47,6 +48,7 @@ def test_a_thousand_children_failing_at_once_are_each_counted_once(harness):
     @harness.actor(max_retries=0, throws=(PermanentError,))
     def doomed(i):
         # Half fail through ``throws``, half through exhausted retries (max_retries=0).
+        time.sleep(0.005)  # long enough for the root to finish while children still fail
         raise PermanentError(f"child {i}") if i % 2 else RuntimeError(f"child {i}")
 
     @harness.actor(operation="check:many")

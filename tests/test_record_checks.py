@@ -17,7 +17,7 @@ from linking_harness import Harness, rows
 
 @pytest.fixture
 def harness(db):
-    h = Harness(JobLinking(flush_interval=0.01))
+    h = Harness(JobLinking(root_wait=0.3))
     yield h
     h.stop()
 

@@ -19,7 +19,7 @@ Log = EnrichmentLog
 
 @pytest.fixture
 def harness(db):
-    h = Harness(JobLinking(flush_interval=0.01))
+    h = Harness(JobLinking(root_wait=0.3))
     yield h
     h.stop()
 

@@ -11,12 +11,14 @@ import sys
 import dramatiq
 
 from models import ConfigError, bind_database, load_settings
+from models.settings import job_log_settings
 
 from .broker import build_broker
 from .logging_setup import configure_logging
 
 try:
     settings = load_settings()
+    job_log_settings()  # JobLinking reads JOB_LOG_*: a bad value is one line here too
     configure_logging(settings)
     bind_database(settings.database_url, settings.db_max_connections)
     if settings.redis_url is None and "dramatiq.cli" in sys.modules:

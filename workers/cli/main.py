@@ -30,6 +30,7 @@ from models.timeline import MAX_LIMIT, get_tree, list_roots
 from .catalog import AlbumInput, add_album, add_artist, credit_line
 from .common import CommandError, actor, app_broker, migrate, note, open_database, quiet_logs, visible
 from .demo import run_demo
+from .drain import add_drain_command
 from .run import reexec, reexecuted, run_here, trees_exit_status
 from .timeline import Style, follow, root_labels, roots_lines, tree_labels, tree_lines
 
@@ -418,6 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_catalog_commands(sub)
     _add_job_commands(sub)
     _add_log_commands(sub)
+    add_drain_command(sub, _add)
     return parser
 
 

@@ -156,6 +156,13 @@ class InProcessRun:
         """The root job ids sent, and those of the trees they started."""
         return with_started_trees(self.root_job_ids, self.since)
 
+    def flush_job_log(self, timeout: float = 30.0) -> None:
+        """Every job-log row written so far is in the database (the journal drains in the background)."""
+        from ..broker import job_linking
+
+        if not job_linking(self.broker).flush(timeout):
+            raise CommandError(f"the job log was not written to the database within {timeout:g} s")
+
     def in_flight(self) -> int:
         """Messages queued, delayed for a retry, or being processed."""
         return sum(queue.unfinished_tasks for queue in self.broker.queues.values())
@@ -166,10 +173,11 @@ class InProcessRun:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             in_flight = self.in_flight()
-            counts = tree_status_counts(self.trees())
             if in_flight == 0:
-                progress.show(counts, 0, final=True)
+                self.flush_job_log()
+                progress.show(tree_status_counts(self.trees()), 0, final=True)
                 return
+            counts = tree_status_counts(self.trees())
             if deadline is not None and time.monotonic() >= deadline:
                 progress.show(counts, in_flight, final=True)
                 raise CommandError(f"timed out after {timeout:g} s with {in_flight} job(s) still in flight")
@@ -189,6 +197,7 @@ def run_here(roots: Sequence[tuple[str, tuple, dict]], timeout: Optional[float],
         try:
             run.wait(timeout)
         except CommandError:  # timed out: show how far each tree got, then say so
+            run.flush_job_log()
             if show_trees:
                 print_trees(run.trees())
             raise

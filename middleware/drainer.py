@@ -1,0 +1,503 @@
+"""The drainer: moves job-log entries from the journal into the database, in large batches.
+
+Each pass reads up to ``batch_size`` entries (waiting at most ``block_ms``
+for the first), folds the writes of one job into one row, and applies the
+batch in ONE transaction with the guarded upsert and the atomic root update
+of ``log_rows`` (order-safe and idempotent), then acknowledges the entries,
+which deletes them from the journal.  Any number of drainers may share one
+journal: an entry applied twice has the same effect as once, and a failed
+child is counted on its root only by the transaction that turns its row
+``failed`` (its row is locked while that is decided).
+
+* Database down or slow: the batch is kept and retried with backoff; the
+  workers go on appending; a WARNING says how big the backlog is (entries,
+  age of the oldest) at most every ``warn_every`` seconds.
+* A row the database refuses is put aside (``journal.put_aside``) and the job
+  still gets a minimal row with ``error_code = log_row_rejected``, so nothing
+  blocks the stream and no row stays ``running`` for ever.
+* A drainer that dies leaves its entries pending: another claims them once
+  they have been idle for ``claim_idle`` seconds.
+* A child's failure whose root row is not in the database yet (the root's
+  start is in another drainer's batch) waits, for up to ``root_wait`` seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from itertools import count as counter
+from typing import Any, Optional
+
+import peewee
+import structlog
+
+from models.database import is_postgres
+
+from . import log_rows
+from .fork_reset import reset_in_forked_children
+from .journal import Entry, Journal, JournalUnavailable, with_datetimes
+
+logger = structlog.get_logger("middleware.job_log_drainer")
+
+# Errors that mean "the database is not there right now": keep and retry.
+# Anything else is a problem with a row: put it aside instead of retrying forever.
+OUTAGE_ERRORS = (peewee.OperationalError, peewee.InterfaceError)
+REJECTED_CODE = "log_row_rejected"
+_drainer_numbers = counter(1)
+
+
+class DatabaseDown(Exception):
+    """The batch could not be applied because the database is unreachable; it is kept for the next try."""
+
+
+@dataclass
+class JobWrite:
+    """The writes of one job in one batch, folded into one row as the database would apply them."""
+
+    row: dict[str, Any]
+    failed_child_of: Optional[str]
+    entries: list[Entry] = field(default_factory=list)
+
+    def add(self, entry: Entry) -> None:
+        self.row = log_rows.merge_rows(self.row, entry.row)
+        self.failed_child_of = self.failed_child_of or entry.failed_child_of
+        self.entries.append(entry)
+
+
+def fold(entries: list[Entry]) -> dict[str, JobWrite]:
+    jobs: dict[str, JobWrite] = {}
+    for entry in entries:
+        job = jobs.get(entry.row["job_id"])
+        if job is None:
+            jobs[entry.row["job_id"]] = JobWrite(entry.row, entry.failed_child_of, [entry])
+        else:
+            job.add(entry)
+    return jobs
+
+
+class Drainer:
+    """Applies a journal's entries to the database (a thread of its own, or called by hand).
+
+    Parameters:
+      journal(Journal): Where the entries come from.
+      database(peewee.Database): Where the rows go (a DatabaseProxy works).
+      batch_size(int): Entries per transaction at most.  Defaults to 2000.
+      block_ms(int): How long a read waits for the first entry.  Defaults to 100.
+      gather(float): Seconds a batch that is not full waits, from its oldest
+        entry's append, for more entries: a job's start and end then become
+        one row insert, and commits stay few under a light load.  Defaults to 0.1.
+      claim_idle(float): Seconds after which another drainer's unacknowledged
+        entries are taken over.  Defaults to 30.
+      root_wait(float): Seconds a failed child waits for its root's row
+        before it is written without being counted.  Defaults to 30.
+      root_retry(float): Seconds between two tries of such a child.  Defaults to 0.2.
+      retry_backoff(tuple[float, float]): First and longest pause between
+        tries while the database (or Redis) is down.  Defaults to (0.2, 5.0).
+      warn_every(float): Seconds between two backlog warnings.  Defaults to 5.
+    """
+
+    def __init__(
+        self,
+        journal: Journal,
+        database,
+        *,
+        batch_size: int = 2000,
+        block_ms: int = 100,
+        gather: float = 0.1,
+        claim_idle: float = 30.0,
+        root_wait: float = 30.0,
+        root_retry: float = 0.2,
+        retry_backoff: tuple[float, float] = (0.2, 5.0),
+        warn_every: float = 5.0,
+    ) -> None:
+        self.journal = journal
+        self.database = database
+        self.batch_size = batch_size
+        self.block_ms = block_ms
+        self.gather = gather
+        self.claim_idle = claim_idle
+        self.root_wait = root_wait
+        self.root_retry = root_retry
+        self.retry_backoff = retry_backoff
+        self.warn_every = warn_every
+        self.consumer = self._consumer_name()
+        self._held: list[Entry] = []  # read, not applied yet (the database was down)
+        self._deferred: dict[str, tuple[float, list[Entry]]] = {}  # job -> (next try, entries): root missing
+        self._waiting_since: dict[str, float] = {}  # job -> when its failure first waited for its root
+        self._next_claim = 0.0
+        self._trouble_since: Optional[float] = None
+        self._last_warning = float("-inf")
+        self._thread: Optional[threading.Thread] = None
+        self._stopping = threading.Event()
+        self._own = None  # the drainer's own PostgreSQL connection
+        self._own_source = None
+        reset_in_forked_children(self)
+
+    @staticmethod
+    def _consumer_name() -> str:
+        return f"{socket.gethostname()}:{os.getpid()}:{next(_drainer_numbers)}"
+
+    # -- the thread ---------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self.run, name="job-log-drainer", daemon=True)
+        self._thread.start()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def run(self) -> None:
+        """Drain until ``stop()``: retry with backoff while the database or Redis is down."""
+        backoff = self.retry_backoff[0]
+        while not self._stopping.is_set():
+            try:
+                self.drain_once()
+                backoff = self.retry_backoff[0]
+                continue
+            except (DatabaseDown, JournalUnavailable) as exc:
+                self._note_trouble(exc)
+            except Exception:  # a bug must not end the drain: log it and go on
+                logger.exception("job log drainer pass failed; retrying")
+            self._stopping.wait(backoff)
+            backoff = min(backoff * 2, self.retry_backoff[1])
+
+    def request_stop(self) -> None:
+        """Make ``run()`` return after the pass in progress (from a signal handler)."""
+        self._stopping.set()
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Drain what this process appended (for up to ``timeout`` seconds), then stop; True if all of it was."""
+        drained = self.flush(timeout)
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        self._close_own_connection()
+        return drained
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until every entry this process appended is in the database; True if it is."""
+        target = self.journal.last_appended
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if self.journal.applied_through(target):
+                    return True
+                if self.running:
+                    time.sleep(0.01)
+                else:
+                    self.drain_once(block_ms=0)
+            except (DatabaseDown, JournalUnavailable):
+                time.sleep(self.retry_backoff[0])
+        return False
+
+    def after_fork_in_child(self) -> None:
+        # The parent's thread does not exist here and its connection belongs to its session.
+        self._thread = None
+        self._stopping = threading.Event()
+        self.consumer = self._consumer_name()
+        self._held, self._deferred, self._waiting_since = [], {}, {}
+        if self._own is not None:
+            _inherited_connections.append(self._own)
+            self._own = None
+
+    # -- one pass -------------------------------------------------------------------
+
+    def drain_once(self, block_ms: Optional[int] = None) -> int:
+        """Apply one batch; returns how many entries were settled.  DatabaseDown keeps the batch for the next pass."""
+        entries = self._held
+        self._held = []
+        now = time.monotonic()
+        for job_id, (due, deferred) in list(self._deferred.items()):
+            if due <= now or self._stopping.is_set():
+                entries.extend(deferred)
+                del self._deferred[job_id]
+        if now >= self._next_claim:
+            self._next_claim = now + max(self.claim_idle / 4, 0.05)
+            entries.extend(self._claim())
+        room = self.batch_size - len(entries)
+        if room > 0:
+            wait = self.block_ms if block_ms is None else block_ms
+            try:
+                entries.extend(self.journal.read(self.consumer, room, 0 if entries else wait))
+                if entries and wait and len(entries) < self.batch_size:
+                    entries.extend(self._gather_more(entries))
+            except JournalUnavailable:
+                self._held = entries
+                raise
+        if not entries:
+            return 0
+        settled = self._apply(entries)
+        self.journal.ack([entry.id for entry in settled])
+        self.journal.drained_total += len(settled)
+        self._note_recovery()
+        return len(settled)
+
+    def _gather_more(self, entries: list[Entry]) -> list[Entry]:
+        """Wait until the oldest entry is ``gather`` old, then take what else has come (never blocking)."""
+        pause = self.gather - (time.time() - min(entry.appended_at for entry in entries))
+        if pause > 0 and not self._stopping.wait(pause):
+            return self.journal.read(self.consumer, self.batch_size - len(entries), 0)
+        return []
+
+    def apply_now(self, rows: list[dict[str, Any]]) -> bool:
+        """Apply rows in the calling thread, besides the journal (which keeps them if this fails)."""
+        db = self.database  # the pooled one: the drainer's own connection is its thread's
+        was_closed = db.is_closed()
+        try:
+            self._commit_retrying_conflicts([JobWrite(row, None) for row in rows], db)
+            return True
+        except Exception as exc:  # the journal has them: a drainer applies them later
+            logger.warning("job log rows not applied at once; a drainer applies them from the journal",
+                           error=f"{type(exc).__name__}: {_first_line(exc)}")
+            return False
+        finally:
+            if was_closed and not db.is_closed():
+                db.close()  # back to the pool
+
+    def _claim(self) -> list[Entry]:
+        held = {entry.id for entry in self._held} | {e.id for _, es in self._deferred.values() for e in es}
+        claimed = self.journal.claim(self.consumer, int(self.claim_idle * 1000), self.batch_size)
+        return [entry for entry in claimed if entry.id not in held]
+
+    def _apply(self, entries: list[Entry]) -> list[Entry]:
+        """Apply a batch; returns the entries settled (applied or put aside)."""
+        jobs = fold(entries)
+        try:
+            deferred = self._commit_retrying_conflicts(list(jobs.values()))
+        except OUTAGE_ERRORS as exc:
+            self._held = entries
+            raise DatabaseDown(_first_line(exc)) from exc
+        except Exception:  # a row the database refuses: find it, settle the others
+            try:
+                deferred = self._commit_one_by_one(list(jobs.values()))
+            except DatabaseDown:
+                self._held = entries  # applying a write twice is harmless
+                raise
+        retry_at = time.monotonic() + self.root_retry
+        for job in deferred:
+            self._deferred[job.row["job_id"]] = (retry_at, job.entries)
+        waiting = {job.row["job_id"] for job in deferred}
+        for job_id in jobs:
+            if job_id not in waiting:
+                self._waiting_since.pop(job_id, None)
+        return [e for job_id, job in jobs.items() if job_id not in waiting for e in job.entries]
+
+    def _commit_retrying_conflicts(self, jobs: list[JobWrite], db=None) -> list[JobWrite]:
+        """``_commit``, again when PostgreSQL chose it as a deadlock's victim.
+
+        Two drainers may hold a root's row and a child's row in opposite
+        orders (one applies the child's start, the other its failure and then
+        the root's count): PostgreSQL aborts one of them, which simply tries again.
+        """
+        for attempt in range(5):
+            try:
+                return self._commit(jobs, db=db)
+            except OUTAGE_ERRORS as exc:
+                if attempt == 4 or not _is_conflict(exc):
+                    raise
+                time.sleep(random.uniform(0.005, 0.05) * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def _commit_one_by_one(self, jobs: list[JobWrite]) -> list[JobWrite]:
+        deferred = []
+        for job in jobs:
+            try:
+                deferred += self._commit([job])
+            except OUTAGE_ERRORS as exc:
+                raise DatabaseDown(_first_line(exc)) from exc
+            except Exception as exc:
+                self._reject(job, exc)
+        return deferred
+
+    def _reject(self, job: JobWrite, exc: Exception) -> None:
+        """Put the refused write aside, and still end the job with a minimal row."""
+        error = f"{type(exc).__name__}: {_first_line(exc)}"
+        # The job's writes of this batch, folded: one entry to read and to replay.
+        self.journal.put_aside([Entry(job.entries[-1].id, job.row, job.failed_child_of)], error)
+        logger.error(
+            "job log row refused by the database; put aside, and the job written without its details",
+            job_id=job.row.get("job_id"),
+            error=error,
+            kept_in=self.journal.where,
+            row=_printable(job.row),
+        )
+        row = minimal_row(job.row, f"the database refused this job's log row ({error}); "
+                                   f"the full row is kept in {self.journal.where}")
+        try:
+            self._commit([JobWrite(row, job.failed_child_of, job.entries)], wait_for_root=False)
+        except Exception as second:
+            logger.error("even the minimal job log row was refused", job_id=row.get("job_id"),
+                         error=f"{type(second).__name__}: {_first_line(second)}")
+
+    # -- the transaction ---------------------------------------------------------------
+
+    def _commit(self, jobs: list[JobWrite], wait_for_root: bool = True, db=None) -> list[JobWrite]:
+        """Apply these jobs' rows in one transaction; returns the jobs left for later (their root is missing)."""
+        db = db if db is not None else self._connection()
+        if not is_postgres(db):
+            for job in jobs:
+                with_datetimes(job.row)
+        # One lock order for every drainer: two batches never wait for each other's rows in a cycle.
+        jobs = sorted(jobs, key=lambda job: job.row["job_id"])
+        failing = [job for job in jobs if job.failed_child_of]
+        try:
+            if not failing:
+                log_rows.upsert_rows([job.row for job in jobs], db)  # one statement: its own transaction
+                return []
+            with db.atomic():
+                return self._upsert_counting_failures(db, jobs, failing, wait_for_root)
+        except OUTAGE_ERRORS as exc:
+            if not _is_conflict(exc):
+                _discard_connection(db)
+            raise
+
+    def _upsert_counting_failures(self, db, jobs, failing, wait_for_root) -> list[JobWrite]:
+        postgres = is_postgres(db)
+        failing_ids = [job.row["job_id"] for job in failing]
+        if postgres:
+            # A job's row may not exist yet, so a row lock cannot guard it: a lock on its id does.
+            db.execute_sql(
+                "SELECT count(pg_advisory_xact_lock(hashtext(j))) FROM (SELECT unnest(%s::text[]) AS j ORDER BY 1) s",
+                [failing_ids],
+            )
+        before = log_rows.statuses_of(failing_ids, lock=postgres, db=db)
+        # Count a child's failure on its root only when this write is what makes it failed.
+        newly_failed = [job for job in failing if before.get(job.row["job_id"]) != log_rows.FAILED]
+        deferred = self._waiting_for_root(db, jobs, newly_failed) if wait_for_root else []
+        waiting = {id(job) for job in deferred}
+        ready = [job.row for job in jobs if id(job) not in waiting]
+        if ready:
+            log_rows.upsert_rows(ready, db)
+        counts: dict[str, int] = {}
+        for job in newly_failed:
+            if id(job) not in waiting:
+                counts[job.failed_child_of] = counts.get(job.failed_child_of, 0) + 1
+        found = log_rows.count_failed_children(counts, db)
+        for job in newly_failed:
+            if id(job) not in waiting and job.failed_child_of not in found:
+                logger.warning(
+                    "root job row not found; child failure not counted on it",
+                    job_id=job.row["job_id"],
+                    parent_job_id=job.failed_child_of,
+                )
+        return deferred
+
+    def _waiting_for_root(self, db, jobs, newly_failed) -> list[JobWrite]:
+        """Failed children whose root row is neither in the database nor in this batch, still within root_wait."""
+        roots = {job.failed_child_of for job in newly_failed}
+        if not roots:
+            return []
+        present = {job.row["job_id"] for job in jobs if job.row.get("is_root_job")}
+        present |= log_rows.existing_roots(sorted(roots - present), db)
+        now = time.monotonic()
+        waiting = []
+        for job in newly_failed:
+            if job.failed_child_of in present:
+                continue
+            since = self._waiting_since.setdefault(job.row["job_id"], now)
+            if now - since < self.root_wait and not self._stopping.is_set():
+                waiting.append(job)
+        return waiting
+
+    def _connection(self):
+        """On PostgreSQL, a connection of the drainer's own: one batch at a time needs one,
+        and a pooled one would cost a liveness check per batch.  SQLite goes through the pool."""
+        real = getattr(self.database, "obj", self.database)
+        if not is_postgres(real):
+            return self.database
+        if self._own is None or self._own_source is not real:
+            if self._own is not None:
+                _discard_connection(self._own)
+            self._own = peewee.PostgresqlDatabase(real.database, thread_safe=False, **real.connect_params)
+            self._own_source = real
+        return self._own
+
+    def _close_own_connection(self) -> None:
+        if self._own is not None:
+            _discard_connection(self._own)
+            self._own = None
+
+    # -- telling the operator -------------------------------------------------------------
+
+    def _note_trouble(self, exc: Exception) -> None:
+        now = time.monotonic()
+        if self._trouble_since is None:
+            self._trouble_since = now
+        if now - self._last_warning < self.warn_every:
+            return
+        self._last_warning = now
+        try:
+            stats = self.journal.stats()
+        except JournalUnavailable:
+            stats = {"entries": None, "oldest_age_seconds": None}
+        where = "Redis (the job-log journal)" if isinstance(exc, JournalUnavailable) else "log database"
+        logger.warning(
+            f"{where} unavailable; job log rows wait in the journal and are retried",
+            error=_first_line(exc),
+            backlog_entries=stats["entries"],
+            oldest_entry_age_seconds=stats["oldest_age_seconds"],
+            down_for_seconds=round(now - self._trouble_since, 1),
+        )
+
+    def _note_recovery(self) -> None:
+        if self._trouble_since is not None:
+            logger.warning("job log drain resumed; the backlog is applied in order",
+                           down_for_seconds=round(time.monotonic() - self._trouble_since, 1))
+            self._trouble_since = None
+            self._last_warning = float("-inf")
+
+
+def minimal_row(row: dict[str, Any], why: str) -> dict[str, Any]:
+    """The row reduced to what identifies the job and its status, for a row the database refused."""
+    keep = ("id", "job_id", "parent_job_id", "is_root_job", "status", "retry_count", "enqueued_at",
+            "started_at", "completed_at", "created_at", "updated_at")
+    minimal = {name: None for name in log_rows.ROW_COLUMNS}
+    minimal.update({name: row.get(name) for name in keep})
+    minimal.update(
+        operation=str(row.get("operation") or "unknown")[:100].replace("\x00", ""),
+        sources=[], fields_enriched=[], api_call_count=0,
+        error_code=REJECTED_CODE, last_error=why.replace("\x00", "")[:2000],
+    )
+    return minimal
+
+
+def _is_conflict(exc: Exception) -> bool:
+    """A deadlock or serialization failure (peewee keeps the driver's exception as its first argument)."""
+    original = exc.args[0] if exc.args else None
+    return getattr(original, "pgcode", None) in ("40P01", "40001")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _printable(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v if isinstance(v, (str, int, float, bool, type(None), list, dict)) else str(v)) for k, v in row.items()}
+
+
+_inherited_connections: list = []  # kept open on purpose, see Drainer.after_fork_in_child
+
+
+def _discard_connection(db) -> None:
+    """Throw away a broken connection instead of returning it to the pool."""
+    db = getattr(db, "obj", db)
+    try:
+        if hasattr(db, "manual_close"):
+            db.manual_close()
+        elif not db.is_closed():
+            db.close()
+    except Exception:  # already broken: nothing more to close
+        pass
+
+
+__all__ = ["Drainer", "DatabaseDown", "REJECTED_CODE", "minimal_row", "fold"]

@@ -1,0 +1,231 @@
+"""The job-log journal on a real Redis and the drainers on a real PostgreSQL.
+
+A drainer killed between its commit and its acknowledgement, two drainers on
+one stream, a row the database refuses, Redis refusing a job's final write:
+each time every job ends with one row and every root counts each failed child
+exactly once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import dramatiq
+import dramatiq.worker
+import pytest
+import redis
+from dramatiq.brokers.redis import RedisBroker
+
+from middleware import DatabaseConnections, JobLinking
+from middleware.drainer import REJECTED_CODE, Drainer
+from middleware.journal import RedisJournal
+from models import EnrichmentLog
+
+from conftest import REDIS_TEST_URL
+from linking_harness import rows, wait_for
+from process_harness import ROOT, TESTS
+
+STREAM = "test:job-log"
+
+
+@pytest.fixture
+def client():
+    client = redis.Redis.from_url(REDIS_TEST_URL)
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+def row(job_id: str, status: str, root: str | None = None, **extra) -> dict:
+    now = dt.datetime.utcnow()
+    return {
+        "id": str(uuid.uuid4()), "job_id": job_id, "parent_job_id": root, "is_root_job": root is None,
+        "operation": "test:op", "entity_type": None, "entity_id": None, "status": status, "reason": None,
+        "sources": [], "fields_enriched": [], "data_quality_before": None, "data_quality_after": None,
+        "retry_count": 0, "last_error": None, "error_code": None, "api_call_count": 0, "enqueued_at": now,
+        "started_at": now, "completed_at": None if status == "running" else now, "duration_ms": None,
+        "details": None, "triggered_by": None, "created_at": now, "updated_at": now, **extra,
+    }
+
+
+def append_tree(journal: RedisJournal, root: str, children: int, failing: int) -> None:
+    journal.append(row(root, "running"))
+    for n in range(children):
+        child = f"{root}-c{n}"
+        journal.append(row(child, "running", root))
+        failed = n < failing
+        journal.append(row(child, "failed" if failed else "success", root), root if failed else None)
+    journal.append(row(root, "success"))
+
+
+def drain_all(drainer: Drainer, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while drainer.journal.oldest_id() is not None:
+        assert time.monotonic() < deadline, "the journal was not drained"
+        drainer.drain_once(block_ms=10)
+
+
+def test_two_drainers_on_one_stream_count_a_thousand_failed_children_once(pg_db, client):
+    journal = RedisJournal(client, STREAM)
+    append_tree(journal, "root-a", children=1000, failing=1000)
+    append_tree(journal, "root-b", children=300, failing=30)
+    drainers = [Drainer(RedisJournal(client, STREAM), pg_db, batch_size=150) for _ in range(2)]
+    threads = [threading.Thread(target=drain_all, args=(d,)) for d in drainers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    for drainer in drainers:
+        drainer.stop(timeout=0)
+    found = rows()
+    assert len(found) == 1302
+    assert found["root-a"].failed_children == 1000 and found["root-a"].status == "degraded"
+    assert found["root-b"].failed_children == 30 and found["root-b"].status == "degraded"
+    assert client.xlen(STREAM) == 0  # acknowledged entries are deleted
+    assert sum(d.journal.drained_total for d in drainers) == 1000 * 2 + 300 * 2 + 4
+
+
+_KILLED_BEFORE_ACK = """
+import os, signal, sys, redis
+sys.path[:0] = [{tests!r}, {root!r}]
+from models import bind_database
+from middleware.drainer import Drainer
+from middleware.journal import RedisJournal
+journal = RedisJournal(redis.Redis.from_url({redis_url!r}), {stream!r})
+journal.ack = lambda ids: os.kill(os.getpid(), signal.SIGKILL)  # committed, never acknowledged
+Drainer(journal, bind_database({pg_url!r}), batch_size=100000).drain_once()
+"""
+
+
+def test_a_drainer_killed_after_its_commit_has_its_batch_claimed_and_counted_once(pg_db, pg_url, client):
+    journal = RedisJournal(client, STREAM)
+    append_tree(journal, "root", children=200, failing=50)
+    script = _KILLED_BEFORE_ACK.format(tests=str(TESTS), root=str(ROOT), redis_url=REDIS_TEST_URL,
+                                       stream=STREAM, pg_url=pg_url)
+    killed = subprocess.run([sys.executable, "-c", script], timeout=60)
+    assert killed.returncode == -9
+    assert EnrichmentLog.get(EnrichmentLog.job_id == "root").failed_children == 50  # its commit happened
+    assert client.xpending(STREAM, "drainers")["pending"] == 402  # and its entries wait for another drainer
+
+    survivor = Drainer(RedisJournal(client, STREAM), pg_db, claim_idle=0.2)
+    time.sleep(0.3)
+    drain_all(survivor)
+    survivor.stop(timeout=0)
+    root = EnrichmentLog.get(EnrichmentLog.job_id == "root")
+    assert root.failed_children == 50 and root.status == "degraded"
+    assert EnrichmentLog.select().count() == 201
+    assert client.xpending(STREAM, "drainers")["pending"] == 0 and client.xlen(STREAM) == 0
+
+
+def test_a_row_the_database_refuses_is_put_aside_and_the_job_still_ends(pg_db, client):
+    journal = RedisJournal(client, STREAM)
+    append_tree(journal, "root", children=3, failing=1)
+    # data_quality_after is a VARCHAR(10): PostgreSQL refuses this row, whatever the batch.
+    journal.append(row("root-c1", "success", "root", data_quality_after="x" * 50))
+    journal.append(row("after", "success"))
+    drainer = Drainer(journal, pg_db)
+    drain_all(drainer)
+    found = rows()
+    assert set(found) == {"root", "root-c0", "root-c1", "root-c2", "after"}  # nothing blocked behind it
+    refused = found["root-c1"]
+    assert refused.status == "success" and refused.error_code == REJECTED_CODE
+    assert STREAM + ":rejected" in refused.last_error
+    assert found["root"].failed_children == 1
+    [(_, entry, error)] = journal.rejected()
+    assert entry.row["job_id"] == "root-c1" and "too long" in error
+    assert journal.stats()["refused_total"] == 1 and journal.stats()["entries"] == 0
+
+    assert journal.replay_rejected() == 1  # after a fix: here it is refused again, and kept again
+    drain_all(drainer)
+    drainer.stop(timeout=0)
+    assert len(journal.rejected()) == 1
+
+
+@pytest.fixture
+def redis_app(pg_db, client, monkeypatch):
+    """A RedisBroker with JobLinking and an in-process worker; the ack is retried every 0.2 s."""
+    monkeypatch.setattr(dramatiq.worker, "POST_PROCESS_MESSAGE_RETRY_DELAY_SECS", 0.2)
+    broker = RedisBroker(url=REDIS_TEST_URL)
+    linking = JobLinking(pg_db)
+    broker.add_middleware(DatabaseConnections(pg_db))
+    broker.add_middleware(linking)
+    dramatiq.set_broker(broker)
+
+    @dramatiq.actor(broker=broker, max_retries=0)
+    def job():
+        pass
+
+    worker = dramatiq.Worker(broker, worker_threads=1)
+    yield broker, linking, job, worker
+    worker.stop()
+    broker.close()
+
+
+def test_redis_refusing_the_final_write_holds_the_ack_until_it_is_written(redis_app, client):
+    broker, linking, job, worker = redis_app
+    client.set("dramatiq:job-log", "not a stream")  # every XADD now fails: WRONGTYPE
+    message = job.send()
+    try:
+        worker.start()
+        time.sleep(1.5)
+        queued_as = message.options["redis_message_id"]
+        assert client.hexists("dramatiq:default.msgs", queued_as), "acked without its row"
+        assert message.message_id not in rows()
+    finally:
+        client.delete("dramatiq:job-log")  # Redis takes writes again
+    wait_for(lambda: not client.hexists("dramatiq:default.msgs", queued_as), timeout=15)
+    assert linking.flush(15)
+    assert rows()[message.message_id].status == "success"
+
+
+def test_stats_show_the_backlog_and_what_was_drained(pg_db, client):
+    journal = RedisJournal(client, STREAM)
+    append_tree(journal, "root", children=2, failing=0)
+    time.sleep(0.05)
+    before = journal.stats()
+    assert before["entries"] == 6 and before["oldest_age_seconds"] >= 0.05
+    drainer = Drainer(journal, pg_db)
+    drain_all(drainer)
+    drainer.stop(timeout=0)
+    assert journal.stats() == {"entries": 0, "oldest_age_seconds": None, "drained_total": 6, "refused_total": 0}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("database", ["unset", "missing", "unmigrated"])
+def test_a_worker_without_a_usable_database_refuses_to_start_and_consumes_nothing(
+        database, client, pg_url, tmp_path):
+    from conftest import create_pg_database, drop_pg_database
+
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env.update(REDIS_URL=REDIS_TEST_URL, PYTHONPATH=f"{TESTS}{os.pathsep}{ROOT}")
+    created = None
+    if database == "missing":
+        env["DATABASE_URL"] = pg_url.rsplit("/", 1)[0] + "/enrich_no_such_database"
+    elif database == "unmigrated":
+        created = env["DATABASE_URL"] = create_pg_database("enrich_unmigrated")
+    try:
+        broker = RedisBroker(url=REDIS_TEST_URL)
+        sent = dramatiq.Message(queue_name="default", actor_name="job", args=(), kwargs={}, options={})
+        sent = broker.enqueue(sent)
+        worker = subprocess.run(
+            [sys.executable, "-m", "dramatiq", "unbound_app", "--processes", "1", "--threads", "1", "--skip-logging"],
+            env=env, cwd=TESTS, capture_output=True, text=True, timeout=60,
+        )
+        broker.close()
+    finally:
+        if created:
+            drop_pg_database(created)
+    refusals = [line for line in worker.stderr.splitlines() if line.startswith("JobLinking: refusing to start")]
+    assert worker.returncode != 0
+    assert len(refusals) == 1, worker.stderr[-3000:]
+    expected = {"unset": "set DATABASE_URL", "missing": "does not exist", "unmigrated": "enrich migrate"}[database]
+    assert expected in refusals[0]
+    # Still queued, untouched (the queue holds the id Redis gave it).
+    assert client.lrange("dramatiq:default", 0, -1) == [sent.options["redis_message_id"].encode()]

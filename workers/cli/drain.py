@@ -1,0 +1,74 @@
+"""``enrich drain``: a drainer process of its own, and the rows the database refused.
+
+By default every worker process drains the job-log journal in a thread; a
+fleet that wants drainers apart sets ``JOB_LOG_DRAIN_IN_WORKERS=0`` and runs
+the Procfile's ``drain`` process type instead (any number of them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+
+from middleware import log_database
+from middleware.journal import MemoryJournal
+
+from .common import CommandError, app_broker, note
+
+
+def _linking():
+    from ..broker import job_linking
+
+    broker = app_broker()
+    linking = job_linking(broker)
+    journal = linking.journal_of(broker)
+    if isinstance(journal, MemoryJournal):
+        raise CommandError("REDIS_URL is not set: without Redis the job log is drained inside each process "
+                           "(enrich run, enrich demo); enrich drain needs the workers' Redis")
+    return broker, linking, journal
+
+
+def cmd_drain(args: argparse.Namespace) -> int:
+    broker, linking, journal = _linking()
+    if args.list_rejected:
+        rejected = journal.rejected(args.limit)
+        if args.json:
+            print(json.dumps([{"id": entry_id, "error": error, "failed_child_of": entry.failed_child_of,
+                               "row": entry.row} for entry_id, entry, error in rejected], indent=2, default=str))
+        else:
+            for entry_id, entry, error in rejected:
+                print(f"{entry_id}  {entry.row.get('job_id')}  {entry.row.get('status')}  {error}")
+            note(f"{len(rejected)} rejected row(s) in {journal.where}"
+                 + ("; enrich drain --list-rejected --json prints them in full" if rejected else ""))
+        return 0
+    if args.replay_rejected:
+        moved = journal.replay_rejected()
+        print(f"{moved} rejected row(s) appended to the journal again")
+        return 0
+    try:
+        log_database.refuse_unless_ready(linking.database)
+    except log_database.JobLogRefused as exc:
+        raise CommandError(f"refusing to start: {exc}") from None
+    drainer = linking.drainer_of(broker)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: drainer.request_stop())
+    note(f"draining the job-log journal {journal.key!r} into the database (Ctrl-C stops)")
+    drainer.run()
+    drainer.stop(timeout=0)
+    print(json.dumps(journal.stats()), file=sys.stderr)
+    return 0
+
+
+def add_drain_command(sub, add) -> None:
+    p = add(sub, "drain", cmd_drain,
+            "move job-log rows from the Redis journal into the database until stopped (workers drain in a "
+            "thread too, unless JOB_LOG_DRAIN_IN_WORKERS=0); or list or replay the rows the database refused",
+            "REDIS_URL=redis://127.0.0.1:6379/0 enrich drain\n  enrich drain --list-rejected --json")
+    p.add_argument("--list-rejected", action="store_true",
+                   help="print the rows the database refused (kept in the stream <namespace>:job-log:rejected)")
+    p.add_argument("--replay-rejected", action="store_true",
+                   help="append every refused row to the journal again (after fixing the cause)")
+    p.add_argument("--limit", type=int, default=1000, help="with --list-rejected: at most this many (default 1000)")
+    p.add_argument("--json", action="store_true", help="with --list-rejected: the rows in full, as JSON")
