@@ -79,7 +79,8 @@ def rows_of_tree(tree_no: int, producer: int) -> list[tuple[dict, str | None]]:
             "sources": [], "fields_enriched": [], "data_quality_before": "low", "data_quality_after": None,
             "retry_count": 0, "last_error": None, "error_code": None, "api_call_count": 0,
             "enqueued_at": now, "started_at": now, "completed_at": None, "duration_ms": None,
-            "details": None, "triggered_by": "cli" if n == 0 else None, "created_at": now, "updated_at": now,
+            "details": None, "triggered_by": "cli" if n == 0 else None, "message": None, "due_at": None,
+            "created_at": now, "updated_at": now,
         }
         writes.append((row, None))
         end = dict(row, status="failed" if failed else "success", completed_at=now, updated_at=now,

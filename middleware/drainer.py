@@ -298,11 +298,11 @@ class Drainer:
         orders (one applies the child's start, the other its failure and then
         the root's count): PostgreSQL aborts one of them, which simply tries again.
         """
-        for attempt in range(5):
+        for attempt in range(10):
             try:
                 return self._commit(jobs, db=db)
             except OUTAGE_ERRORS as exc:
-                if attempt == 4 or not _is_conflict(exc):
+                if attempt == 9 or not _is_conflict(exc):
                     raise
                 time.sleep(random.uniform(0.005, 0.05) * (attempt + 1))
         raise AssertionError("unreachable")

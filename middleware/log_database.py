@@ -6,7 +6,7 @@ from typing import Optional
 
 import peewee
 
-from models.database import bind_database, database as default_database, redact_url
+from models.database import bind_database, database as default_database
 from models.settings import ConfigError, job_log_settings
 
 
@@ -58,7 +58,7 @@ def problem(db) -> Optional[str]:
     except peewee.DatabaseError as exc:
         text = str(exc).strip()
         first = text.splitlines()[0] if text else type(exc).__name__
-        return f"cannot reach the job-log database {describe(db)}: {redact_url(first)}"
+        return f"cannot reach the job-log database {describe(db)}: {first}"  # the driver never prints the password
     return None if found is None else f"job-log database {describe(db)}: {found}"
 
 
