@@ -37,7 +37,6 @@ class Harness:
     def drain(self, timeout: float = 30.0):
         """Every message processed and every row it wrote in the database."""
         drain(self.broker, self.worker, timeout)
-        assert self.linking.flush(timeout), "the job-log journal was not drained in time"
 
     def stop(self):
         self.worker.stop()
@@ -46,13 +45,16 @@ class Harness:
 
 
 def drain(broker: StubBroker, worker: Worker, timeout: float = 30.0) -> None:
-    """Wait until every queue (delayed ones too) is empty and every message acked."""
+    """Wait until every queue (delayed ones too) is empty, every message acked, and every row they
+    wrote applied from the job-log journal."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for queue in list(broker.queues):
             broker.join(queue, fail_fast=False, timeout=int(max(deadline - time.monotonic(), 0.1) * 1000))
         worker.join()
         if all(q.qsize() == 0 and q.unfinished_tasks == 0 for q in broker.queues.values()):
+            for linking in (m for m in broker.middleware if isinstance(m, JobLinking)):
+                assert linking.flush(max(deadline - time.monotonic(), 1.0)), "the job-log journal was not drained"
             return
     raise TimeoutError("queues did not drain")
 
