@@ -35,6 +35,8 @@ from . import log_database
 from .drainer import Drainer
 from .job_context import JobState, current_job, set_current, starting_new_tree
 from .journal import Journal, JournalUnavailable, MemoryJournal, journal_for
+from .log_rows import merge_rows
+from .start_rows import StartRows
 from .redaction import redact_text
 from .row_values import (
     MAX_ID_LENGTH,
@@ -131,6 +133,7 @@ class JobLinking(Middleware):
         self._drainer_options = {"batch_size": batch_size, "claim_idle": claim_idle, "root_wait": root_wait}
         self.journal: Optional[Journal] = None
         self.drainer: Optional[Drainer] = None
+        self.start_rows: Optional[StartRows] = None
         self._setup_lock = threading.RLock()
 
     @property
@@ -151,6 +154,13 @@ class JobLinking(Middleware):
         """Append one job-log write (JournalUnavailable when Redis cannot take it)."""
         self.journal_of(broker).append(row, failed_child_of)
 
+    def start_rows_of(self, broker) -> StartRows:
+        if self.start_rows is None:
+            with self._setup_lock:
+                if self.start_rows is None:
+                    self.start_rows = StartRows(lambda row: self.append(broker, row))
+        return self.start_rows
+
     def drainer_of(self, broker) -> Drainer:
         if self.drainer is None:
             with self._setup_lock:
@@ -161,6 +171,8 @@ class JobLinking(Middleware):
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until every row this process wrote is in the database; True if it is."""
+        if self.start_rows is not None:
+            self.start_rows.flush()
         if self.drainer is None:
             return self.journal is None or self.journal.last_appended is None
         return self.drainer.flush(timeout)
@@ -195,6 +207,8 @@ class JobLinking(Middleware):
         journal's leftovers are printed in full to the JSON log (nothing is
         dropped silently).
         """
+        if self.start_rows is not None:
+            self.start_rows.flush()
         if self.drainer is not None:
             self.drainer.stop(timeout)
         if isinstance(self.journal, MemoryJournal):
@@ -252,12 +266,7 @@ class JobLinking(Middleware):
     def before_process_message(self, broker, message):
         job = self._start_job(broker, message)
         if job.loggable:
-            try:
-                self.append(broker, self._row(job, message, RUNNING))
-            except JournalUnavailable as exc:
-                # The final write carries everything the start row has: only the
-                # `running` state between the two is missing.
-                logger.warning("job start not written to the job-log journal", error=str(exc))
+            self.start_rows_of(broker).hold_row(self._row(job, message, RUNNING))
         if self.log_lines == "all":
             self._log("job started", job, RUNNING)
 
@@ -333,6 +342,9 @@ class JobLinking(Middleware):
         if job.final_write is None:
             status, retry_count, error = self._verdict(job, message, failed)
             row = self._row(job, message, status, retry_count=retry_count, error=error)
+            start = self.start_rows_of(broker).take(job.job_id)
+            if start is not None:
+                row = merge_rows(start, row)  # a short job: its start and end are one entry
             job.final_write = (row, job.root_id if status == FAILED else None)
         row, failed_child_of = job.final_write
         if job.loggable:

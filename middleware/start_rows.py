@@ -1,0 +1,75 @@
+"""Start rows held back for a moment: a job that ends soon writes ONE journal entry, not two.
+
+Most jobs last milliseconds.  Their ``running`` row would be appended to the
+journal, read back by a drainer and folded into the job's end anyway; held
+for ``hold`` seconds, it is folded into the end before it is appended (one
+Redis round trip per job instead of two).  A job still running after
+``hold`` has its start appended by a background thread, so ``running`` shows.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Callable, Optional
+
+import structlog
+
+from .fork_reset import reset_in_forked_children
+from .journal import JournalUnavailable
+
+logger = structlog.get_logger("middleware.job_linking")
+
+
+class StartRows:
+    """Holds start rows until their job ends or ``hold`` seconds pass.
+
+    Parameters:
+      append(Callable[[dict], None]): Appends one row to the journal.
+      hold(float): Seconds a start row waits for its job's end.  Defaults to 0.05.
+    """
+
+    def __init__(self, append: Callable[[dict], None], hold: float = 0.05) -> None:
+        self._append = append
+        self.hold = hold
+        self._held: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+        self._thread: Optional[threading.Thread] = None
+        reset_in_forked_children(self)
+
+    def hold_row(self, row: dict[str, Any]) -> None:
+        with self._lock:
+            self._held[row["job_id"]] = (time.monotonic() + self.hold, row)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="job-log-start-rows", daemon=True)
+                self._thread.start()
+
+    def take(self, job_id: str) -> Optional[dict[str, Any]]:
+        """The job's start row if it is still held (the caller folds it into the job's end)."""
+        with self._lock:
+            held = self._held.pop(job_id, None)
+        return None if held is None else held[1]
+
+    def flush(self, due_only: bool = False) -> None:
+        now = time.monotonic()
+        with self._lock:
+            due = [job_id for job_id, (deadline, _) in self._held.items() if not due_only or deadline <= now]
+            rows = [self._held.pop(job_id)[1] for job_id in due]
+        for row in rows:
+            try:
+                self._append(row)
+            except JournalUnavailable as exc:
+                # The job's end carries everything its start has: only `running` is missing meanwhile.
+                logger.warning("job start not written to the job-log journal", job_id=row["job_id"], error=str(exc))
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.hold / 2)
+            try:
+                self.flush(due_only=True)
+            except Exception:  # never let the thread die: held rows would wait for their job's end
+                logger.exception("appending held job start rows failed")
+
+    def after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
+        self._held, self._thread = {}, None
