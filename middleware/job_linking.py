@@ -36,6 +36,7 @@ from .drainer import Drainer
 from .job_context import JobState, current_job, set_current, starting_new_tree
 from .journal import Journal, JournalUnavailable, MemoryJournal, journal_for
 from .log_rows import merge_rows
+from .metrics import observe_journal
 from .start_rows import StartRows
 from .redaction import redact_text
 from .row_values import (
@@ -196,6 +197,7 @@ class JobLinking(Middleware):
     def after_worker_boot(self, broker, worker):
         if self.drain_in_workers or isinstance(self.journal_of(broker), MemoryJournal):
             self.drainer_of(broker).start()
+        observe_journal(self.stats)  # the enrich_journal_* metrics, when metrics are on
 
     def before_worker_shutdown(self, broker, worker):
         self.stop()

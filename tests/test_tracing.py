@@ -35,7 +35,7 @@ def traced(db):
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    harness = Harness(JobLinking(flush_interval=0.01))
+    harness = Harness(JobLinking(root_wait=0.3))
     # Where workers.broker puts it: after Retries, before JobLinking.
     harness.broker.add_middleware(Retries(min_backoff=10, max_backoff=20))
     harness.broker.add_middleware(Tracing(provider, secrets=lambda: ["s3cr3t-T0ken-value"]),
