@@ -61,10 +61,11 @@ class _Metrics:
         self.rate_limit_wait = Histogram(
             "enrich_rate_limit_wait_seconds", "Time a request waited for the shared MusicBrainz/Discogs spacing.",
             ["service"], buckets=REQUEST_BUCKETS, registry=registry)
-        # The journal's figures are per process: summed (backlog) or maxed (age) over live processes.
+        # Every process reads the same journal (one Redis Stream): the backlog and its age are
+        # maxed over live processes, not summed (an in-memory journal has one process anyway).
         self.journal_entries = Gauge(
             "enrich_journal_entries", "Job-log rows waiting in the journal for the database.",
-            registry=registry, multiprocess_mode="livesum")
+            registry=registry, multiprocess_mode="livemax")
         self.journal_oldest_age = Gauge(
             "enrich_journal_oldest_entry_age_seconds", "Age of the oldest row waiting in the journal.",
             registry=registry, multiprocess_mode="livemax")
