@@ -36,10 +36,12 @@ import peewee
 import structlog
 
 from models.database import is_postgres
+from models.job_log import DEGRADED, QUEUED, RETRYING, RUNNING
 
 from . import log_rows
 from .fork_reset import reset_in_forked_children
 from .journal import Entry, Journal, JournalUnavailable, with_datetimes
+from .metrics import observe_root_degraded
 
 logger = structlog.get_logger("middleware.job_log_drainer")
 
@@ -382,6 +384,10 @@ class Drainer:
             if id(job) not in waiting:
                 counts[job.failed_child_of] = counts.get(job.failed_child_of, 0) + 1
         found = log_rows.count_failed_children(counts, db)
+        for root, after in found.items():
+            # This batch made the tree's first failures: the root turned (or will end) degraded.
+            if after is not None and after[2] == counts[root] and after[1] in (DEGRADED, RUNNING, RETRYING, QUEUED):
+                observe_root_degraded(after[0])
         for job in newly_failed:
             if id(job) not in waiting and job.failed_child_of not in found:
                 logger.warning(

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 import weakref
-from typing import Any
+from typing import Any, Optional
 
 import peewee
 from peewee import EXCLUDED, SQL, Case, Function, JSONField, Select, UUIDField, fn
@@ -312,8 +312,9 @@ def count_failed_child(root_job_id: str, db=None) -> bool:
     return updated > 0
 
 
-def count_failed_children(counts: dict[str, int], db=None) -> set[str]:
-    """``count_failed_child`` for many roots at once (``{root job id: failures}``); returns the roots found.
+def count_failed_children(counts: dict[str, int], db=None) -> dict[str, Optional[tuple[str, str, int]]]:
+    """``count_failed_child`` for many roots at once (``{root job id: failures}``); returns the roots found,
+    each with its (operation, status, failed_children) after the update on PostgreSQL (None on SQLite).
 
     On PostgreSQL one UPDATE for the whole batch: a drainer's batch holds
     failures of hundreds of trees, and one round trip each would cost more
@@ -323,17 +324,17 @@ def count_failed_children(counts: dict[str, int], db=None) -> set[str]:
     if not counts:
         return set()
     if not is_postgres(db):
-        return {root for root, n in counts.items() for _ in range(n) if count_failed_child(root, db)}
+        return {root: None for root, n in counts.items() for _ in range(n) if count_failed_child(root, db)}
     roots = sorted(counts)
     degradable = ", ".join(f"'{status}'" for status in DEGRADABLE_STATUSES)
     cursor = db.execute_sql(
         "UPDATE enrichment_logs AS t SET failed_children = t.failed_children + v.n, "
         f"status = CASE WHEN t.status IN ({degradable}) THEN '{DEGRADED}' ELSE t.status END, updated_at = %s "
         "FROM unnest(%s::text[], %s::int[]) AS v(job_id, n) "
-        "WHERE t.job_id = v.job_id AND t.is_root_job RETURNING t.job_id",
+        "WHERE t.job_id = v.job_id AND t.is_root_job RETURNING t.job_id, t.operation, t.status, t.failed_children",
         [utcnow(), roots, [counts[root] for root in roots]],
     )
-    return {job_id for (job_id,) in cursor.fetchall()}
+    return {job_id: (operation, status, failed) for job_id, operation, status, failed in cursor.fetchall()}
 
 
 def existing_roots(job_ids: list[str], db=None) -> set[str]:

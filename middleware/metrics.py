@@ -22,7 +22,7 @@ from typing import Callable, Mapping, Optional
 import structlog
 from dramatiq.middleware import Middleware
 
-from models.job_log import DEGRADED, FAILED, RETRYING, RUNNING, SKIPPED, SUCCESS
+from models.job_log import FAILED, SKIPPED, SUCCESS
 
 from .job_context import current_job
 
@@ -155,6 +155,12 @@ class _JournalObserver:
 _journal = _JournalObserver()
 
 
+def observe_root_degraded(operation: str) -> None:
+    """A root's tree had its first job fail for good (the root is, or will end, ``degraded``)."""
+    if _metrics is not None:
+        _metrics.roots_degraded.labels(operation).inc()
+
+
 def observe_journal(stats: JournalStats, interval: float = 5.0) -> None:
     """Export the journal's figures: ``stats()`` returns ``entries``, ``oldest_age_seconds``,
     ``drained_total`` and ``refused_total`` (totals since the journal started).
@@ -177,13 +183,11 @@ class JobMetrics(Middleware):
 
     Add it after ``MetricsExposition`` (its metrics need that middleware's
     directory) and before ``JobLinking`` (it reads the running job from
-    ``current_job()`` before JobLinking lets go of it, and looks at the rows
-    once JobLinking has committed them).
+    ``current_job()`` before JobLinking lets go of it).  Roots turning
+    degraded are counted by the job-log drainer (``observe_root_degraded``).
 
     Parameters:
-      database(peewee.Database): Where JobLinking writes its rows; the root's
-        row is read when a job fails for good, to see whether that turned the
-        root degraded.  Defaults to ``models.database``.
+      database(peewee.Database): Kept for compatibility; unused.
     """
 
     def __init__(self, database=None) -> None:
@@ -191,7 +195,6 @@ class JobMetrics(Middleware):
 
         self.database = database if database is not None else default_database
         self._local = threading.local()
-        self._lookups_failing = False
 
     def before_worker_boot(self, broker, worker):
         # Not after_process_boot: Dramatiq emits after_* hooks last middleware first, and
@@ -243,35 +246,7 @@ class JobMetrics(Middleware):
         ending, self._local.ending = getattr(self._local, "ending", None), None
         if ending is None or _metrics is None or ending[0] != message.message_id:
             return
-        _, operation, status, root_id = ending
+        _, operation, status, _ = ending
         _metrics.jobs_finished.labels(operation, status).inc()
-        if root_id is not None and status == FAILED:
-            self._count_degraded_root(root_id)
-
-    def _count_degraded_root(self, root_id: str) -> None:
-        """Count the root of a job that failed for good, if this was its tree's first such failure.
-
-        That failure turns a root that finished well ``degraded`` at once, and
-        one still running (or retrying) when it finishes, unless it fails
-        itself.  One read of the root's row, once JobLinking has committed the
-        failure; no read at all for jobs that end well.
-        """
-        from models.job_log import EnrichmentLog as T
-
-        try:
-            with self.database.connection_context():
-                row = (T.select(T.operation, T.status, T.failed_children)
-                       .where((T.job_id == root_id) & (T.is_root_job == True))  # noqa: E712
-                       .tuples().first())
-        except Exception as exc:  # the database is down: the row waits in JobLinking's writer
-            if not self._lookups_failing:
-                logger.warning("cannot read the root's row for enrich_roots_degraded_total",
-                               error=type(exc).__name__)
-            self._lookups_failing = True
-            return
-        self._lookups_failing = False
-        if row is None:
-            return
-        operation, status, failed_children = row
-        if failed_children == 1 and status in (DEGRADED, RUNNING, RETRYING):
-            _metrics.roots_degraded.labels(operation).inc()
+        # A root turning degraded is counted by the job-log drainer that applies the
+        # tree's first failure (observe_root_degraded): only it knows when that is.
