@@ -322,7 +322,7 @@ def count_failed_children(counts: dict[str, int], db=None) -> dict[str, Optional
     """
     db = db if db is not None else T._meta.database
     if not counts:
-        return set()
+        return {}
     if not is_postgres(db):
         return {root: None for root, n in counts.items() for _ in range(n) if count_failed_child(root, db)}
     roots = sorted(counts)
