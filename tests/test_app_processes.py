@@ -67,7 +67,7 @@ def send_root(broker, actor_name: str, *args) -> str:
 
 
 def all_acked() -> bool:
-    """Every message, delayed retries included, processed and acked (rows are final before the ack)."""
+    """Every message, delayed retries included, processed and acked (rows are in the journal before the ack)."""
     r = redis.Redis.from_url(REDIS_TEST_URL)
     return r.hlen("dramatiq:default.msgs") == 0 and r.hlen("dramatiq:default.DQ.msgs") == 0
 
@@ -78,6 +78,9 @@ def test_two_albums_through_worker_processes_with_the_musicbrainz_limit(workers_
     albums = [add_album("Homogenic", ["Björk"]), add_album("Dummy", ["Portishead"])]
     roots = [send_root(broker, "check_album_enrichment", str(a.id), "test") for a in albums]
     wait_for(all_acked, timeout=120, interval=0.2)
+    # The rows reach the database from the job-log journal, a moment after the acks.
+    wait_for(lambda: not EnrichmentLog.select().where(
+        EnrichmentLog.status.in_(("queued", "running", "retrying"))).exists(), timeout=30, interval=0.1)
 
     for root_id, album in zip(roots, albums):
         root = EnrichmentLog.get(EnrichmentLog.job_id == root_id)
