@@ -47,18 +47,11 @@ TREE = 20  # jobs per tree: a root and 19 children
 PRODUCERS = 2
 sys.path.insert(0, ROOT)
 
-from bench import cpu_usage  # noqa: E402
+from bench import cpu_usage, postgres_admin  # noqa: E402
 
 
 def admin(sql: str, url: str = PG_ADMIN, fetch: bool = False):
-    conn = psycopg2.connect(url)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql)
-            return cur.fetchall() if fetch else None
-    finally:
-        conn.close()
+    return postgres_admin.admin(url, sql, fetch=fetch)
 
 
 # -- the producers -------------------------------------------------------------------------------------

@@ -48,18 +48,11 @@ REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 PG_ADMIN = os.environ.get("BENCH_POSTGRES_ADMIN_URL", "postgresql://root@127.0.0.1:5432/postgres")
 sys.path.insert(0, ROOT)
 
-from bench import cpu_usage  # noqa: E402
+from bench import cpu_usage, postgres_admin  # noqa: E402
 
 
 def admin(sql: str, fetch: bool = False):
-    conn = psycopg2.connect(PG_ADMIN)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql)
-            return cur.fetchall() if fetch else None
-    finally:
-        conn.close()
+    return postgres_admin.admin(PG_ADMIN, sql, fetch=fetch)
 
 
 # JobLinking with its per-job log lines (JOB_LOG_LINES): all, finished, none; and the observability modes.

@@ -52,20 +52,15 @@ import psycopg2  # noqa: E402
 import redis  # noqa: E402
 from dramatiq.brokers.redis import RedisBroker  # noqa: E402
 
+from bench import postgres_admin  # noqa: E402
+
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
 PG_ADMIN = os.environ.get("BENCH_POSTGRES_ADMIN_URL", "postgresql://root@127.0.0.1:5432/postgres")
 QUEUE = "dramatiq:default"
 
 
 def admin(sql: str, params=None, fetch: bool = False):
-    conn = psycopg2.connect(PG_ADMIN, connect_timeout=5)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql, params)
-            return cur.fetchall() if fetch else None
-    finally:
-        conn.close()
+    return postgres_admin.admin(PG_ADMIN, sql, params, fetch=fetch)
 
 
 def open_connections(db_name: str) -> int:
