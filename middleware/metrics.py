@@ -112,9 +112,12 @@ class _JournalObserver:
     def __init__(self) -> None:
         self.stats: Optional[JournalStats] = None
         self.interval = 5.0
-        self._last = {"drained_total": 0, "refused_total": 0}
+        self.forget_totals()
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
+
+    def forget_totals(self) -> None:
+        self._last = {"drained_total": 0, "refused_total": 0}
 
     def refresh(self) -> None:
         if _metrics is None or self.stats is None:
@@ -170,6 +173,7 @@ def observe_journal(stats: JournalStats, interval: float = 5.0) -> None:
     """
     _journal.stats = stats
     _journal.interval = interval
+    _journal.forget_totals()  # a new journal's totals count from its own start
     _journal.start_if_ready()
 
 

@@ -35,6 +35,7 @@ class Journal:
 
 @pytest.fixture
 def registry():
+    metrics._journal.stats = None  # a journal an earlier test's worker registered in this process
     registry = CollectorRegistry()
     metrics.enable_metrics(registry)
     yield registry
