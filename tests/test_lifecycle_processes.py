@@ -126,7 +126,10 @@ def test_a_tree_is_queued_then_runs_then_completes_and_follow_and_wait_end_there
 
 @pytest.mark.timeout(120, method="signal")
 def test_a_delayed_message_stays_queued_until_due_and_is_not_swept(pg_db, pg_url, sender, tmp_path):
-    env = env_for(pg_url, LOST_WORK_GRACE_SECONDS="1", LOST_WORK_SWEEP_SECONDS="0.5")
+    # A grace of 3 s: past it for a message sent without a delay by the check at 4 s, and
+    # longer than a loaded worker may take to run the job once due and drain its row (see the
+    # README's note on the sweep and the journal's lag).
+    env = env_for(pg_url, LOST_WORK_GRACE_SECONDS="3", LOST_WORK_SWEEP_SECONDS="0.5")
     worker = WorkerProcess("lifecycle_app", env, tmp_path / "worker.log", processes=1, threads=2)
     try:
         worker.wait_ready()
