@@ -16,7 +16,10 @@ child is counted on its root only by the transaction that turns its row
   still gets a minimal row with ``error_code = log_row_rejected``, so nothing
   blocks the stream and no row stays ``running`` for ever.
 * A drainer that dies leaves its entries pending: another claims them once
-  they have been idle for ``claim_idle`` seconds.
+  they have been idle for ``claim_idle`` seconds (every drainer looks every
+  ``claim_idle / 10``).  A live drainer keeps the entries it holds (the
+  database down, or a failed child waiting for its root) marked as its own,
+  so they are not taken over while it retries them.
 * A child's failure whose root row is not in the database yet (the root's
   start is in another drainer's batch) waits, for up to ``root_wait`` seconds.
 """
@@ -92,8 +95,8 @@ class Drainer:
       gather(float): Seconds a batch that is not full waits, from its oldest
         entry's append, for more entries: a job's start and end then become
         one row insert, and commits stay few under a light load.  Defaults to 0.1.
-      claim_idle(float): Seconds after which another drainer's unacknowledged
-        entries are taken over.  Defaults to 30.
+      claim_idle(float): Seconds after which a dead drainer's unacknowledged
+        entries are taken over by another.  Defaults to 10.
       root_wait(float): Seconds a failed child waits for its root's row
         before it is written without being counted.  Defaults to 30.
       root_retry(float): Seconds between two tries of such a child.  Defaults to 0.2.
@@ -110,7 +113,7 @@ class Drainer:
         batch_size: int = 2000,
         block_ms: int = 100,
         gather: float = 0.1,
-        claim_idle: float = 30.0,
+        claim_idle: float = 10.0,
         root_wait: float = 30.0,
         root_retry: float = 0.2,
         retry_backoff: tuple[float, float] = (0.2, 5.0),
@@ -131,6 +134,7 @@ class Drainer:
         self._deferred: dict[str, tuple[float, list[Entry]]] = {}  # job -> (next try, entries): root missing
         self._waiting_since: dict[str, float] = {}  # job -> when its failure first waited for its root
         self._next_claim = 0.0
+        self._next_keep = 0.0
         self._trouble_since: Optional[float] = None
         self._last_warning = float("-inf")
         self._thread: Optional[threading.Thread] = None
@@ -223,8 +227,11 @@ class Drainer:
                 entries.extend(deferred)
                 del self._deferred[job_id]
         if now >= self._next_claim:
-            self._next_claim = now + max(self.claim_idle / 4, 0.05)
+            self._next_claim = now + max(self.claim_idle / 10, 0.05)
             entries.extend(self._claim())
+        if now >= self._next_keep:
+            self._next_keep = now + max(self.claim_idle / 3, 0.05)
+            self._keep_own(entries)
         room = self.batch_size - len(entries)
         if room > 0:
             wait = self.block_ms if block_ms is None else block_ms
@@ -264,6 +271,12 @@ class Drainer:
         finally:
             if was_closed and not db.is_closed():
                 db.close()  # back to the pool
+
+    def _keep_own(self, entries: list[Entry]) -> None:
+        """Mark the entries this drainer is still retrying as recently read, so no other drainer claims them."""
+        waiting = entries + [e for _, es in self._deferred.values() for e in es]
+        if waiting:
+            self.journal.keep(self.consumer, [entry.id for entry in waiting])
 
     def _claim(self) -> list[Entry]:
         held = {entry.id for entry in self._held} | {e.id for _, es in self._deferred.values() for e in es}

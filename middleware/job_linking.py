@@ -107,7 +107,7 @@ class JobLinking(Middleware):
         Defaults to ``JOB_LOG_DRAIN_IN_WORKERS``, else True (always True
         without Redis: nobody else can drain an in-memory journal).
       batch_size(int): Rows per drain transaction at most.  Defaults to 2000.
-      claim_idle(float): Seconds before a dead drainer's entries are taken over.  Defaults to 30.
+      claim_idle(float): Seconds before a dead drainer's entries are taken over.  Defaults to 10.
       root_wait(float): Seconds a failed child waits for its root's row.  Defaults to 30.
     """
 
@@ -120,7 +120,7 @@ class JobLinking(Middleware):
         stream: Optional[str] = None,
         drain_in_workers: Optional[bool] = None,
         batch_size: int = 2000,
-        claim_idle: float = 30.0,
+        claim_idle: float = 10.0,
         root_wait: float = 30.0,
     ) -> None:
         env = job_log_settings()

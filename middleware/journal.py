@@ -101,7 +101,7 @@ class Journal:
         oldest = self.oldest_id()
         return entry_id is None or oldest is None or _id_key(oldest) > _id_key(entry_id)
 
-    # read(consumer, count, block_ms), claim(consumer, min_idle_ms, count), ack(ids),
+    # read(consumer, count, block_ms), claim(consumer, min_idle_ms, count), keep(consumer, ids), ack(ids),
     # backlog(), oldest_id(), put_aside(entries, error), rejected(count), replay_rejected()
 
 
@@ -165,6 +165,11 @@ class RedisJournal(Journal):
         self._ensure_group()
         answer = self._call("xautoclaim", self.key, GROUP, consumer, min_idle_ms, start_id="0-0", count=count)
         return self._entries(answer[1])
+
+    def keep(self, consumer: str, ids: list[str]) -> None:
+        """Reset these pending entries' idle time (the drainer holding them is alive and retrying)."""
+        for start in range(0, len(ids), 1000):
+            self._call("xclaim", self.key, GROUP, consumer, 0, ids[start:start + 1000], justid=True)
 
     def ack(self, ids: list[str]) -> None:
         if not ids:
@@ -260,6 +265,13 @@ class MemoryJournal(Journal):
             for entry_id in idle:
                 self._delivered[entry_id] = (consumer, now)
             return [self._entries[entry_id] for entry_id in idle]
+
+    def keep(self, consumer: str, ids: list[str]) -> None:
+        with self._changed:
+            now = time.monotonic()
+            for entry_id in ids:
+                if entry_id in self._delivered:
+                    self._delivered[entry_id] = (consumer, now)
 
     def ack(self, ids: list[str]) -> None:
         with self._changed:

@@ -129,6 +129,33 @@ def test_a_drainer_killed_after_its_commit_has_its_batch_claimed_and_counted_onc
     assert client.xpending(STREAM, "drainers")["pending"] == 0 and client.xlen(STREAM) == 0
 
 
+def test_a_drainer_retrying_through_an_outage_keeps_its_entries_and_a_silent_one_loses_them(pg_db, client):
+    """Entries a live drainer holds (its database down) are not claimed by another; a dead one's are."""
+    import peewee
+
+    down = peewee.PostgresqlDatabase("enrich", host="127.0.0.1", port=1, connect_timeout=1)  # nothing listens
+    journal = RedisJournal(client, STREAM)
+    for n in range(5):
+        journal.append(row(f"job-{n}", "success"))
+    holder = Drainer(RedisJournal(client, STREAM), down, claim_idle=0.5)
+    other = Drainer(RedisJournal(client, STREAM), pg_db, claim_idle=0.5)
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:  # 4 x claim_idle of retrying, a pass every 0.3 s
+        with pytest.raises(DatabaseDown):
+            holder.drain_once(block_ms=0)
+        next_pass = time.monotonic() + 0.3
+        while time.monotonic() < next_pass:  # the other drainer looks far more often
+            assert other.drain_once(block_ms=0) == 0  # nothing of the holder's is idle
+            time.sleep(0.02)
+    assert EnrichmentLog.select().count() == 0
+
+    time.sleep(0.6)  # the holder falls silent (as if killed): its entries become idle
+    drain_all(other)
+    other.stop(timeout=0)
+    assert sorted(rows()) == [f"job-{n}" for n in range(5)]
+    assert client.xpending(STREAM, "drainers")["pending"] == 0 and client.xlen(STREAM) == 0
+
+
 def test_a_row_the_database_refuses_is_put_aside_and_the_job_still_ends(pg_db, client):
     journal = RedisJournal(client, STREAM)
     append_tree(journal, "root", children=3, failing=1)
