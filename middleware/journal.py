@@ -102,7 +102,7 @@ class Journal:
         return entry_id is None or oldest is None or _id_key(oldest) > _id_key(entry_id)
 
     # read(consumer, count, block_ms), claim(consumer, min_idle_ms, count), keep(consumer, ids), ack(ids),
-    # backlog(), oldest_id(), put_aside(entries, error), rejected(count), replay_rejected()
+    # backlog(), oldest_id(), newest_id(), put_aside(entries, error), rejected(count), replay_rejected()
 
 
 class RedisJournal(Journal):
@@ -185,6 +185,10 @@ class RedisJournal(Journal):
     def oldest_id(self) -> Optional[str]:
         first = self._call("xrange", self.key, count=1)
         return first[0][0].decode() if first else None
+
+    def newest_id(self) -> Optional[str]:
+        last = self._call("xrevrange", self.key, count=1)
+        return last[0][0].decode() if last else None
 
     def backlog(self) -> tuple[int, Optional[float]]:
         pipe = self.client.pipeline(transaction=False)
@@ -282,6 +286,10 @@ class MemoryJournal(Journal):
     def oldest_id(self) -> Optional[str]:
         with self._changed:
             return next(iter(self._entries), None)
+
+    def newest_id(self) -> Optional[str]:
+        with self._changed:
+            return next(reversed(self._entries), None)
 
     def backlog(self) -> tuple[int, Optional[float]]:
         with self._changed:

@@ -17,6 +17,13 @@ its queue before it leaves the delay queue, so one read or the other finds it.
 Only the Redis broker can be inspected this way; with another broker the
 sweeper does nothing (``LostWorkSweeper.supported``).
 
+The rows trail the job-log journal: a job acked a moment ago may still show
+``queued`` while its final write waits there.  So, once the messages are
+looked for, the sweep waits until the journal is applied through its newest
+entry (every job whose message was gone had appended its end before its ack)
+and marks only rows that have not moved since they were read.  A journal
+that stays behind for ``fence_seconds`` skips the sweep until the next one.
+
     sweeper = LostWorkSweeper(broker, database, grace_seconds=600)
     sweeper.maybe_run()          # at most once per interval across every process (a Redis lock)
 
@@ -28,6 +35,10 @@ Parameters:
   interval_seconds(float): ``maybe_run`` runs a sweep at most this often
     across all processes.  Defaults to 60.
   batch_size(int): Rows examined per query.  Defaults to 1000.
+  journal(Journal): The job-log journal whose writes the rows trail.  Defaults
+    to the journal of the broker's ``JobLinking``, if it has one.
+  fence_seconds(float): How long a sweep waits for that journal to be
+    applied.  Defaults to 60.
 """
 
 from __future__ import annotations
@@ -35,6 +46,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import threading
+import time
 import uuid
 from typing import Iterable, Optional
 
@@ -48,6 +60,7 @@ from models.base import utcnow
 from models.database import database as default_database
 from models.job_log import LOST, QUEUED, RETRYING, EnrichmentLog
 
+from .job_linking import JobLinking
 from .log_rows import count_failed_child
 
 logger = structlog.get_logger("middleware.lost_work")
@@ -64,12 +77,14 @@ class LostWorkSweeper:
     """Marks ``queued``/``retrying`` jobs whose message is gone from Redis as ``lost`` (see the module)."""
 
     def __init__(self, broker, database=None, *, grace_seconds: float = 600.0, interval_seconds: float = 60.0,
-                 batch_size: int = 1000) -> None:
+                 batch_size: int = 1000, journal=None, fence_seconds: float = 60.0) -> None:
         self.broker = broker
         self.database = database if database is not None else default_database
         self.grace = dt.timedelta(seconds=grace_seconds)
         self.interval_seconds = interval_seconds
         self.batch_size = batch_size
+        self.journal = journal if journal is not None else _journal_of(broker)
+        self.fence_seconds = fence_seconds
 
     @property
     def supported(self) -> bool:
@@ -108,6 +123,8 @@ class LostWorkSweeper:
             queues = {self._queue_of(row) for row in overdue}
             present = self._message_ids_in_redis(queues)
             missing = [row for row in overdue if row[1] not in present]
+            if missing and not self._journal_applied():
+                return marked
             marked += self._mark_lost(missing)
             if len(overdue) < self.batch_size:
                 return marked
@@ -125,6 +142,22 @@ class LostWorkSweeper:
         if after is not None:
             query = query.where(Log.id > after)
         return list(query.tuples().execute(self.database))
+
+    def _journal_applied(self) -> bool:
+        """Wait until every job-log write appended so far is in the database; False if it is not in time."""
+        if self.journal is None:
+            return True
+        newest = self.journal.newest_id()
+        deadline = time.monotonic() + self.fence_seconds
+        while not self.journal.applied_through(newest):
+            if time.monotonic() >= deadline:
+                stats = self.journal.stats()
+                logger.warning("lost-work sweep skipped: the job log journal is behind, and rows that trail it "
+                               "could look lost; the next sweep tries again", backlog_entries=stats["entries"],
+                               oldest_entry_age_seconds=stats["oldest_age_seconds"])
+                return False
+            time.sleep(0.05)
+        return True
 
     def _queue_of(self, row: tuple) -> str:
         message = row[6] or {}
@@ -170,6 +203,11 @@ class LostWorkSweeper:
                 logger.warning("job marked lost: its message is nowhere in Redis", job_id=job_id,
                                parent_job_id=parent, was=status, retry_count=retry_count, reason=reason)
         return marked
+
+
+def _journal_of(broker):
+    linking = next((m for m in getattr(broker, "middleware", ()) if isinstance(m, JobLinking)), None)
+    return linking.journal_of(broker) if linking is not None else None
 
 
 class SweepLostWork(Middleware):

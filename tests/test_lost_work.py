@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 import redis
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 
-from middleware import JobLinking
+from middleware import JobLinking, log_rows
 from middleware.lost_work import LostWorkSweeper
 from models import EnrichmentLog
+from models.base import utcnow
 
 from conftest import REDIS_TEST_URL
 from tree_actors import declare
@@ -26,6 +28,7 @@ def broker(db):
     broker = RedisBroker(url=REDIS_TEST_URL)
     linking = JobLinking()
     broker.add_middleware(linking)
+    linking.drainer_of(broker).start()  # as in a worker: the sweep waits for the journal to be applied
     broker.tree_root, broker.tree_leaf = declare(broker)
     broker.admin = client
     yield broker
@@ -75,6 +78,41 @@ def test_a_job_within_its_grace_or_not_due_yet_is_not_looked_for(broker):
     assert LostWorkSweeper(broker, grace_seconds=600).run_once() == 0
     assert LostWorkSweeper(broker, grace_seconds=0).run_once() == 1  # the delayed one is not due for an hour
     assert Log.get(Log.job_id == delayed.message_id).status == "queued"
+
+
+def acked_with_its_end_still_in_the_journal(broker):
+    """A child whose message was processed and acked, its `success` write appended but not applied yet."""
+    root = broker.tree_root.send(1)
+    child = broker.tree_leaf.send_with_options(args=(0.1,), parent_job_id=root.message_id)
+    linking = next(m for m in broker.middleware if isinstance(m, JobLinking))
+    linking.flush()
+    linking.drainer.stop()  # the drainers are behind
+    queued = Log.select().where(Log.job_id == child.message_id).dicts().get()
+    now = utcnow()
+    ended = {name: queued[name] for name in log_rows.ROW_COLUMNS}
+    ended.update(status="success", started_at=now, completed_at=now, updated_at=now, duration_ms=1)
+    linking.append(broker, ended)
+    drop_message(broker, child)  # acked: the message has left Redis
+    return linking, root, child
+
+
+def test_a_job_whose_end_waits_in_the_journal_is_never_marked_lost(broker):
+    linking, root, child = acked_with_its_end_still_in_the_journal(broker)
+    assert Log.get(Log.job_id == child.message_id).status == "queued"  # what the database says at the sweep
+    threading.Timer(1.0, linking.drainer.start).start()  # the drainer catches up during the sweep
+    assert LostWorkSweeper(broker, grace_seconds=0).run_once() == 0
+    rows = {r.job_id: r for r in Log.select()}
+    assert rows[child.message_id].status == "success"
+    assert rows[root.message_id].failed_children == 0
+
+
+def test_a_journal_that_stays_behind_skips_the_sweep(broker, caplog):
+    linking, root, child = acked_with_its_end_still_in_the_journal(broker)
+    assert LostWorkSweeper(broker, grace_seconds=0, fence_seconds=0.5).run_once() == 0
+    assert Log.get(Log.job_id == child.message_id).status == "queued"  # not lost: its end is on its way
+    linking.drainer.start()
+    assert linking.flush(10)
+    assert Log.get(Log.job_id == child.message_id).status == "success"
 
 
 def test_one_sweep_per_interval_across_processes(broker):
