@@ -213,10 +213,10 @@ def _journal_of(broker):
 class SweepLostWork(Middleware):
     """Runs ``LostWorkSweeper.maybe_run`` from a daemon thread in each worker process.
 
-    Until the job-log drainers exist (they will call ``maybe_run`` from their
-    loop), every worker process tries once per interval; the Redis lock lets
-    one sweep run per interval across all of them.  Does nothing on a broker
-    other than Redis.
+    Every worker process tries once per interval; the Redis lock lets one
+    sweep run per interval across all of them.  Not in a drainer's loop: a
+    sweep waits for the journal to be applied, which is the drainers' work.
+    Does nothing on a broker other than Redis.
 
     Parameters:
       grace_seconds(float), interval_seconds(float): as ``LostWorkSweeper``'s.

@@ -75,7 +75,7 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
         broker.add_middleware(tracing)
     broker.add_middleware(JobLinking(secrets=settings.secrets))
     # Not about one message: a thread per worker process looking for jobs whose message
-    # Redis lost (one sweep per interval across processes); the drainers will run it instead.
+    # Redis lost (one sweep per interval across processes).
     broker.add_middleware(SweepLostWork(grace_seconds=settings.lost_work_grace_seconds,
                                         interval_seconds=settings.lost_work_sweep_seconds))
     return broker
