@@ -328,7 +328,11 @@ def test_follow_waits_until_the_tree_is_finished(url):
     process = subprocess.Popen([sys.executable, "-m", "workers.cli", "timeline", root, "--follow"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
-        time.sleep(3)
+        # Until it has shown the tree running (a loaded machine may take seconds to start it).
+        first, deadline = [], time.monotonic() + 30
+        while not any("running" in line for line in first) and time.monotonic() < deadline:
+            first.append(process.stdout.readline())
+        time.sleep(1.5)
         assert process.poll() is None  # still following a running tree
         EnrichmentLog.update(status="success", completed_at=utcnow(), duration_ms=100).where(
             EnrichmentLog.job_id == root).execute()
@@ -336,7 +340,8 @@ def test_follow_waits_until_the_tree_is_finished(url):
     finally:
         process.kill()
     assert process.returncode == 0, err
-    assert "running" in out and out.rstrip().splitlines()[-1].lstrip().startswith("success")
+    assert any("running" in line for line in first), (first, err)
+    assert out.rstrip().splitlines()[-1].lstrip().startswith("success"), out
     assert "Traceback" not in err
 
 
