@@ -31,10 +31,12 @@ from starlette.templating import Jinja2Templates
 from models import Settings, database, load_settings, utcnow
 from models.entities import get_entity
 from models.job_log import DEGRADED, ENTITY_TYPES, STATUSES
+from models.settings import job_log_settings
 from models.timeline import entity_history, get_tree, job_activity, list_roots
 
 from . import present
 from .filters import WINDOWS, BadRequest, RootFilters
+from .journal_status import LIST_COMMAND, REPLAY_COMMAND, JournalReader
 from .security import Csrf, PasswordRequired, SecurityHeaders
 
 HERE = Path(__file__).parent
@@ -109,6 +111,9 @@ class Dashboard:
         self.csrf = Csrf()
         # Actions send messages: they need the shared broker, not the in-memory one of this process.
         self.actions = bool(settings.dashboard_allow_actions and settings.dashboard_password and settings.redis_url)
+        # The workers' journal (JOB_LOG_STREAM on REDIS_URL): rows the pages do not show yet.
+        self.journal = JournalReader(settings.redis_url, job_log_settings().stream,
+                                     settings.dashboard_journal_behind_seconds)
 
     def render(self, request: Request, name: str, **context) -> Response:
         context.update(actions=self.actions, csrf_token=self.csrf.token if self.actions else None)
@@ -161,7 +166,8 @@ class Dashboard:
         degraded = list_roots(status=DEGRADED, since=end - dt.timedelta(days=1), limit=100)
         refs = present.entity_refs((r.entity_type, r.entity_id) for r in degraded.roots)
         return self.render(request, "overview.html", chart=chart, window=window, windows=list(OVERVIEW_WINDOWS),
-                           degraded=degraded, refs=refs, chart_statuses=present.CHART_STATUSES)
+                           degraded=degraded, refs=refs, chart_statuses=present.CHART_STATUSES,
+                           journal=self.journal.status(), list_command=LIST_COMMAND, replay_command=REPLAY_COMMAND)
 
     # -- the JSON API -------------------------------------------------------------------------------
 

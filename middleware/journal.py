@@ -102,7 +102,8 @@ class Journal:
         return entry_id is None or oldest is None or _id_key(oldest) > _id_key(entry_id)
 
     # read(consumer, count, block_ms), claim(consumer, min_idle_ms, count), keep(consumer, ids), ack(ids),
-    # backlog(), oldest_id(), newest_id(), put_aside(entries, error), rejected(count), replay_rejected()
+    # backlog(), oldest_id(), newest_id(), put_aside(entries, error), rejected_count(), rejected(count),
+    # replay_rejected()
 
 
 class RedisJournal(Journal):
@@ -210,6 +211,10 @@ class RedisJournal(Journal):
             raise JournalUnavailable(str(exc)) from exc
         self.refused_total += len(entries)
 
+    def rejected_count(self) -> int:
+        """How many rows the database refused are kept aside (all of them, not only ``rejected``'s first)."""
+        return self._call("xlen", self.rejected_key)
+
     def rejected(self, count: int = 1000) -> list[tuple[str, Entry, str]]:
         pairs = self._call("xrange", self.rejected_key, count=count)
         return [(i.decode(), decode(i.decode(), f[b"e"]), f.get(b"error", b"").decode()) for i, f in pairs]
@@ -301,6 +306,10 @@ class MemoryJournal(Journal):
             self._rejected.extend((entry.id, entry, error) for entry in entries)
         self.refused_total += len(entries)
 
+    def rejected_count(self) -> int:
+        with self._changed:
+            return len(self._rejected)
+
     def rejected(self, count: int = 1000) -> list[tuple[str, Entry, str]]:
         with self._changed:
             return list(self._rejected[:count])
@@ -318,13 +327,23 @@ class MemoryJournal(Journal):
             return list(self._entries.values())
 
 
+def redis_journal(client: redis.Redis, name: str = DEFAULT_STREAM, namespace: str = "dramatiq") -> RedisJournal:
+    """The journal ``name`` under a Redis broker's ``namespace``, read through ``client``.
+
+    Parameters:
+      client(redis.Redis): A client of the broker's Redis (the broker's own, or one made to read it).
+      name(str): The journal's name (``JOB_LOG_STREAM``).
+      namespace(str): The broker's namespace (Dramatiq's default ``dramatiq``).
+    """
+    return RedisJournal(client, f"{namespace}:{name}")
+
+
 def journal_for(broker, name: str = DEFAULT_STREAM) -> Journal:
     """The journal of ``broker``: a Redis Stream under its namespace, or one in memory."""
     client = getattr(broker, "client", None)
     if isinstance(client, redis.Redis):
-        namespace = getattr(broker, "namespace", "dramatiq")
-        return RedisJournal(client, f"{namespace}:{name}")
+        return redis_journal(client, name, getattr(broker, "namespace", "dramatiq"))
     return MemoryJournal()
 
 
-__all__ = ["with_datetimes", "Entry", "Journal", "JournalUnavailable", "MemoryJournal", "RedisJournal", "journal_for", "DEFAULT_STREAM"]
+__all__ = ["with_datetimes", "Entry", "Journal", "JournalUnavailable", "MemoryJournal", "RedisJournal", "journal_for", "redis_journal", "DEFAULT_STREAM"]

@@ -72,6 +72,8 @@ class Settings:
     # The web dashboard (enrich web): actions need both; any address but 127.0.0.1 needs the password.
     dashboard_allow_actions: bool = False
     dashboard_password: Optional[str] = field(default=None, repr=False)
+    # The overview warns that the job log is behind when the journal's oldest row is older than this.
+    dashboard_journal_behind_seconds: float = 60.0
     # Metrics of `dramatiq workers` (Redis) on http://prometheus_host:prometheus_port/; port 0: none.
     prometheus_host: str = "127.0.0.1"
     prometheus_port: int = 9191
@@ -277,6 +279,8 @@ def load_settings(env: Optional[Mapping[str, str]] = None) -> Settings:
         log_flush_ms=_count(env, "LOG_FLUSH_MS", defaults.log_flush_ms),
         dashboard_allow_actions=_flag(env, "DASHBOARD_ALLOW_ACTIONS"),
         dashboard_password=_optional(env, "DASHBOARD_PASSWORD"),
+        dashboard_journal_behind_seconds=_number(env, "DASHBOARD_JOURNAL_BEHIND_SECONDS",
+                                                 defaults.dashboard_journal_behind_seconds, float),
         no_data_cooldown_days=_days(env, "NO_DATA_COOLDOWN_DAYS", defaults.no_data_cooldown_days),
         failed_cooldown_days=_days(env, "FAILED_COOLDOWN_DAYS", defaults.failed_cooldown_days),
         prometheus_host=_optional(env, "PROMETHEUS_HOST") or defaults.prometheus_host,

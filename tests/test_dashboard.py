@@ -10,19 +10,23 @@ import base64
 import datetime as dt
 import json
 import re
+import time
 
 import asyncio
 
 import httpx
 import pytest
+import redis
 
 from dashboard import create_app
 from dashboard.security import CSP, bind_problem
 from models import Artist, EnrichmentLog, Settings, utcnow
+from middleware.journal import redis_journal
 from models.timeline import get_tree
 from workers.cli.main import main as enrich_main
 
 from dashboard_data import album, album_tree, insert, job
+from services import REDIS_TEST_URL
 
 
 class Web:
@@ -170,6 +174,66 @@ def test_overview_draws_jobs_per_minute_and_lists_degraded_roots(catalog):
     assert 'class="s-failed"' in page and "degraded 1" in page
     assert roots_in(page) == ["root-homogenic"]
     assert client().get("/overview?window=day").status_code == 200
+
+
+def journal_part(page: str) -> str:
+    """The overview's text about the journal: its warnings and its line, tags and blank lines removed."""
+    part = page[page.index("<h1>Overview</h1>"):page.index("</section>")]
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", part)).strip()
+
+
+@pytest.fixture
+def journal():
+    """The workers' journal (dramatiq:job-log) on the test Redis, empty at the start and the end."""
+    client = redis.Redis.from_url(REDIS_TEST_URL)
+    client.flushdb()
+    yield redis_journal(client)
+    client.flushdb()
+    client.close()
+
+
+def test_overview_shows_the_journal_backlog_and_the_rows_the_database_refused(db, journal):
+    web = client(redis_url=REDIS_TEST_URL)
+    assert "Job-log journal dramatiq:job-log: empty, every row the workers wrote is in the database; " \
+           "0 refused rows kept aside." in journal_part(web.get("/overview").text)
+    for n in range(3):
+        journal.append({"job_id": f"waiting-{n}", "status": "running"})
+    refused = journal.read("test-drainer", count=1, block_ms=0)
+    journal.put_aside(refused, "value too long for type character varying(10)")
+    journal.ack([entry.id for entry in refused])
+    text = journal_part(web.get("/overview").text)
+    assert re.search(r"Job-log journal dramatiq:job-log: 2 rows waiting for the database, the oldest for \d+ms; "
+                     r"1 refused row kept aside\.", text), text
+    assert "1 row the database refused is kept aside in the Redis stream dramatiq:job-log:rejected: " \
+           "enrich drain --list-rejected lists it; after fixing the cause, enrich drain --replay-rejected " \
+           "appends it to the journal again." in text
+    assert "behind" not in text  # younger than the default 60 s
+
+    time.sleep(1.1)
+    page = client(redis_url=REDIS_TEST_URL, dashboard_journal_behind_seconds=1).get("/overview").text
+    assert 'class="alert behind" role="alert"' in page
+    assert re.search(r"The job log is behind: 2 rows the workers wrote still wait in the journal, the oldest for "
+                     r"1\.\ds \(more than 1 s\)\. Every page may be stale", journal_part(page)), journal_part(page)
+
+
+def test_overview_without_redis_says_the_journal_cannot_be_inspected(db):
+    page = client().get("/overview")
+    assert page.status_code == 200
+    text = journal_part(page.text)
+    assert text.endswith("Job-log journal: not inspectable from here: REDIS_URL is not set, so each process that "
+                         "runs jobs (enrich run, enrich demo) keeps its journal in its own memory")
+    assert "0 rows" not in text and "behind" not in text and "refused" not in text
+
+
+def test_overview_with_redis_down_renders_with_a_one_line_notice(catalog):
+    started = time.monotonic()
+    page = client(redis_url="redis://:pw-Redis-31@127.0.0.1:1/0").get("/overview")  # nothing listens on port 1
+    assert page.status_code == 200 and time.monotonic() - started < 5
+    notice = re.findall(r'<p class="notice">(.*)</p>', page.text)
+    assert notice == ["<strong>Job-log journal:</strong> cannot be read from Redis at redis://:***@127.0.0.1:1/0: "
+                      "Error 111 connecting to 127.0.0.1:1. Connection refused."]
+    assert "pw-Redis-31" not in page.text
+    assert roots_in(page.text) == ["root-homogenic"] and 'class="chart"' in page.text  # the rest is there
 
 
 # -- the JSON API -----------------------------------------------------------------------------------
@@ -327,6 +391,10 @@ def test_dashboard_settings_are_read_and_the_password_is_a_secret():
     settings = load_settings({"DASHBOARD_ALLOW_ACTIONS": "1", "DASHBOARD_PASSWORD": "hunter22"})
     assert settings.dashboard_allow_actions and "hunter22" in settings.secrets()
     assert "hunter22" not in repr(settings)
+    assert settings.dashboard_journal_behind_seconds == 60
+    assert load_settings({"DASHBOARD_JOURNAL_BEHIND_SECONDS": "2.5"}).dashboard_journal_behind_seconds == 2.5
+    with pytest.raises(ConfigError, match="DASHBOARD_JOURNAL_BEHIND_SECONDS='soon' is not a number"):
+        load_settings({"DASHBOARD_JOURNAL_BEHIND_SECONDS": "soon"})
     with pytest.raises(ConfigError, match="DASHBOARD_ALLOW_ACTIONS='maybe' must be 1 or 0"):
         load_settings({"DASHBOARD_ALLOW_ACTIONS": "maybe"})
 

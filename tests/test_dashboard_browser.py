@@ -21,6 +21,7 @@ import pytest
 import redis
 from playwright.sync_api import expect, sync_playwright
 
+from middleware.journal import redis_journal
 from migrations import apply_migrations
 from models import EnrichmentLog, bind_database, utcnow
 from models.timeline import get_tree
@@ -189,6 +190,33 @@ def test_a_hostile_album_title_renders_as_text(live_db, page):
         page.goto(url + f"/albums/{hostile.id}")
         expect(page.locator(".related")).to_contain_text("Evil␛[31mArtist")
     assert dialogs == []
+
+
+def test_the_overview_warns_when_the_job_log_is_behind(live_db, page, screenshots):
+    client = redis.Redis.from_url(REDIS_TEST_URL)
+    client.flushdb()
+    journal = redis_journal(client)  # the workers' journal, dramatiq:job-log, with nobody draining it
+    for n in range(5):
+        journal.append({"job_id": f"stuck-{n}", "status": "success"})
+    try:
+        with enrich_web(live_db, REDIS_URL=REDIS_TEST_URL, DASHBOARD_JOURNAL_BEHIND_SECONDS="1") as url:
+            time.sleep(1.2)  # the oldest row is now older than the threshold
+            page.goto(url + "/overview")
+            warning = page.locator(".alert.behind")
+            expect(warning).to_be_visible()
+            expect(warning).to_contain_text("The job log is behind: 5 rows the workers wrote still wait in the journal")
+            expect(warning).to_contain_text("(more than 1 s)")
+            assert warning.bounding_box()["y"] < page.locator("figure.chart").bounding_box()["y"]  # above it all
+            expect(page.locator("section.journal")).to_contain_text("5 rows waiting for the database")
+            page.screenshot(path=str(screenshots / "dashboard-journal-behind.png"), full_page=True)
+
+            journal.ack([entry.id for entry in journal.read("test-drainer", count=5, block_ms=0)])  # drained
+            page.reload()
+            expect(page.locator(".alert.behind")).to_have_count(0)
+            expect(page.locator("section.journal")).to_contain_text("empty, every row the workers wrote is in the database")
+    finally:
+        client.flushdb()
+        client.close()
 
 
 def _wait_for(check, timeout: float, what: str):

@@ -177,7 +177,7 @@ def test_a_row_the_database_refuses_is_put_aside_and_the_job_still_ends(pg_db, c
     assert journal.replay_rejected() == 1  # after a fix: here it is refused again, and kept again
     drain_all(drainer)
     drainer.stop(timeout=0)
-    assert len(journal.rejected()) == 1
+    assert len(journal.rejected()) == 1 and journal.rejected_count() == 1
 
 
 @pytest.fixture
