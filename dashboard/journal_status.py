@@ -36,7 +36,8 @@ class JournalStatus:
     """What the overview says about the journal.
 
     Parameters:
-      state(str): ``inspected``, ``not_inspectable`` (no REDIS_URL) or ``unreachable`` (Redis did not answer, or refused the commands).
+      state(str): ``inspected``, ``not_inspectable`` (no REDIS_URL) or ``unreachable`` (Redis did not
+        answer, or refused the commands).
       behind_after_seconds(float): The oldest entry's age past which the job log is said to be behind.
       stream(str): The journal's Redis Stream (None without Redis).
       rejected_stream(str): Where the rows the database refused are kept (None without Redis).
