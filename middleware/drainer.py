@@ -19,7 +19,8 @@ child is counted on its root only by the transaction that turns its row
   they have been idle for ``claim_idle`` seconds (every drainer looks every
   ``claim_idle / 10``).  A live drainer keeps the entries it holds (the
   database down, or a failed child waiting for its root) marked as its own,
-  so they are not taken over while it retries them.
+  so they are not taken over while it retries them.  Dead drainers' names
+  that hold nothing are deleted from the group after ``6 * claim_idle``.
 * A child's failure whose root row is not in the database yet (the root's
   start is in another drainer's batch) waits, for up to ``root_wait`` seconds.
 """
@@ -135,6 +136,7 @@ class Drainer:
         self._waiting_since: dict[str, float] = {}  # job -> when its failure first waited for its root
         self._next_claim = 0.0
         self._next_keep = 0.0
+        self._next_forget = 0.0
         self._trouble_since: Optional[float] = None
         self._last_warning = float("-inf")
         self._thread: Optional[threading.Thread] = None
@@ -229,6 +231,9 @@ class Drainer:
         if now >= self._next_claim:
             self._next_claim = now + max(self.claim_idle / 10, 0.05)
             entries.extend(self._claim())
+        if now >= self._next_forget:
+            self._next_forget = now + self.claim_idle * 6
+            self._forget_dead_consumers()
         if now >= self._next_keep:
             self._next_keep = now + max(self.claim_idle / 3, 0.05)
             self._keep_own(entries)
@@ -277,6 +282,11 @@ class Drainer:
         waiting = entries + [e for _, es in self._deferred.values() for e in es]
         if waiting:
             self.journal.keep(self.consumer, [entry.id for entry in waiting])
+
+    def _forget_dead_consumers(self) -> None:
+        forgotten = self.journal.forget_consumers(int(self.claim_idle * 6000))
+        if forgotten:
+            logger.info("dead drainers' names removed from the journal's consumer group", removed=forgotten)
 
     def _claim(self) -> list[Entry]:
         held = {entry.id for entry in self._held} | {e.id for _, es in self._deferred.values() for e in es}

@@ -101,9 +101,24 @@ class Journal:
         oldest = self.oldest_id()
         return entry_id is None or oldest is None or _id_key(oldest) > _id_key(entry_id)
 
-    # read(consumer, count, block_ms), claim(consumer, min_idle_ms, count), keep(consumer, ids), ack(ids),
+    # read(consumer, count, block_ms), claim(consumer, min_idle_ms, count), keep(consumer, ids),
+    # forget_consumers(min_idle_ms), ack(ids),
     # backlog(), oldest_id(), newest_id(), put_aside(entries, error), rejected_count(), rejected(count),
     # replay_rejected()
+
+
+_FORGET_CONSUMERS = """
+local removed = 0
+for _, consumer in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local info = {}
+  for i = 1, #consumer, 2 do info[consumer[i]] = consumer[i + 1] end
+  if info['pending'] == 0 and info['idle'] >= tonumber(ARGV[2]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], info['name'])
+    removed = removed + 1
+  end
+end
+return removed
+"""
 
 
 class RedisJournal(Journal):
@@ -171,6 +186,14 @@ class RedisJournal(Journal):
         """Reset these pending entries' idle time (the drainer holding them is alive and retrying)."""
         for start in range(0, len(ids), 1000):
             self._call("xclaim", self.key, GROUP, consumer, 0, ids[start:start + 1000], justid=True)
+
+    def forget_consumers(self, min_idle_ms: int) -> int:
+        """Delete the group's consumers that hold nothing and were silent ``min_idle_ms``: dead
+        drainers' names, one per process ever started.  Checked and deleted in one script, so a
+        consumer that reads meanwhile is never deleted with entries pending (a live one that is
+        deleted comes back on its next read)."""
+        self._ensure_group()
+        return self._call("eval", _FORGET_CONSUMERS, 1, self.key, GROUP, min_idle_ms)
 
     def ack(self, ids: list[str]) -> None:
         if not ids:
@@ -281,6 +304,9 @@ class MemoryJournal(Journal):
             for entry_id in ids:
                 if entry_id in self._delivered:
                     self._delivered[entry_id] = (consumer, now)
+
+    def forget_consumers(self, min_idle_ms: int) -> int:
+        return 0  # one process, one drainer: no consumer names are kept
 
     def ack(self, ids: list[str]) -> None:
         with self._changed:

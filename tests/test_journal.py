@@ -156,6 +156,28 @@ def test_a_drainer_retrying_through_an_outage_keeps_its_entries_and_a_silent_one
     assert client.xpending(STREAM, "drainers")["pending"] == 0 and client.xlen(STREAM) == 0
 
 
+def test_dead_drainers_names_are_forgotten_once_they_hold_nothing(pg_db, client):
+    journal = RedisJournal(client, STREAM)
+    journal.append(row("done", "success"))
+    journal.append(row("held", "success"))
+    journal.ack([e.id for e in journal.read("dead-and-done", 1, 0)])
+    journal.read("dead-holding-one", 1, 0)  # killed before its ack
+    names = lambda: sorted(c["name"].decode() for c in client.xinfo_consumers(STREAM, "drainers"))  # noqa: E731
+    assert names() == ["dead-and-done", "dead-holding-one"]
+    time.sleep(0.7)
+    drainer = Drainer(RedisJournal(client, STREAM), pg_db, claim_idle=0.1)  # forgets after 0.6 s of silence
+    drain_all(drainer)
+    assert names() == [drainer.consumer]  # the one holding an entry is forgotten once it was claimed
+    assert sorted(rows()) == ["held"]
+    time.sleep(0.7)
+    drainer.drain_once(block_ms=0)
+    assert names() == []  # a live drainer silent as long, holding nothing, too
+    journal.append(row("later", "success"))
+    drain_all(drainer)  # and it goes on draining under the same name
+    assert sorted(rows()) == ["held", "later"] and names() == [drainer.consumer]
+    drainer.stop(timeout=0)
+
+
 def test_a_row_the_database_refuses_is_put_aside_and_the_job_still_ends(pg_db, client):
     journal = RedisJournal(client, STREAM)
     append_tree(journal, "root", children=3, failing=1)
