@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
 
 from models.base import utcnow
+from models.job_log import FAILED, RETRYING, SKIPPED, SUCCESS
 
 from .record_checks import MAX_COUNT, check_json, check_record
 
@@ -81,6 +82,19 @@ class JobState:
     def tree_id(self) -> str:
         """The id children of this job carry as ``parent_job_id``: the root's."""
         return self.root_id or self.job_id
+
+    def verdict(self, failed: bool) -> tuple[str, int]:
+        """(status, retry_count) of the attempt ending, ``failed`` when the broker nacks it."""
+        if failed:
+            # Retries exhausted, ``throws``, a time limit on the last try, an age limit.
+            return FAILED, self.attempt
+        if self.skipped:
+            return SKIPPED, self.attempt
+        if self.exception is not None:
+            if self.retry_enqueued:
+                return RETRYING, self.attempt + 1
+            return FAILED, self.attempt  # no retry was enqueued: nothing will run it again
+        return (self.outcome.status or SUCCESS), self.attempt
 
 
 _current: contextvars.ContextVar[Optional[JobState]] = contextvars.ContextVar("job_linking_current", default=None)

@@ -27,7 +27,7 @@ from dramatiq.errors import ActorNotFound, ConnectionClosed
 from dramatiq.middleware import Middleware, MiddlewareError
 
 from models.base import utcnow
-from models.job_log import ENTITY_TYPES, FAILED, RETRYING, RUNNING, SKIPPED, SUCCESS
+from models.job_log import ENTITY_TYPES, FAILED, RETRYING, RUNNING, SKIPPED
 
 from models.settings import JOB_LOG_LINES, ConfigError, job_log_settings
 
@@ -371,21 +371,13 @@ class JobLinking(Middleware):
 
     def _verdict(self, job: JobState, message, failed: bool):
         """(status, retry_count, exception) for the attempt that just ended."""
-        exception = job.exception
-        if failed:
-            # Retries exhausted, ``throws``, a time limit on the last try, an age limit.
-            return FAILED, job.attempt, exception
-        if job.skipped:
-            return SKIPPED, job.attempt, None
-        if exception is not None:
-            if job.retry_enqueued:
-                return RETRYING, job.attempt + 1, exception
-            if message.options.get("retries", 0) > job.attempt:
-                # Retries meant to retry, but the broker refused the message (Redis down):
-                # nothing will run this job again, so its row must not wait for it.
-                job.outcome.error_code = "retry_not_enqueued"
-            return FAILED, job.attempt, exception  # or no Retries middleware: it will not run again
-        return (job.outcome.status or SUCCESS), job.attempt, None
+        status, retry_count = job.verdict(failed)
+        exception = None if status == SKIPPED else job.exception
+        if status == FAILED and not failed and message.options.get("retries", 0) > job.attempt:
+            # Retries meant to retry, but the broker refused the message (Redis down):
+            # nothing will run this job again, so its row must not wait for it.
+            job.outcome.error_code = "retry_not_enqueued"
+        return status, retry_count, exception
 
     def _row(self, job: JobState, message, status: str, retry_count: Optional[int] = None, error=None) -> dict:
         out = job.outcome

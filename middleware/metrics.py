@@ -22,7 +22,7 @@ from typing import Callable, Mapping, Optional
 import structlog
 from dramatiq.middleware import Middleware
 
-from models.job_log import FAILED, SKIPPED, SUCCESS
+from models.job_log import RETRYING
 
 from .job_context import current_job
 
@@ -189,15 +189,9 @@ class JobMetrics(Middleware):
     directory) and before ``JobLinking`` (it reads the running job from
     ``current_job()`` before JobLinking lets go of it).  Roots turning
     degraded are counted by the job-log drainer (``observe_root_degraded``).
-
-    Parameters:
-      database(peewee.Database): Kept for compatibility; unused.
     """
 
-    def __init__(self, database=None) -> None:
-        from models.database import database as default_database
-
-        self.database = database if database is not None else default_database
+    def __init__(self) -> None:
         self._local = threading.local()
 
     def before_worker_boot(self, broker, worker):
@@ -234,16 +228,9 @@ class JobMetrics(Middleware):
         job = current_job()
         if job is None or job.job_id != message.message_id:
             return None
-        if failed:
-            status = FAILED
-        elif job.skipped:
-            status = SKIPPED
-        elif job.exception is not None:
-            if job.retry_enqueued:
-                return None  # not finished: Dramatiq runs it again
-            status = FAILED
-        else:
-            status = job.outcome.status or SUCCESS
+        status, _ = job.verdict(failed)
+        if status == RETRYING:
+            return None  # not finished: Dramatiq runs it again
         return message.message_id, job.operation, status, job.root_id
 
     def _finished(self, message) -> None:
