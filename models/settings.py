@@ -77,6 +77,8 @@ class Settings:
     # Metrics of `dramatiq workers` (Redis) on http://prometheus_host:prometheus_port/; port 0: none.
     prometheus_host: str = "127.0.0.1"
     prometheus_port: int = 9191
+    # Metrics of an `enrich drain` process (its journal figures and degraded roots); port 0: none.
+    drain_prometheus_port: int = 9192
     # "otlp" or "console" when OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT or OTEL_TRACES_EXPORTER is set:
     # trace the jobs (the OpenTelemetry SDK reads the other OTEL_* variables itself).
     tracing_exporter: Optional[str] = None
@@ -285,6 +287,7 @@ def load_settings(env: Optional[Mapping[str, str]] = None) -> Settings:
         failed_cooldown_days=_days(env, "FAILED_COOLDOWN_DAYS", defaults.failed_cooldown_days),
         prometheus_host=_optional(env, "PROMETHEUS_HOST") or defaults.prometheus_host,
         prometheus_port=_port(env, "PROMETHEUS_PORT", defaults.prometheus_port),
+        drain_prometheus_port=_port(env, "DRAIN_PROMETHEUS_PORT", defaults.drain_prometheus_port),
         tracing_exporter=_tracing_exporter(env),
         otel_service_name=_optional(env, "OTEL_SERVICE_NAME") or defaults.otel_service_name,
     )

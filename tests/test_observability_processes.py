@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import gzip
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -27,7 +29,7 @@ from workers.fake_upstream import FakeCredentials, FakeUpstream
 from app_harness import add_album
 from conftest import REDIS_TEST_URL
 from linking_harness import wait_for
-from process_harness import WorkerProcess
+from process_harness import ROOT, WorkerProcess, shell_env
 from test_app_processes import all_acked, send_root
 
 pytestmark = pytest.mark.slow
@@ -248,3 +250,77 @@ def test_a_metrics_port_in_use_is_one_line_and_the_workers_run_on(pg_db, pg_url,
     assert len(lines) == 1, lines
     assert f"127.0.0.1:{port}" in lines[0] and "PROMETHEUS_PORT" in lines[0]
     assert "Traceback" not in log
+
+
+def _drain_command(pg_url: str, tmp_path, port: int):
+    """`enrich drain` as the Procfile's drain line runs it, its output in drain.log."""
+    env = shell_env({"REDIS_URL": REDIS_TEST_URL, "DATABASE_URL": pg_url, "DRAIN_PROMETHEUS_PORT": str(port)})
+    env.pop("dramatiq_prom_db", None)
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    log = open(tmp_path / "drain.log", "w")
+    return subprocess.Popen([sys.executable, "-m", "workers.cli", "drain"], env=env, cwd=ROOT,
+                            stdout=log, stderr=subprocess.STDOUT, text=True)
+
+
+def _journal_tree(root: str, failing: int, fine: int) -> None:
+    """A root and its children as the workers append them: the failed ones counted against the root."""
+    from middleware.journal import journal_for
+
+    from test_journal import row
+
+    journal = journal_for(RedisBroker(url=REDIS_TEST_URL))
+    journal.append(row(root, "running", operation="enrichment:album"))
+    for n in range(failing):
+        journal.append(row(f"{root}-f{n}", "failed", root), failed_child_of=root)
+    for n in range(fine):
+        journal.append(row(f"{root}-s{n}", "success", root))
+
+
+def test_enrich_drain_serves_the_journal_and_degraded_roots_metrics(pg_db, pg_url, tmp_path):
+    """With JOB_LOG_DRAIN_IN_WORKERS=0 only `enrich drain` knows what it applied: it serves that."""
+    redis.Redis.from_url(REDIS_TEST_URL).flushdb()
+    port = free_port()
+    _journal_tree("root-a", failing=2, fine=5)
+    _journal_tree("root-b", failing=0, fine=3)
+    drain = _drain_command(pg_url, tmp_path, port)
+    try:
+        wait_for(lambda: EnrichmentLog.select().count() == 12, timeout=30, interval=0.2)
+        metrics = wait_for(lambda: (lambda m: m if values(m, "enrich_journal_drained_rows_total") == 12 else None)(
+            _scrape_or_none(port)), timeout=20, interval=0.5)
+    finally:
+        drain.terminate()
+        drain.wait(20)
+    log = (tmp_path / "drain.log").read_text()
+    assert drain.returncode == 0, log
+    assert values(metrics, "enrich_roots_degraded_total", operation="enrichment:album") == 1  # one tree, once
+    assert values(metrics, "enrich_journal_entries") == 0
+    assert values(metrics, "enrich_journal_refused_rows_total") == 0
+    assert EnrichmentLog.get(EnrichmentLog.job_id == "root-a").failed_children == 2
+    assert f"metrics on http://127.0.0.1:{port}/metrics" in log and "Traceback" not in log
+
+
+def test_enrich_drain_with_its_metrics_port_taken_says_so_once_and_drains(pg_db, pg_url, tmp_path):
+    redis.Redis.from_url(REDIS_TEST_URL).flushdb()
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    _journal_tree("root-c", failing=1, fine=1)
+    drain = _drain_command(pg_url, tmp_path, taken.getsockname()[1])
+    try:
+        wait_for(lambda: EnrichmentLog.select().count() == 3, timeout=30, interval=0.2)
+    finally:
+        drain.terminate()
+        drain.wait(20)
+        taken.close()
+    log = (tmp_path / "drain.log").read_text()
+    assert drain.returncode == 0, log
+    lines = [line for line in log.splitlines() if "cannot serve metrics" in line]
+    assert len(lines) == 1 and "DRAIN_PROMETHEUS_PORT" in lines[0], log
+    assert "Traceback" not in log
+
+
+def _scrape_or_none(port: int):
+    try:
+        return scrape(port)
+    except httpx.HTTPError:
+        return None

@@ -52,6 +52,7 @@ def cmd_drain(args: argparse.Namespace) -> int:
     except log_database.JobLogRefused as exc:
         raise CommandError(f"refusing to start: {exc}") from None
     drainer = linking.drainer_of(broker)
+    _serve_metrics(linking)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: drainer.request_stop())
     note(f"draining the job-log journal {journal.key!r} into the database (Ctrl-C stops)")
@@ -59,6 +60,30 @@ def cmd_drain(args: argparse.Namespace) -> int:
     drainer.stop(timeout=0)
     print(json.dumps(journal.stats()), file=sys.stderr)
     return 0
+
+
+def _serve_metrics(linking) -> None:
+    """The drainer's metrics on PROMETHEUS_HOST:DRAIN_PROMETHEUS_PORT: with JOB_LOG_DRAIN_IN_WORKERS=0
+    only drainers know the journal's drained and refused rows and the roots turning degraded."""
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from middleware.metrics import enable_metrics, observe_journal
+
+    from .. import settings
+
+    if not settings.drain_prometheus_port:
+        return
+    registry = CollectorRegistry()
+    try:
+        start_http_server(settings.drain_prometheus_port, addr=settings.prometheus_host, registry=registry)
+    except OSError as exc:  # the port is taken: drain on, without metrics
+        note(f"cannot serve metrics on {settings.prometheus_host}:{settings.drain_prometheus_port} "
+             f"({exc.strerror or exc}); draining without a metrics endpoint: set DRAIN_PROMETHEUS_PORT "
+             "to a free port, or to 0 to turn metrics off")
+        return
+    enable_metrics(registry)
+    observe_journal(linking.stats)
+    note(f"metrics on http://{settings.prometheus_host}:{settings.drain_prometheus_port}/metrics")
 
 
 def add_drain_command(sub, add) -> None:
