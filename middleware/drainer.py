@@ -23,6 +23,9 @@ child is counted on its root only by the transaction that turns its row
   that hold nothing are deleted from the group after ``6 * claim_idle``.
 * A child's failure whose root row is not in the database yet (the root's
   start is in another drainer's batch) waits, for up to ``root_wait`` seconds.
+* With a ``sweeper`` (``middleware.lost_work``), the drainer that gets the
+  sweep's lock looks for lost work between passes, and marks it once the
+  journal is applied through what was appended before it looked.
 """
 
 from __future__ import annotations
@@ -104,6 +107,8 @@ class Drainer:
       retry_backoff(tuple[float, float]): First and longest pause between
         tries while the database (or Redis) is down.  Defaults to (0.2, 5.0).
       warn_every(float): Seconds between two backlog warnings.  Defaults to 5.
+      sweeper(LostWorkSweeper): Looks for jobs whose message Redis lost.
+        Defaults to none.
     """
 
     def __init__(
@@ -119,6 +124,7 @@ class Drainer:
         root_retry: float = 0.2,
         retry_backoff: tuple[float, float] = (0.2, 5.0),
         warn_every: float = 5.0,
+        sweeper=None,
     ) -> None:
         self.journal = journal
         self.database = database
@@ -130,6 +136,9 @@ class Drainer:
         self.root_retry = root_retry
         self.retry_backoff = retry_backoff
         self.warn_every = warn_every
+        self.sweeper = sweeper
+        self._sweep = None  # a sweep that has looked and waits for the journal
+        self._next_sweep_check = 0.0
         self.consumer = self._consumer_name()
         self._held: list[Entry] = []  # read, not applied yet (the database was down)
         self._deferred: dict[str, tuple[float, list[Entry]]] = {}  # job -> (next try, entries): root missing
@@ -168,6 +177,7 @@ class Drainer:
         while not self._stopping.is_set():
             try:
                 self.drain_once()
+                self._sweep_step()
                 backoff = self.retry_backoff[0]
                 continue
             except (DatabaseDown, JournalUnavailable) as exc:
@@ -254,6 +264,27 @@ class Drainer:
         self.journal.drained_total += len(settled)
         self._note_recovery()
         return len(settled)
+
+    def _sweep_step(self) -> None:
+        """Look for lost work when this process gets the sweep's lock; settle it once the journal caught up."""
+        if self.sweeper is None:
+            return
+        try:
+            if self._sweep is None:
+                now = time.monotonic()
+                if now >= self._next_sweep_check:
+                    self._next_sweep_check = now + 1.0  # the lock, not this, spaces the sweeps
+                    if self.sweeper.due():
+                        self._sweep = self.sweeper.look()
+            elif self.sweeper.journal_caught_up(self._sweep):
+                sweep, self._sweep = self._sweep, None
+                self.sweeper.settle(sweep)
+            elif time.monotonic() - self._sweep.started > self.sweeper.fence_seconds:
+                sweep, self._sweep = self._sweep, None
+                self.sweeper.give_up(sweep)
+        except Exception:  # Redis or the database away: the next interval's sweep tries again
+            self._sweep = None
+            logger.exception("lost-work sweep failed; the next interval tries again")
 
     def _gather_more(self, entries: list[Entry]) -> list[Entry]:
         """Wait until the oldest entry is ``gather`` old, then take what else has come (never blocking)."""

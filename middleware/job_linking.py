@@ -109,6 +109,10 @@ class JobLinking(Middleware):
       batch_size(int): Rows per drain transaction at most.  Defaults to 2000.
       claim_idle(float): Seconds before a dead drainer's entries are taken over.  Defaults to 10.
       root_wait(float): Seconds a failed child waits for its root's row.  Defaults to 30.
+      lost_work_grace(float): Seconds past due before a pending job's message is
+        looked for in Redis (``middleware.lost_work``).  Defaults to 600.
+      lost_work_interval(float): Seconds between two lost-work sweeps, across
+        the drainers of every process; 0 turns the sweep off.  Defaults to 60.
     """
 
     def __init__(
@@ -122,6 +126,8 @@ class JobLinking(Middleware):
         batch_size: int = 2000,
         claim_idle: float = 10.0,
         root_wait: float = 30.0,
+        lost_work_grace: float = 600.0,
+        lost_work_interval: float = 60.0,
     ) -> None:
         env = job_log_settings()
         self.database = database
@@ -132,6 +138,7 @@ class JobLinking(Middleware):
         self.stream = stream or env.stream
         self.drain_in_workers = env.drain_in_workers if drain_in_workers is None else drain_in_workers
         self._drainer_options = {"batch_size": batch_size, "claim_idle": claim_idle, "root_wait": root_wait}
+        self._lost_work = {"grace_seconds": lost_work_grace, "interval_seconds": lost_work_interval}
         self.journal: Optional[Journal] = None
         self.drainer: Optional[Drainer] = None
         self.start_rows: Optional[StartRows] = None
@@ -167,8 +174,17 @@ class JobLinking(Middleware):
             with self._setup_lock:
                 if self.drainer is None:
                     journal = self.journal_of(broker)
-                    self.drainer = Drainer(journal, log_database.resolve(self.database), **self._drainer_options)
+                    database = log_database.resolve(self.database)
+                    self.drainer = Drainer(journal, database, sweeper=self._sweeper(broker, journal, database),
+                                           **self._drainer_options)
         return self.drainer
+
+    def _sweeper(self, broker, journal, database):
+        """A lost-work sweeper for the drainer: only a Redis broker's queues can be looked in."""
+        from .lost_work import LostWorkSweeper  # it reads rows JobLinking writes: imported when needed
+
+        sweeper = LostWorkSweeper(broker, database, journal=journal, **self._lost_work)
+        return sweeper if sweeper.supported and self._lost_work["interval_seconds"] > 0 else None
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until every row this process wrote is in the database; True if it is."""

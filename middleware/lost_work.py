@@ -24,8 +24,12 @@ entry (every job whose message was gone had appended its end before its ack)
 and marks only rows that have not moved since they were read.  A journal
 that stays behind for ``fence_seconds`` skips the sweep until the next one.
 
-    sweeper = LostWorkSweeper(broker, database, grace_seconds=600)
-    sweeper.maybe_run()          # at most once per interval across every process (a Redis lock)
+The drainers run it (``JobLinking`` gives each drainer one, on a Redis
+broker): each drainer asks ``due()`` about once a second, and the one that
+gets the lock looks, drains on until ``journal_caught_up``, then settles::
+
+    sweeper = LostWorkSweeper(broker, database, grace_seconds=600, journal=journal)
+    sweeper.maybe_run()          # the same, waiting in this thread: at most once per interval (a Redis lock)
 
 Parameters:
   broker(RedisBroker): The broker whose queues are inspected.
@@ -35,8 +39,8 @@ Parameters:
   interval_seconds(float): ``maybe_run`` runs a sweep at most this often
     across all processes.  Defaults to 60.
   batch_size(int): Rows examined per query.  Defaults to 1000.
-  journal(Journal): The job-log journal whose writes the rows trail.  Defaults
-    to the journal of the broker's ``JobLinking``, if it has one.
+  journal(Journal): The job-log journal whose writes the rows trail.
+    Defaults to none: nothing to wait for.
   fence_seconds(float): How long a sweep waits for that journal to be
     applied.  Defaults to 60.
 """
@@ -45,22 +49,20 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import threading
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Iterable, Optional
 
 import structlog
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import dq_name
-from dramatiq.middleware import Middleware
 from peewee import fn
 
 from models.base import utcnow
 from models.database import database as default_database
 from models.job_log import LOST, QUEUED, RETRYING, EnrichmentLog
 
-from .job_linking import JobLinking
 from .log_rows import count_failed_child
 
 logger = structlog.get_logger("middleware.lost_work")
@@ -73,6 +75,15 @@ ERROR_CODE = "message_lost"
 _MESSAGE_ID = re.compile(rb'"message_id":\s*"([^"]+)"')
 
 
+@dataclass
+class Sweep:
+    """What one sweep found: rows whose message is gone, and the journal entry their rows must be applied through."""
+
+    missing: list[tuple]
+    fence: Optional[str]
+    started: float
+
+
 class LostWorkSweeper:
     """Marks ``queued``/``retrying`` jobs whose message is gone from Redis as ``lost`` (see the module)."""
 
@@ -83,7 +94,7 @@ class LostWorkSweeper:
         self.grace = dt.timedelta(seconds=grace_seconds)
         self.interval_seconds = interval_seconds
         self.batch_size = batch_size
-        self.journal = journal if journal is not None else _journal_of(broker)
+        self.journal = journal
         self.fence_seconds = fence_seconds
 
     @property
@@ -92,42 +103,67 @@ class LostWorkSweeper:
 
     # -- when ------------------------------------------------------------------
 
-    def maybe_run(self) -> Optional[int]:
-        """Sweep if no process did in the last ``interval_seconds``; the number of jobs marked lost, or None."""
+    def due(self) -> bool:
+        """Whether this process sweeps now: no process did in the last ``interval_seconds``."""
         if not self.supported:
-            return None
-        client = self.broker.client
+            return False
         key = f"{self.broker.namespace}:{LOCK_KEY}"
         # Never released: the key's expiry is what spaces the sweeps, whoever ran the last one.
-        if not client.set(key, uuid.uuid4().hex, nx=True, px=max(1, int(self.interval_seconds * 1000))):
-            return None
-        return self.run_once()
+        return bool(self.broker.client.set(key, uuid.uuid4().hex, nx=True,
+                                           px=max(1, int(self.interval_seconds * 1000))))
+
+    def maybe_run(self) -> Optional[int]:
+        """``run_once`` if ``due()``: the number of jobs marked lost, or None."""
+        return self.run_once() if self.due() else None
 
     # -- what ------------------------------------------------------------------
 
     def run_once(self) -> int:
-        """One sweep: every overdue queued or retrying job whose message is in none of its places; returns how many."""
+        """One sweep, waiting here for the journal (a drainer instead goes on draining meanwhile)."""
         if not self.supported:
             return 0
-        with self.database.connection_context():
-            return self._sweep()
+        sweep = self.look()
+        deadline = time.monotonic() + self.fence_seconds
+        while not self.journal_caught_up(sweep):
+            if time.monotonic() >= deadline:
+                self.give_up(sweep)
+                return 0
+            time.sleep(0.05)
+        return self.settle(sweep)
 
-    def _sweep(self) -> int:
-        marked = 0
+    def look(self) -> Sweep:
+        """Every overdue queued or retrying job whose message is in none of its places, and the journal's fence."""
+        missing: list[tuple] = []
         after: Optional[uuid.UUID] = None
-        while True:
-            overdue = self._overdue(after)
-            if not overdue:
-                return marked
-            after = overdue[-1][0]
-            queues = {self._queue_of(row) for row in overdue}
-            present = self._message_ids_in_redis(queues)
-            missing = [row for row in overdue if row[1] not in present]
-            if missing and not self._journal_applied():
-                return marked
-            marked += self._mark_lost(missing)
-            if len(overdue) < self.batch_size:
-                return marked
+        with self.database.connection_context():
+            while True:
+                overdue = self._overdue(after)
+                if overdue:
+                    after = overdue[-1][0]
+                    present = self._message_ids_in_redis({self._queue_of(row) for row in overdue})
+                    missing += [row for row in overdue if row[1] not in present]
+                if len(overdue) < self.batch_size:
+                    break
+        # Read after Redis was: a job whose message was gone had appended its end before its ack.
+        fence = self.journal.newest_id() if self.journal is not None and missing else None
+        return Sweep(missing, fence, time.monotonic())
+
+    def journal_caught_up(self, sweep: Sweep) -> bool:
+        """Whether every job-log write appended before the sweep looked in Redis is in the database."""
+        return self.journal is None or self.journal.applied_through(sweep.fence)
+
+    def give_up(self, sweep: Sweep) -> None:
+        stats = self.journal.stats()
+        logger.warning("lost-work sweep skipped: the job log journal is behind, and rows that trail it "
+                       "could look lost; the next sweep tries again", candidates=len(sweep.missing),
+                       backlog_entries=stats["entries"], oldest_entry_age_seconds=stats["oldest_age_seconds"])
+
+    def settle(self, sweep: Sweep) -> int:
+        """Mark lost the rows of ``sweep`` that have not moved since it looked; returns how many."""
+        if not sweep.missing:
+            return 0
+        with self.database.connection_context():
+            return self._mark_lost(sweep.missing)
 
     def _overdue(self, after: Optional[uuid.UUID]) -> list[tuple]:
         """(id, job_id, parent_job_id, status, retry_count, updated_at, message) of overdue pending jobs, by id."""
@@ -142,22 +178,6 @@ class LostWorkSweeper:
         if after is not None:
             query = query.where(Log.id > after)
         return list(query.tuples().execute(self.database))
-
-    def _journal_applied(self) -> bool:
-        """Wait until every job-log write appended so far is in the database; False if it is not in time."""
-        if self.journal is None:
-            return True
-        newest = self.journal.newest_id()
-        deadline = time.monotonic() + self.fence_seconds
-        while not self.journal.applied_through(newest):
-            if time.monotonic() >= deadline:
-                stats = self.journal.stats()
-                logger.warning("lost-work sweep skipped: the job log journal is behind, and rows that trail it "
-                               "could look lost; the next sweep tries again", backlog_entries=stats["entries"],
-                               oldest_entry_age_seconds=stats["oldest_age_seconds"])
-                return False
-            time.sleep(0.05)
-        return True
 
     def _queue_of(self, row: tuple) -> str:
         message = row[6] or {}
@@ -203,43 +223,3 @@ class LostWorkSweeper:
                 logger.warning("job marked lost: its message is nowhere in Redis", job_id=job_id,
                                parent_job_id=parent, was=status, retry_count=retry_count, reason=reason)
         return marked
-
-
-def _journal_of(broker):
-    linking = next((m for m in getattr(broker, "middleware", ()) if isinstance(m, JobLinking)), None)
-    return linking.journal_of(broker) if linking is not None else None
-
-
-class SweepLostWork(Middleware):
-    """Runs ``LostWorkSweeper.maybe_run`` from a daemon thread in each worker process.
-
-    Every worker process tries once per interval; the Redis lock lets one
-    sweep run per interval across all of them.  Not in a drainer's loop: a
-    sweep waits for the journal to be applied, which is the drainers' work.
-    Does nothing on a broker other than Redis.
-
-    Parameters:
-      grace_seconds(float), interval_seconds(float): as ``LostWorkSweeper``'s.
-      database(peewee.Database): The job log's.  Defaults to ``models.database``.
-    """
-
-    def __init__(self, *, grace_seconds: float = 600.0, interval_seconds: float = 60.0, database=None) -> None:
-        self.options = {"grace_seconds": grace_seconds, "interval_seconds": interval_seconds}
-        self.database = database
-        self._stop = threading.Event()
-
-    def after_worker_boot(self, broker, worker):
-        sweeper = LostWorkSweeper(broker, self.database, **self.options)
-        if sweeper.supported:
-            self._stop.clear()
-            threading.Thread(target=self._loop, args=(sweeper,), name="lost-work-sweeper", daemon=True).start()
-
-    def before_worker_shutdown(self, broker, worker):
-        self._stop.set()
-
-    def _loop(self, sweeper: LostWorkSweeper) -> None:
-        while not self._stop.wait(sweeper.interval_seconds):
-            try:
-                sweeper.maybe_run()
-            except Exception:  # Redis or the database away: the next interval tries again
-                logger.exception("lost-work sweep failed; trying again at the next interval")

@@ -16,6 +16,7 @@ from models import EnrichmentLog
 from models.base import utcnow
 
 from conftest import REDIS_TEST_URL
+from linking_harness import wait_for
 from tree_actors import declare
 
 Log = EnrichmentLog
@@ -26,14 +27,20 @@ def broker(db):
     client = redis.Redis.from_url(REDIS_TEST_URL)
     client.flushdb()
     broker = RedisBroker(url=REDIS_TEST_URL)
-    linking = JobLinking()
+    linking = JobLinking(lost_work_interval=0)  # the tests sweep by hand
     broker.add_middleware(linking)
     linking.drainer_of(broker).start()  # as in a worker: the sweep waits for the journal to be applied
+    broker.linking = linking
     broker.tree_root, broker.tree_leaf = declare(broker)
     broker.admin = client
     yield broker
     linking.stop()
     broker.close()
+
+
+def sweeper_of(broker, **options) -> LostWorkSweeper:
+    """A sweeper as a drainer has it: fenced on the broker's job-log journal."""
+    return LostWorkSweeper(broker, journal=broker.linking.journal_of(broker), **options)
 
 
 def drop_message(broker, message, queue: str = "default") -> None:
@@ -57,7 +64,7 @@ def test_only_jobs_whose_message_is_gone_are_marked_lost_and_their_root_degraded
     drop_message(broker, gone)
     drop_message(broker, root)  # the root's own message is gone too, but its row has ended: not pending
 
-    sweeper = LostWorkSweeper(broker, grace_seconds=0)
+    sweeper = sweeper_of(broker, grace_seconds=0)
     assert sweeper.run_once() == 1
     rows = {r.job_id: r for r in Log.select()}
     lost = rows[gone.message_id]
@@ -75,8 +82,8 @@ def test_a_job_within_its_grace_or_not_due_yet_is_not_looked_for(broker):
     delayed = broker.tree_root.send_with_options(args=(1,), delay=3_600_000)
     drop_message(broker, recent)
     drop_message(broker, delayed, queue="default.DQ")
-    assert LostWorkSweeper(broker, grace_seconds=600).run_once() == 0
-    assert LostWorkSweeper(broker, grace_seconds=0).run_once() == 1  # the delayed one is not due for an hour
+    assert sweeper_of(broker, grace_seconds=600).run_once() == 0
+    assert sweeper_of(broker, grace_seconds=0).run_once() == 1  # the delayed one is not due for an hour
     assert Log.get(Log.job_id == delayed.message_id).status == "queued"
 
 
@@ -84,7 +91,7 @@ def acked_with_its_end_still_in_the_journal(broker):
     """A child whose message was processed and acked, its `success` write appended but not applied yet."""
     root = broker.tree_root.send(1)
     child = broker.tree_leaf.send_with_options(args=(0.1,), parent_job_id=root.message_id)
-    linking = next(m for m in broker.middleware if isinstance(m, JobLinking))
+    linking = broker.linking
     linking.flush()
     linking.drainer.stop()  # the drainers are behind
     queued = Log.select().where(Log.job_id == child.message_id).dicts().get()
@@ -100,7 +107,7 @@ def test_a_job_whose_end_waits_in_the_journal_is_never_marked_lost(broker):
     linking, root, child = acked_with_its_end_still_in_the_journal(broker)
     assert Log.get(Log.job_id == child.message_id).status == "queued"  # what the database says at the sweep
     threading.Timer(1.0, linking.drainer.start).start()  # the drainer catches up during the sweep
-    assert LostWorkSweeper(broker, grace_seconds=0).run_once() == 0
+    assert sweeper_of(broker, grace_seconds=0).run_once() == 0
     rows = {r.job_id: r for r in Log.select()}
     assert rows[child.message_id].status == "success"
     assert rows[root.message_id].failed_children == 0
@@ -108,7 +115,7 @@ def test_a_job_whose_end_waits_in_the_journal_is_never_marked_lost(broker):
 
 def test_a_journal_that_stays_behind_skips_the_sweep(broker, caplog):
     linking, root, child = acked_with_its_end_still_in_the_journal(broker)
-    assert LostWorkSweeper(broker, grace_seconds=0, fence_seconds=0.5).run_once() == 0
+    assert sweeper_of(broker, grace_seconds=0, fence_seconds=0.5).run_once() == 0
     assert Log.get(Log.job_id == child.message_id).status == "queued"  # not lost: its end is on its way
     linking.drainer.start()
     assert linking.flush(10)
@@ -118,8 +125,8 @@ def test_a_journal_that_stays_behind_skips_the_sweep(broker, caplog):
 def test_one_sweep_per_interval_across_processes(broker):
     gone = broker.tree_root.send(1)
     drop_message(broker, gone)
-    first = LostWorkSweeper(broker, grace_seconds=0, interval_seconds=30)
-    other_process = LostWorkSweeper(broker, grace_seconds=0, interval_seconds=30)
+    first = sweeper_of(broker, grace_seconds=0, interval_seconds=30)
+    other_process = sweeper_of(broker, grace_seconds=0, interval_seconds=30)
     assert first.maybe_run() == 1
     assert other_process.maybe_run() is None  # the lock is held for the interval
     assert 0 < broker.admin.pttl("dramatiq:enrich:lost-work-sweep") <= 30_000
@@ -129,3 +136,31 @@ def test_brokers_other_than_redis_are_not_inspected(db):
     sweeper = LostWorkSweeper(StubBroker(), grace_seconds=0)
     assert not sweeper.supported
     assert sweeper.maybe_run() is None and sweeper.run_once() == 0
+
+
+def test_the_drainers_sweep_at_their_interval_and_mark_what_redis_lost(db):
+    """No sweeper by hand: JobLinking's drainer takes the lock, looks, drains, then marks."""
+    client = redis.Redis.from_url(REDIS_TEST_URL)
+    client.flushdb()
+    broker = RedisBroker(url=REDIS_TEST_URL)
+    linking = JobLinking(lost_work_grace=0, lost_work_interval=0.5)
+    broker.add_middleware(linking)
+    broker.tree_root, broker.tree_leaf = declare(broker)
+    broker.admin = client
+    try:
+        root = broker.tree_root.send(1)
+        Log.update(status="success", completed_at=Log.created_at).where(Log.job_id == root.message_id).execute()
+        gone = broker.tree_leaf.send_with_options(args=(0.1,), parent_job_id=root.message_id)
+        later = broker.tree_leaf.send_with_options(args=(0.1,), parent_job_id=root.message_id)
+        drop_message(broker, gone)
+        linking.drainer_of(broker).start()
+        wait_for(lambda: Log.get(Log.job_id == gone.message_id).status == "lost", timeout=15, interval=0.1)
+        assert Log.get(Log.job_id == later.message_id).status == "queued"
+        root_row = Log.get(Log.job_id == root.message_id)
+        assert (root_row.status, root_row.failed_children) == ("degraded", 1)
+        drop_message(broker, later)  # the next interval's sweep finds this one
+        wait_for(lambda: Log.get(Log.job_id == later.message_id).status == "lost", timeout=15, interval=0.1)
+        assert Log.get(Log.job_id == root.message_id).failed_children == 2
+    finally:
+        linking.stop()
+        broker.close()

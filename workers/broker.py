@@ -6,8 +6,7 @@ Redis), so that they see every message that starts, even one failed by the
 next; ActorArguments next, so that a job whose arguments cannot fit its actor
 fails before anything runs for it; Dramatiq's defaults next (with our retry
 settings), then the per-message database connection release, our metrics and
-the tracing, then JobLinking, so that it sees each attempt's final verdict;
-the lost-work sweep after it touches no message.
+the tracing, then JobLinking, so that it sees each attempt's final verdict.
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import AgeLimit, Callbacks, Pipelines, Retries, ShutdownNotifications, TimeLimit
 
 from middleware import ActorArguments, DatabaseConnections, JobLinking, MessageOptions
-from middleware.lost_work import SweepLostWork
 from middleware.metrics import JobMetrics
 from models import ConfigError, Settings
 from models.settings import redact_url
@@ -73,11 +71,9 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
     if tracing is not None:
         # A span per attempt, current while JobLinking logs the attempt's lines.
         broker.add_middleware(tracing)
-    broker.add_middleware(JobLinking(secrets=settings.secrets))
-    # Not about one message: a thread per worker process looking for jobs whose message
-    # Redis lost (one sweep per interval across processes).
-    broker.add_middleware(SweepLostWork(grace_seconds=settings.lost_work_grace_seconds,
-                                        interval_seconds=settings.lost_work_sweep_seconds))
+    # Its drainers also sweep for jobs whose message Redis lost (one sweep per interval across processes).
+    broker.add_middleware(JobLinking(secrets=settings.secrets, lost_work_grace=settings.lost_work_grace_seconds,
+                                     lost_work_interval=settings.lost_work_sweep_seconds))
     return broker
 
 
