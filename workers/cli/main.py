@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import re
 import sys
 import uuid
@@ -439,7 +440,31 @@ def _database_message(exc: peewee.DatabaseError) -> str:
     return f"database error: {text}"
 
 
+STDOUT_CLOSED = 141  # 128 + SIGPIPE: what a shell reports for a Unix tool whose reader went away
+
+
 def main(argv: Optional[list[str]] = None) -> int:
+    """Run one ``enrich`` command; its exit status.
+
+    A reader that closes stdout early (``enrich roots | head -1``) ends the
+    command quietly with ``STDOUT_CLOSED``, as a Unix tool killed by SIGPIPE,
+    never with a BrokenPipeError traceback.
+
+    Parameters:
+      argv(list[str] | None): the arguments after ``enrich``; None reads ``sys.argv``.
+    """
+    try:
+        try:
+            return _run(argv)
+        finally:
+            sys.stdout.flush()  # what is still buffered meets a closed pipe here, not at interpreter exit
+    except BrokenPipeError:
+        # Python's "Note on SIGPIPE": point stdout at devnull so the exit's own flush cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return STDOUT_CLOSED
+
+
+def _run(argv: Optional[list[str]]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
