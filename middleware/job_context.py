@@ -16,10 +16,14 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
 
+import structlog
+
 from models.base import utcnow
 from models.job_log import FAILED, RETRYING, SKIPPED, SUCCESS
 
-from .record_checks import MAX_COUNT, check_json, check_record
+from .record_checks import MAX_COUNT, MAX_SOURCES, check_json, check_record, check_sources
+
+logger = structlog.get_logger("middleware.job_context")
 
 
 class NotInJob(RuntimeError):
@@ -144,6 +148,9 @@ def record(
     out = job.outcome
     if details:
         check_json("details", {**out.details, **details}, dict)  # the merged details must fit too
+    new_sources = [source for source in dict.fromkeys(sources or ()) if source not in out.sources]
+    if new_sources:
+        check_sources(out.sources + new_sources, " with the earlier calls' and counted requests'")
     for name, value in (
         ("status", status),
         ("reason", reason),
@@ -158,9 +165,7 @@ def record(
             setattr(out, name, value)
     if fields_enriched is not None:
         out.fields_enriched = list(fields_enriched)
-    for source in sources or ():
-        if source not in out.sources:
-            out.sources.append(source)
+    out.sources.extend(new_sources)
     if details:
         out.details.update(details)
 
@@ -175,8 +180,13 @@ def count_api_call(source: Optional[str] = None) -> None:
     if job is None:
         return
     job.outcome.api_call_count = min(job.outcome.api_call_count + 1, MAX_COUNT)
-    if source and source not in job.outcome.sources:
-        job.outcome.sources.append(source)
+    sources = job.outcome.sources
+    if source and source not in sources:
+        if len(sources) < MAX_SOURCES:
+            sources.append(source)
+        else:
+            logger.warning("job has too many sources; this one is not recorded", job_id=job.job_id,
+                           bad_value=str(source)[:120], limit=MAX_SOURCES)
 
 
 @contextlib.contextmanager

@@ -37,10 +37,10 @@ from .job_context import JobState, current_job, set_current, starting_new_tree
 from .journal import Journal, JournalUnavailable, MemoryJournal, journal_for
 from .log_rows import merge_rows
 from .metrics import observe_journal
+from .record_checks import MAX_COUNT
 from .start_rows import StartRows
 from .redaction import redact_text
 from .row_values import (
-    MAX_ID_LENGTH,
     MAX_TRIGGERED_BY,
     as_uuid,
     check_job_id,
@@ -56,6 +56,20 @@ logger = structlog.get_logger("middleware.job_linking")
 
 MAX_ERROR_LENGTH = 2000
 _CONTEXT_KEYS = ("job_id", "parent_job_id", "operation")
+
+
+def _attempt_ms(job: JobState) -> int:
+    """How long this attempt ran, in ms, at most what duration_ms (an INTEGER) holds: 24.8 days.
+
+    PostgreSQL refuses more, and the job's final row with it; its started_at
+    and completed_at still tell the whole span.
+    """
+    elapsed = int((time.monotonic() - job.started_monotonic) * 1000)
+    if elapsed > MAX_COUNT:
+        logger.warning("job attempt too long for duration_ms; storing its maximum", job_id=job.job_id,
+                       bad_value=elapsed, stored=MAX_COUNT)
+        return MAX_COUNT
+    return elapsed
 
 
 def error_code_for(exc: BaseException) -> str:
@@ -436,7 +450,7 @@ class JobLinking(Middleware):
             "enqueued_at": job.enqueued_at,
             "started_at": job.started_at,  # the first attempt's
             "completed_at": now if final else None,
-            "duration_ms": int((time.monotonic() - job.started_monotonic) * 1000) if ending else None,
+            "duration_ms": _attempt_ms(job) if ending else None,
             "details": plain_json(details) or None,
             "triggered_by": triggered_by(message.options),
             "message": None,  # written at send time (sent_rows), kept by later writes
@@ -453,7 +467,7 @@ class JobLinking(Middleware):
         job = JobState(
             job_id=message.message_id,
             root_id=parent if check_job_id(parent) is None else None,
-            operation=str(message.actor_name)[:MAX_ID_LENGTH],
+            operation=operation_of({}, message.actor_name),
             attempt=0,
         )
         job.outcome.error_code = "unknown_actor"

@@ -19,7 +19,7 @@ import structlog
 from dramatiq.middleware import Middleware
 from dramatiq.middleware.retries import DEFAULT_MAX_BACKOFF
 
-from .row_values import MAX_ATTEMPT, MAX_TRIGGERED_BY, check_job_id, shown
+from .row_values import MAX_ATTEMPT, MAX_RETRIES_OPTION, MAX_TRIGGERED_BY, check_job_id, shown
 
 logger = structlog.get_logger("middleware.message_options")
 
@@ -105,7 +105,7 @@ def _started_by(value, broker, message):
 # Every option a middleware of ours or Dramatiq's reads from a message, and what it must be.
 CHECKS: dict[str, Check] = {
     # Retries
-    "retries": _whole(0, MAX_ATTEMPT),
+    "retries": _whole(0, MAX_RETRIES_OPTION),
     "max_retries": _whole(0, MAX_ATTEMPT),
     "min_backoff": _millis(False),
     "max_backoff": _millis(False),

@@ -21,6 +21,8 @@ MAX_ERROR_CODE = 50  # the error_code column
 MAX_COUNT = 2**31 - 1  # what an INTEGER column holds
 MAX_JSON_INT = 2**63 - 1  # beyond 64 bits a JSON number does not read back the same everywhere
 MAX_DEPTH = 20
+MAX_SOURCES = 100  # sources accumulate over record() calls and counted requests: bounded in number too
+MAX_LIST_ITEM = 1000  # bytes of one entry of sources or fields_enriched
 
 
 def _fail(name: str, value: Any, why: str) -> ValueError:
@@ -96,6 +98,23 @@ def check_json(name: str, value: Any, kind: type) -> Any:
     return value
 
 
+def check_list(name: str, value: Any) -> list:
+    """A list of short texts for a JSON column: at most MAX_LIST_ITEM bytes each."""
+    check_json(name, value, list)
+    for item in value:
+        check_text(name, item, MAX_LIST_ITEM)
+    return value
+
+
+def check_sources(value: Any, why: str = "") -> list:
+    """``sources``: a list of short texts, at most MAX_SOURCES of them (``why`` says whose they are)."""
+    check_list("sources", value)
+    count = len(set(value))  # a source named twice is kept once
+    if count > MAX_SOURCES:
+        raise _fail("sources", value, f"{count:,} sources{why}; at most {MAX_SOURCES} are allowed")
+    return value
+
+
 def check_record(values: dict[str, Any]) -> None:
     """Raise ValueError naming the first argument of ``record()`` that no row could hold."""
     for name, value in values.items():
@@ -115,9 +134,9 @@ def check_record(values: dict[str, Any]) -> None:
             check_text(name, value)
         elif name == "error_code":
             check_text(name, value, MAX_ERROR_CODE)
-        elif name in ("fields_enriched", "sources"):
-            check_json(name, value, list)
-            for item in value:
-                check_text(name, item, 1000)
+        elif name == "fields_enriched":
+            check_list(name, value)
+        elif name == "sources":
+            check_sources(value)
         elif name == "details":
             check_json(name, value, dict)

@@ -15,7 +15,10 @@ from typing import Any, Optional
 MAX_ID_LENGTH = 100
 MAX_TRIGGERED_BY = 50
 MAX_ATTEMPT = 2**31 - 1  # what retry_count (an INTEGER) can hold
-CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+MAX_RETRIES_OPTION = MAX_ATTEMPT - 1  # a retry's row counts one more than its ``retries`` option: that must fit too
+# A lone surrogate (half a UTF-16 pair, e.g. from a bad decode) is text no database encodes.
+CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
+LONE_SURROGATES = re.compile(r"[\ud800-\udfff]")
 
 
 def check_job_id(value: Any, max_length: int = MAX_ID_LENGTH) -> Optional[str]:
@@ -27,7 +30,7 @@ def check_job_id(value: Any, max_length: int = MAX_ID_LENGTH) -> Optional[str]:
     if len(value) > max_length:
         return f"longer than {max_length} characters ({len(value)})"
     if CONTROL_CHARS.search(value):
-        return "contains control characters"
+        return "contains control characters or lone surrogates"
     return None
 
 
@@ -41,10 +44,18 @@ def plain_json(value: Any) -> Any:
     """``value`` as plain JSON data that both databases take.
 
     NUL characters are removed at any depth (PostgreSQL refuses them in text
-    and JSON), and what JSON has no type for (a Decimal, a date) becomes its text.
+    and JSON), a lone surrogate becomes U+FFFD (neither database encodes it),
+    and what JSON has no type for (a Decimal, a date) becomes its text.
     """
     if isinstance(value, str):
-        return value.replace("\x00", "") if "\x00" in value else value
+        if "\x00" in value:
+            value = value.replace("\x00", "")
+        if not value.isascii():
+            try:
+                value.encode()  # in C, far quicker than searching: almost every text has no surrogate
+            except UnicodeEncodeError:
+                value = LONE_SURROGATES.sub("\ufffd", value)
+        return value
     if isinstance(value, dict):
         return {plain_json(k if isinstance(k, str) else str(k)): plain_json(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -78,8 +89,8 @@ def from_millis(value: Any) -> Optional[dt.datetime]:
 
 
 def valid_attempt(value: Any) -> bool:
-    """Whether a ``retries`` option can be a row's retry_count."""
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_ATTEMPT
+    """Whether a ``retries`` option can be a row's retry_count (as MessageOptions lets it through)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_RETRIES_OPTION
 
 
 def started_by_details(options: dict) -> Optional[dict]:

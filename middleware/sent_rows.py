@@ -47,8 +47,8 @@ INTERNAL_OPTIONS = frozenset({
 
 
 def operation_of(actor_options: dict, actor_name: str) -> str:
-    """The job type a row shows: the actor's ``operation`` option, else its name."""
-    return str(actor_options.get("operation") or actor_name)[:MAX_ID_LENGTH]
+    """The job type a row shows: the actor's ``operation`` option, else its name (any text a producer sent)."""
+    return plain_json(str(actor_options.get("operation") or actor_name))[:MAX_ID_LENGTH]
 
 
 def message_entity(spec, message) -> tuple[Optional[str], Optional[str]]:

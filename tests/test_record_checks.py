@@ -8,9 +8,11 @@ the very edge of what is allowed are stored exactly on both back ends.
 from __future__ import annotations
 
 import pytest
+import structlog
 
-from middleware import JobLinking, record
-from middleware.record_checks import MAX_TEXT_BYTES
+from middleware import JobLinking, current_job, record
+from middleware.job_context import count_api_call
+from middleware.record_checks import MAX_COUNT, MAX_SOURCES, MAX_TEXT_BYTES
 
 from linking_harness import Harness, rows
 
@@ -47,6 +49,8 @@ BAD = {
     "entity id not a UUID": ("entity_id", dict(entity_id="not-a-uuid")),
     "fields as text": ("fields_enriched", dict(fields_enriched="title")),
     "source not text": ("sources", dict(sources=[5])),
+    "source over 1000 bytes": ("sources", dict(sources=["s" * 1001])),
+    "too many sources": ("sources", dict(sources=[f"source-{n}" for n in range(MAX_SOURCES + 1)])),
     "status unknown": ("status", dict(status="done")),
     "status of the middleware": ("status", dict(status="running")),
 }
@@ -107,3 +111,62 @@ def test_values_at_the_edge_are_stored_exactly(harness):
     assert row.reason == reason and row.details == edge
     assert (row.api_call_count, row.data_quality_before, row.data_quality_after) == (2**31 - 1, "low", "high")
     assert row.error_code == "e" * 50 and row.fields_enriched == ["title"] and row.sources == ["musicbrainz"]
+
+
+def test_sources_stay_bounded_across_calls_and_counted_requests(harness):
+    """sources accumulate: the merged list is capped too, by a ValueError from record(), a WARNING from counting."""
+    @harness.actor(max_retries=0)
+    def counted():
+        for n in range(MAX_SOURCES + 20):
+            count_api_call(f"upstream-{n}")
+
+    @harness.actor(max_retries=0)
+    def recorded():
+        record(sources=[f"a-{n}" for n in range(60)])
+        record(sources=[f"b-{n}" for n in range(60)])
+
+    with structlog.testing.capture_logs() as logs:
+        first, second = counted.send(), recorded.send()
+        harness.start().drain()
+    row = rows()[first.message_id]
+    assert row.status == "success" and row.error_code is None, row.last_error
+    assert row.sources == [f"upstream-{n}" for n in range(MAX_SOURCES)] and row.api_call_count == MAX_SOURCES + 20
+    dropped = [e for e in logs if e["event"] == "job has too many sources; this one is not recorded"]
+    assert [e["bad_value"] for e in dropped] == [f"upstream-{n}" for n in range(MAX_SOURCES, MAX_SOURCES + 20)]
+    row = rows()[second.message_id]
+    assert (row.status, row.error_code) == ("failed", "value_error")
+    assert "120 sources with the earlier calls' and counted requests'; at most 100" in row.last_error
+    assert row.sources == [f"a-{n}" for n in range(60)]  # the first call's, nothing of the refused one
+
+
+def test_an_attempt_longer_than_duration_ms_holds_is_stored_at_its_maximum(harness):
+    """30 days is past an INTEGER of milliseconds: PostgreSQL refused the whole final row."""
+    @harness.actor
+    def slow():
+        current_job().started_monotonic -= 30 * 86400  # as if this attempt began 30 days ago
+
+    with structlog.testing.capture_logs() as logs:
+        message = slow.send()
+        harness.start().drain()
+    row = rows()[message.message_id]
+    assert (row.status, row.error_code) == ("success", None), row.last_error
+    assert row.duration_ms == MAX_COUNT and row.completed_at is not None
+    warning = next(e for e in logs if e["event"] == "job attempt too long for duration_ms; storing its maximum")
+    assert warning["bad_value"] >= 30 * 86400 * 1000 and warning["job_id"] == message.message_id
+
+
+def test_lone_surrogates_become_replacement_characters_in_every_column(harness):
+    """Half a UTF-16 pair (a bad decode upstream) is text neither database encodes: the row is still written."""
+    @harness.actor(max_retries=0)
+    def odd():
+        record(reason="bad \ud800 decode", sources=["src\udc80"], fields_enriched=["title\ud83d"],
+               details={"key\udfff": ["value \ud800"]})
+        raise RuntimeError("upstream said \udc9f")
+
+    message = odd.send()
+    harness.start().drain()
+    row = rows()[message.message_id]
+    assert (row.status, row.error_code) == ("failed", "runtime_error"), row.last_error
+    assert row.reason == "bad \ufffd decode" and row.sources == ["src\ufffd"]
+    assert row.fields_enriched == ["title\ufffd"] and row.details == {"key\ufffd": ["value \ufffd"]}
+    assert row.last_error == "RuntimeError: upstream said \ufffd"
