@@ -61,35 +61,55 @@ def check_uuid(name: str, value: Any) -> str:
         raise _fail(name, value, "expected a UUID") from None
 
 
-def _json_problem(value: Any, path: str, depth: int = 0) -> Optional[str]:
-    """Where in ``value`` something no JSON column takes as it is, and why; None when all is well."""
+def _problem(value: Any, depth: int) -> Optional[tuple[list[str], str]]:
+    """(the keys down to the first bad value, innermost first; what is wrong with it), or None.
+
+    The path is only built on the way back from a bad value: this walks every
+    message sent (sent_rows), where formatting a path per item cost more than the walk.
+    """
     if depth > MAX_DEPTH:
-        return f"{path}: nested deeper than {MAX_DEPTH} levels"
+        return [], f": nested deeper than {MAX_DEPTH} levels"
     if isinstance(value, float) and not math.isfinite(value):
-        return f"{path} is {value!r}: JSON has no NaN or infinity"
+        return [], f" is {value!r}: JSON has no NaN or infinity"
     if isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) > MAX_JSON_INT:
         # PostgreSQL's jsonb writes such a float out as all its digits: it would come back an integer.
-        return f"{path} is a number beyond 64 bits"
+        return [], " is a number beyond 64 bits"
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, (str, int, float, bool)) and key is not None:
-                return f"{path} has a key of type {type(key).__name__}"
-            problem = _json_problem(item, f"{path}[{key!r}]", depth + 1)
-            if problem:
-                return problem
+                return [], f" has a key of type {type(key).__name__}"
+            found = _problem(item, depth + 1)
+            if found:
+                found[0].append(f"[{key!r}]")
+                return found
     elif isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
-            problem = _json_problem(item, f"{path}[{index}]", depth + 1)
-            if problem:
-                return problem
+            found = _problem(item, depth + 1)
+            if found:
+                found[0].append(f"[{index}]")
+                return found
     return None
+
+
+def json_problem(value: Any, path: str) -> Optional[str]:
+    """Where in ``value`` something no JSON column takes as it is, and why; None when all is well.
+
+    Parameters:
+      value: the data for a JSON column.
+      path(str): how the message names ``value``, e.g. ``details``.
+    """
+    found = _problem(value, 0)
+    if found is None:
+        return None
+    keys, why = found
+    return path + "".join(reversed(keys)) + why
 
 
 def check_json(name: str, value: Any, kind: type) -> Any:
     """A dict or list for a JSON column: finite numbers within 64 bits, at most MAX_TEXT_BYTES as JSON."""
     if not isinstance(value, kind) and not (kind is list and isinstance(value, tuple)):
         raise _fail(name, value, f"expected a {kind.__name__}, not {type(value).__name__}")
-    problem = _json_problem(value, name)
+    problem = json_problem(value, name)
     if problem:
         raise _fail(name, value, problem)
     size = len(json.dumps(value, default=str, ensure_ascii=False).encode("utf-8", "surrogatepass"))

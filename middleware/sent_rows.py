@@ -9,13 +9,14 @@ The ``message`` column holds what ``workers/resend.py`` needs to send the
 same message again: actor, queue, args, kwargs and the options that are not
 the linking's or the broker's own (those are rebuilt from the row: the tree,
 the trigger, the attempt).  It is bounded: a message whose JSON is larger
-than ``MAX_MESSAGE_BYTES`` is kept without its arguments, marked
-``"resendable": false``.
+than ``MAX_MESSAGE_BYTES``, or that holds NaN or infinity (no JSON column
+takes them), is kept without its arguments, marked ``"resendable": false``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any, Optional
 
 from dramatiq.common import q_name
@@ -25,6 +26,7 @@ from models.job_log import ENTITY_TYPES, QUEUED
 
 from .job_context import random_uuid
 from .json_text import json_text
+from .record_checks import json_problem
 from .row_values import (
     MAX_ID_LENGTH,
     as_uuid,
@@ -37,6 +39,7 @@ from .row_values import (
 )
 
 MAX_MESSAGE_BYTES = 64 * 1024
+_STRICT_JSON = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":"))  # made once: it is per send
 
 # Options rebuilt at a resend or set by Dramatiq and its broker for one delivery.
 INTERNAL_OPTIONS = frozenset({
@@ -63,8 +66,27 @@ def message_entity(spec, message) -> tuple[Optional[str], Optional[str]]:
     return (entity_type if entity_type in ENTITY_TYPES else None), as_uuid(value)
 
 
+def _non_finite(text: str, stored: dict) -> bool:
+    """Whether ``stored`` (written as ``text``) holds NaN or infinity.
+
+    orjson writes them as null, json as NaN and Infinity: only a text with
+    one of those is checked again, by json's C encoder (a few µs more per send).
+    """
+    if "null" not in text and "NaN" not in text and "Infinity" not in text:
+        return False
+    try:
+        _STRICT_JSON.encode(stored)
+    except ValueError:
+        return True
+    return False
+
+
 def stored_message(message) -> dict[str, Any]:
-    """What a resend needs, as plain JSON, at most MAX_MESSAGE_BYTES of it."""
+    """What a resend needs, as plain JSON that both databases keep as it is, at most MAX_MESSAGE_BYTES of it.
+
+    Parameters:
+      message(dramatiq.Message): the message just sent, from any producer.
+    """
     stored = plain_json({
         "actor": message.actor_name,
         "queue": q_name(message.queue_name),
@@ -73,10 +95,16 @@ def stored_message(message) -> dict[str, Any]:
         "options": {k: v for k, v in message.options.items() if k not in INTERNAL_OPTIONS},
         "resendable": True,
     })
-    size = len(json_text(stored).encode())
-    if size > MAX_MESSAGE_BYTES:
+    text = json_text(stored)
+    size = len(text.encode())
+    if size <= MAX_MESSAGE_BYTES and _non_finite(text, stored):
+        # PostgreSQL refuses NaN and infinity in JSON, SQLite's JSON functions too (a journal that never drains).
+        problem = json_problem(stored, "message")
+    else:
+        problem = None
+    if problem or size > MAX_MESSAGE_BYTES:
         stored = {"actor": stored["actor"], "queue": stored["queue"], "args": None, "kwargs": None, "options": None,
-                  "resendable": False, "size_bytes": size}
+                  "resendable": False, "size_bytes": size, **({"problem": problem} if problem else {})}
     return stored
 
 

@@ -80,6 +80,37 @@ def test_a_message_over_64_kb_is_kept_without_its_arguments_and_refused_by_resen
         resend_job(harness.broker, sent.message_id)
 
 
+@pytest.mark.parametrize("args, problem", [
+    ((float("nan"),), "message['args'][0] is nan: JSON has no NaN or infinity"),
+    ((1, {"x": [float("-inf"), 2**70, None]}), "message['args'][1]['x'][0] is -inf: JSON has no NaN or infinity"),
+], ids=["NaN", "infinity, an integer beyond 64 bits and null"])
+def test_a_message_with_a_value_no_json_column_keeps_is_kept_without_its_arguments(harness, args, problem):
+    """A producer's NaN stalled the SQLite journal (malformed JSON) and was refused by PostgreSQL."""
+    @harness.actor(max_retries=0)
+    def odd(*values):
+        raise RuntimeError("no")
+
+    sent = odd.send(*args)
+    harness.start().drain()
+    row = Log.get(Log.job_id == sent.message_id)
+    assert (row.status, row.error_code) == ("failed", "runtime_error"), row.last_error
+    assert row.message["resendable"] is False and row.message["args"] is None
+    assert row.message["problem"] == problem
+    with pytest.raises(ResendRefused, match="cannot keep as it is"):
+        resend_job(harness.broker, sent.message_id)
+
+
+def test_a_message_with_an_integer_beyond_64_bits_is_kept_exactly(harness):
+    @harness.actor(max_retries=0)
+    def big(value):
+        raise RuntimeError("no")
+
+    sent = big.send(-(2**200))
+    harness.start().drain()
+    row = Log.get(Log.job_id == sent.message_id)
+    assert row.message["resendable"] is True and row.message["args"] == [-(2**200)]
+
+
 def test_resend_of_a_failed_child_same_id_same_tree_and_the_root_takes_the_failure_back(harness):
     outcomes = {"runs": 0, "fail": True}
 

@@ -41,6 +41,9 @@ def _refusal(row) -> str | None:
     if not stored:
         return (f"job {row.job_id} has no stored message (it was sent before migration 0008, or by a "
                 "producer without JobLinking): it cannot be sent again")
+    if not stored.get("resendable") and stored.get("problem"):
+        return (f"job {row.job_id}'s message held what the job log cannot keep as it is "
+                f"({stored['problem']}), so its arguments were not stored: it cannot be sent again")
     if not stored.get("resendable"):
         return (f"job {row.job_id}'s message ({stored.get('size_bytes', '?')} bytes) was over the 64 KB "
                 "the job log keeps, so its arguments were not stored: it cannot be sent again")
