@@ -23,9 +23,10 @@ child is counted on its root only by the transaction that turns its row
   that hold nothing are deleted from the group after ``6 * claim_idle``.
 * A child's failure whose root row is not in the database yet (the root's
   start is in another drainer's batch) waits, for up to ``root_wait`` seconds.
-* With a ``sweeper`` (``middleware.lost_work``), the drainer that gets the
-  sweep's lock looks for lost work between passes, and marks it once the
-  journal is applied through what was appended before it looked.
+* With a ``sweeper`` (``middleware.lost_work``), a thread beside the drain
+  asks for the sweep's lock every second; the process that gets it looks for
+  lost work and marks it once the journal is applied through what was
+  appended before it looked.
 """
 
 from __future__ import annotations
@@ -137,8 +138,7 @@ class Drainer:
         self.retry_backoff = retry_backoff
         self.warn_every = warn_every
         self.sweeper = sweeper
-        self._sweep = None  # a sweep that has looked and waits for the journal
-        self._next_sweep_check = 0.0
+        self._sweeping: Optional[threading.Thread] = None
         self.consumer = self._consumer_name()
         self._held: list[Entry] = []  # read, not applied yet (the database was down)
         self._deferred: dict[str, tuple[float, list[Entry]]] = {}  # job -> (next try, entries): root missing
@@ -173,11 +173,11 @@ class Drainer:
 
     def run(self) -> None:
         """Drain until ``stop()``: retry with backoff while the database or Redis is down."""
+        self._start_sweeping()
         backoff = self.retry_backoff[0]
         while not self._stopping.is_set():
             try:
                 self.drain_once()
-                self._sweep_step()
                 backoff = self.retry_backoff[0]
                 continue
             except (DatabaseDown, JournalUnavailable) as exc:
@@ -186,6 +186,21 @@ class Drainer:
                 logger.exception("job log drainer pass failed; retrying")
             self._stopping.wait(backoff)
             backoff = min(backoff * 2, self.retry_backoff[1])
+
+    def _start_sweeping(self) -> None:
+        # A thread beside the drain: a sweep waits for the journal to be applied, and this
+        # thread's passes must not wait for a sweep.
+        if self.sweeper is None or (self._sweeping is not None and self._sweeping.is_alive()):
+            return
+        self._sweeping = threading.Thread(target=self._sweep_lost_work, name="lost-work-sweeper", daemon=True)
+        self._sweeping.start()
+
+    def _sweep_lost_work(self) -> None:
+        while not self._stopping.wait(1.0):  # the sweep's Redis lock, not this, spaces the sweeps
+            try:
+                self.sweeper.maybe_run()
+            except Exception:  # Redis or the database away: the next interval's sweep tries again
+                logger.exception("lost-work sweep failed; the next interval tries again")
 
     def request_stop(self) -> None:
         """Make ``run()`` return after the pass in progress (from a signal handler)."""
@@ -220,6 +235,7 @@ class Drainer:
     def after_fork_in_child(self) -> None:
         # The parent's thread does not exist here and its connection belongs to its session.
         self._thread = None
+        self._sweeping = None
         self._stopping = threading.Event()
         self.consumer = self._consumer_name()
         self._held, self._deferred, self._waiting_since = [], {}, {}
@@ -238,25 +254,25 @@ class Drainer:
             if due <= now or self._stopping.is_set():
                 entries.extend(deferred)
                 del self._deferred[job_id]
-        if now >= self._next_claim:
-            self._next_claim = now + max(self.claim_idle / 10, 0.05)
-            entries.extend(self._claim())
-        if now >= self._next_forget:
-            self._next_forget = now + self.claim_idle * 6
-            self._forget_dead_consumers()
-        if now >= self._next_keep:
-            self._next_keep = now + max(self.claim_idle / 3, 0.05)
-            self._keep_own(entries)
-        room = self.batch_size - len(entries)
-        if room > 0:
-            wait = self.block_ms if block_ms is None else block_ms
-            try:
+        try:
+            if now >= self._next_claim:
+                self._next_claim = now + max(self.claim_idle / 10, 0.05)
+                entries.extend(self._claim())
+            if now >= self._next_forget:
+                self._next_forget = now + self.claim_idle * 6
+                self._forget_dead_consumers()
+            if now >= self._next_keep:
+                self._next_keep = now + max(self.claim_idle / 3, 0.05)
+                self._keep_own(entries)
+            room = self.batch_size - len(entries)
+            if room > 0:
+                wait = self.block_ms if block_ms is None else block_ms
                 entries.extend(self.journal.read(self.consumer, room, 0 if entries else wait))
                 if entries and wait and len(entries) < self.batch_size:
                     entries.extend(self._gather_more(entries))
-            except JournalUnavailable:
-                self._held = entries
-                raise
+        except JournalUnavailable:
+            self._held = entries  # what this drainer holds stays held (the database may be down too)
+            raise
         if not entries:
             return 0
         settled = self._apply(entries)
@@ -264,27 +280,6 @@ class Drainer:
         self.journal.drained_total += len(settled)
         self._note_recovery()
         return len(settled)
-
-    def _sweep_step(self) -> None:
-        """Look for lost work when this process gets the sweep's lock; settle it once the journal caught up."""
-        if self.sweeper is None:
-            return
-        try:
-            if self._sweep is None:
-                now = time.monotonic()
-                if now >= self._next_sweep_check:
-                    self._next_sweep_check = now + 1.0  # the lock, not this, spaces the sweeps
-                    if self.sweeper.due():
-                        self._sweep = self.sweeper.look()
-            elif self.sweeper.journal_caught_up(self._sweep):
-                sweep, self._sweep = self._sweep, None
-                self.sweeper.settle(sweep)
-            elif time.monotonic() - self._sweep.started > self.sweeper.fence_seconds:
-                sweep, self._sweep = self._sweep, None
-                self.sweeper.give_up(sweep)
-        except Exception:  # Redis or the database away: the next interval's sweep tries again
-            self._sweep = None
-            logger.exception("lost-work sweep failed; the next interval tries again")
 
     def _gather_more(self, entries: list[Entry]) -> list[Entry]:
         """Wait until the oldest entry is ``gather`` old, then take what else has come (never blocking)."""

@@ -1,12 +1,16 @@
-"""Finding lost work: queued or retrying jobs whose message is no longer anywhere in Redis.
+"""Finding lost work: pending jobs whose message is no longer anywhere in Redis.
 
 A Redis restarted without persistence forgets every message it held; so does
 a flushed database.  The job log still says ``queued`` or ``retrying`` for
-those jobs, for ever.  The sweeper compares the two: a job past its due time
-by more than a grace period whose message is in none of the places Dramatiq's
-Redis broker keeps one is marked ``lost`` (a final status, error code
-``message_lost``), and counts against its root like a failure.  ``enrich
-resend`` sends it again.
+those jobs, for ever; and a job that ended just before such a restart may
+have had its end in the journal still, so its row says ``running`` for ever.
+The sweeper compares the two: a job past its due time (a running one: past
+its start) by more than a grace period whose message is in none of the
+places Dramatiq's Redis broker keeps one is marked ``lost`` (a final status,
+error code ``message_lost``), and counts against its root like a failure.
+``enrich resend`` sends it again.  (A job a worker still runs past the grace
+after such a restart is marked too; its end, when it comes, replaces ``lost``
+and the root takes the failure back.)
 
 Where a message can be, by its Redis broker's layout (``dramatiq.brokers.redis``):
 ``<ns>:<queue>.msgs`` holds the body of every message in the queue AND of
@@ -25,8 +29,9 @@ and marks only rows that have not moved since they were read.  A journal
 that stays behind for ``fence_seconds`` skips the sweep until the next one.
 
 The drainers run it (``JobLinking`` gives each drainer one, on a Redis
-broker): each drainer asks ``due()`` about once a second, and the one that
-gets the lock looks, drains on until ``journal_caught_up``, then settles::
+broker): a thread beside each drain calls ``maybe_run`` about once a second;
+the process that gets the lock looks, waits for the journal (its drainer
+draining on meanwhile), then settles::
 
     sweeper = LostWorkSweeper(broker, database, grace_seconds=600, journal=journal)
     sweeper.maybe_run()          # the same, waiting in this thread: at most once per interval (a Redis lock)
@@ -57,11 +62,11 @@ from typing import Iterable, Optional
 import structlog
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import dq_name
-from peewee import fn
+from peewee import Case, fn
 
 from models.base import utcnow
 from models.database import database as default_database
-from models.job_log import LOST, QUEUED, RETRYING, EnrichmentLog
+from models.job_log import LOST, QUEUED, RETRYING, RUNNING, EnrichmentLog
 
 from .log_rows import count_failed_child
 
@@ -85,7 +90,7 @@ class Sweep:
 
 
 class LostWorkSweeper:
-    """Marks ``queued``/``retrying`` jobs whose message is gone from Redis as ``lost`` (see the module)."""
+    """Marks pending jobs whose message is gone from Redis as ``lost`` (see the module)."""
 
     def __init__(self, broker, database=None, *, grace_seconds: float = 600.0, interval_seconds: float = 60.0,
                  batch_size: int = 1000, journal=None, fence_seconds: float = 60.0) -> None:
@@ -132,7 +137,7 @@ class LostWorkSweeper:
         return self.settle(sweep)
 
     def look(self) -> Sweep:
-        """Every overdue queued or retrying job whose message is in none of its places, and the journal's fence."""
+        """Every overdue pending job whose message is in none of its places, and the journal's fence."""
         missing: list[tuple] = []
         after: Optional[uuid.UUID] = None
         with self.database.connection_context():
@@ -168,10 +173,11 @@ class LostWorkSweeper:
     def _overdue(self, after: Optional[uuid.UUID]) -> list[tuple]:
         """(id, job_id, parent_job_id, status, retry_count, updated_at, message) of overdue pending jobs, by id."""
         cutoff = utcnow() - self.grace
-        due = fn.COALESCE(Log.due_at, Log.updated_at)
+        # A running job is looked for from its start (its row's last write), any other from when it was due.
+        due = Case(None, [(Log.status == RUNNING, Log.updated_at)], fn.COALESCE(Log.due_at, Log.updated_at))
         query = (
             Log.select(Log.id, Log.job_id, Log.parent_job_id, Log.status, Log.retry_count, Log.updated_at, Log.message)
-            .where(Log.status.in_((QUEUED, RETRYING)) & (due < cutoff) & Log.job_id.is_null(False))
+            .where(Log.status.in_((QUEUED, RETRYING, RUNNING)) & (due < cutoff) & Log.job_id.is_null(False))
             .order_by(Log.id)
             .limit(self.batch_size)
         )
@@ -196,10 +202,15 @@ class LostWorkSweeper:
                     found.update(m.decode("utf-8", "replace") for m in _MESSAGE_ID.findall(body))
         return found
 
-    def _reason(self, queue: str) -> str:
+    def _reason(self, queue: str, status: str) -> str:
         ns = self.broker.namespace
-        return (f"message not found in Redis: not in queue {queue!r} nor in any worker's unacked set "
-                f"({ns}:{queue}.msgs), nor in its delay queue ({ns}:{dq_name(queue)}.msgs)")
+        where = (f"message not found in Redis: not in queue {queue!r} nor in any worker's unacked set "
+                 f"({ns}:{queue}.msgs), nor in its delay queue ({ns}:{dq_name(queue)}.msgs)")
+        if status == RUNNING:
+            # Its end went to a journal that was lost (a Redis without persistence restarted before
+            # a drainer applied it), or it ran past any time limit: nothing will ever end this row.
+            return f"started, but its end was never recorded, and its {where}"
+        return where
 
     def _mark_lost(self, rows: list[tuple]) -> int:
         """Mark each row lost if it has not moved since it was read; count it against its root."""
@@ -207,7 +218,7 @@ class LostWorkSweeper:
         now = utcnow()
         for row in rows:
             row_id, job_id, parent, status, retry_count, updated_at, _ = row
-            reason = self._reason(self._queue_of(row))
+            reason = self._reason(self._queue_of(row), status)
             with self.database.atomic():
                 changed = (
                     Log.update({Log.status: LOST, Log.own_status: LOST, Log.error_code: ERROR_CODE,

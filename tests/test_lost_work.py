@@ -164,3 +164,25 @@ def test_the_drainers_sweep_at_their_interval_and_mark_what_redis_lost(db):
     finally:
         linking.stop()
         broker.close()
+
+
+def test_a_running_job_whose_end_was_lost_with_redis_is_marked_lost_but_not_one_a_worker_holds(broker):
+    """A job that ended just before a Redis restart: its end never reached the database, its message is gone."""
+    root = broker.tree_root.send(1)
+    Log.update(status="success", completed_at=Log.created_at).where(Log.job_id == root.message_id).execute()
+    ended = broker.tree_leaf.send_with_options(args=(0.1,), parent_job_id=root.message_id)
+    held = broker.tree_leaf.send_with_options(args=(0.1,), parent_job_id=root.message_id)
+    broker.linking.flush()
+    started = utcnow()
+    Log.update(status="running", started_at=started, updated_at=started).where(
+        Log.job_id.in_([ended.message_id, held.message_id])).execute()
+    drop_message(broker, ended)  # `held` stays: a worker's unacked set keeps the body in <queue>.msgs
+
+    assert sweeper_of(broker, grace_seconds=600).run_once() == 0  # within the grace from its start
+    assert sweeper_of(broker, grace_seconds=0).run_once() == 1
+    rows = {r.job_id: r for r in Log.select()}
+    lost = rows[ended.message_id]
+    assert (lost.status, lost.error_code) == ("lost", "message_lost")
+    assert lost.last_error.startswith("started, but its end was never recorded, and its message not found in Redis")
+    assert rows[held.message_id].status == "running"
+    assert rows[root.message_id].status == "degraded"
