@@ -20,6 +20,7 @@ from app_harness import add_album, app, fake, tree  # noqa: F401  (fixtures)
 
 LANTERNS = "3fVq8LrQ2sKx9TnW7bYc1D"  # on Spotify only: MusicBrainz has no such release group
 ORCHARD_DISCOGS = "7700123"  # linked from Velvet Orchard's MusicBrainz relations
+HARBOUR_DISCOGS = "7700456"  # Glass Harbour: on Discogs only, MusicBrainz has no such artist
 
 
 def root_of(job_id: str) -> EnrichmentLog:
@@ -44,6 +45,10 @@ def days_ago(operation: str, entity_id, days: float) -> None:
 
 def discogs_page_requests(fake) -> int:
     return len(fake.requests("discogs", DISCOGS + f"/artists/{ORCHARD_DISCOGS}"))
+
+
+def discogs_searches(fake) -> int:
+    return len(fake.requests("discogs", DISCOGS + "/database/search"))
 
 
 # -- an album MusicBrainz does not know, but Spotify does -------------------------------------
@@ -139,6 +144,106 @@ def test_artist_linked_to_discogs_gets_its_image_without_a_search(app, fake):
     # Nothing is missing any more: a later check does not run the enrichment again for nothing.
     again = root_of(app.run("check_artist_enrichment", str(artist.id), "test"))
     assert again.status == "skipped" and again.reason.endswith("nothing to gain")
+
+
+# -- an artist MusicBrainz does not know ----------------------------------------------------------
+
+
+def test_artist_only_discogs_knows_is_searched_there_and_gets_its_image(app, fake):
+    artist = Artist.create(name="Glass Harbour")
+    root_id = app.run("check_artist_enrichment", str(artist.id), "test")
+
+    assert root_of(root_id).status == "success"
+    assert [r.operation for r in tree(root_id)] == [
+        "enrichment:artist", "discogs:search-artist", "discogs:get-artist", "cache:artist-image"]
+    ops = by_operation(root_id)
+    mb = ops["enrichment:artist"]
+    # MusicBrainz found nothing: that job stays no_data, and says what it sent instead.
+    assert mb.status == "no_data" and mb.sources == ["musicbrainz"]
+    assert mb.reason == "no MusicBrainz artist scored above 0.8; no image: sent discogs:search-artist"
+    assert mb.details["image_step"] == "no image: sent discogs:search-artist" and mb.fields_enriched == []
+    search = ops["discogs:search-artist"]
+    assert search.status == "success" and search.fields_enriched == ["discogs_id"]
+    assert search.reason == f"matched Discogs artist 'Glass Harbour' (id {HARBOUR_DISCOGS}) with score 1.00"
+    assert ops["discogs:get-artist"].status == "success" and ops["discogs:get-artist"].fields_enriched == ["image_url"]
+    assert ops["cache:artist-image"].status == "success"
+
+    artist = Artist.get_by_id(artist.id)
+    assert artist.discogs_id == HARBOUR_DISCOGS and artist.musicbrainz_id is None
+    assert artist.image_url.endswith(f"/images/discogs/{HARBOUR_DISCOGS}-primary.jpg")
+    assert Path(artist.cached_image_path).is_file()
+
+    # MusicBrainz's "no data" still holds back a later check (Discogs has given what it has)...
+    held = root_of(app.run("check_artist_enrichment", str(artist.id), "test"))
+    assert held.status == "skipped" and held.reason.startswith("enrichment:artist found no data on ")
+    assert "next try after " in held.reason and held.details["reasons"] == ["no MusicBrainz id", "no country"]
+    # ...until its cooldown is over: MusicBrainz is asked again, Discogs is not (the image is there).
+    days_ago("enrichment:artist", artist.id, 91)
+    later = app.run("check_artist_enrichment", str(artist.id), "test")
+    assert root_of(later).reason.endswith("the 90-day cooldown is over")
+    assert [(r.operation, r.status, r.reason) for r in tree(later)] == [
+        ("enrichment:artist", "no_data", "no MusicBrainz artist scored above 0.8")]
+    assert discogs_searches(fake) == 1
+
+
+def test_artist_neither_knows_waits_out_both_no_data_cooldowns(app, fake):
+    artist = Artist.create(name="Nobody Known")
+    first = app.run("check_artist_enrichment", str(artist.id), "test")
+    assert root_of(first).status == "success"
+    assert [(r.operation, r.status) for r in tree(first)] == [
+        ("enrichment:artist", "no_data"), ("discogs:search-artist", "no_data")]
+    ops = by_operation(first)
+    assert ops["enrichment:artist"].reason.endswith("; no image: sent discogs:search-artist")
+    assert ops["discogs:search-artist"].reason == "Discogs found no artist named 'Nobody Known'"
+    artist = Artist.get_by_id(artist.id)
+    assert (artist.discogs_id, artist.image_url, artist.cached_image_path) == (None, None, None)
+    assert discogs_searches(fake) == 1
+
+    # A month later: neither is asked again, and the check says why for both.
+    days_ago("enrichment:artist", artist.id, 30)
+    days_ago("discogs:search-artist", artist.id, 30)
+    held = root_of(app.run("check_artist_enrichment", str(artist.id), "test"))
+    assert held.status == "skipped" and held.reason.startswith("enrichment:artist found no data on ")
+    assert held.details["held_back"]["no image"].startswith("discogs:search-artist found no data on ")
+    assert discogs_searches(fake) == 1 and len(fake.requests("musicbrainz")) == 1
+
+    # Past the 90-day cooldown: both are asked again, once.
+    days_ago("enrichment:artist", artist.id, 61)
+    days_ago("discogs:search-artist", artist.id, 61)
+    later = app.run("check_artist_enrichment", str(artist.id), "test")
+    check = root_of(later)
+    assert check.status == "success" and "no image (discogs:search-artist found no data on " in check.reason
+    assert check.reason.endswith("the 90-day cooldown is over")
+    assert [(r.operation, r.status) for r in tree(later)] == [
+        ("enrichment:artist", "no_data"), ("discogs:search-artist", "no_data")]
+    assert discogs_searches(fake) == 2
+
+
+def test_discogs_failure_for_an_artist_musicbrainz_does_not_know_is_retried_after_its_own_cooldown(app, fake):
+    fake.fail(DISCOGS + f"/artists/{HARBOUR_DISCOGS}", "status", status=404, times=1)
+    artist = Artist.create(name="Glass Harbour")
+    first = app.run("check_artist_enrichment", str(artist.id), "test")
+    assert [(r.operation, r.status) for r in tree(first)] == [
+        ("enrichment:artist", "no_data"), ("discogs:search-artist", "success"), ("discogs:get-artist", "failed")]
+    assert Artist.get_by_id(artist.id).discogs_id == HARBOUR_DISCOGS
+
+    days_ago("discogs:get-artist", artist.id, 1)
+    held = root_of(app.run("check_artist_enrichment", str(artist.id), "test"))
+    assert held.status == "skipped" and held.reason.startswith("enrichment:artist found no data on ")
+    assert "(not_found), worth another try: next try after " in held.details["held_back"]["no image"]
+
+    # Past Discogs' 7-day wait, inside MusicBrainz's 90 days: only Discogs is asked again.
+    days_ago("discogs:get-artist", artist.id, 7)
+    musicbrainz_calls = len(fake.requests("musicbrainz"))
+    later = app.run("check_artist_enrichment", str(artist.id), "test")
+    check = root_of(later)
+    assert check.status == "success" and check.details["decision"] == "image only"
+    assert check.reason.startswith("no image (discogs:get-artist failed on ")
+    assert "(not_found), worth another try: the 7-day cooldown is over); enrichment:artist found no data on " in check.reason
+    assert check.reason.endswith(": sent discogs:get-artist only")
+    assert [(r.operation, r.status) for r in tree(later)] == [("discogs:get-artist", "success"), ("cache:artist-image", "success")]
+    assert len(fake.requests("musicbrainz")) == musicbrainz_calls
+    assert Path(Artist.get_by_id(artist.id).cached_image_path).is_file()
 
 
 # -- a failed discogs:get-artist, asked again or not -------------------------------------------

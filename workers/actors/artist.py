@@ -6,7 +6,9 @@ Discogs: ``discogs:get-artist`` when the Discogs id is known (most
 MusicBrainz artists link their Discogs page), else ``discogs:search-artist``,
 unless that job is cooling down on this artist (``cooldowns.py``; ``force``
 ignores it).  An artist with an image URL and no cached image gets
-``cache:artist-image``.
+``cache:artist-image``.  It does so when MusicBrainz finds no artist too (the
+job still ends ``no_data``: its own source had nothing), so an artist only
+Discogs knows gets its Discogs id and image in the same tree.
 """
 
 from __future__ import annotations
@@ -73,6 +75,11 @@ def send_image_job(artist: Artist, force: bool) -> str | None:
     return f"{NO_IMAGE}: sent {operation}{which}" + (" (forced)" if force else "")
 
 
+def with_step(reason: str, image_step: str | None) -> str:
+    """The row's reason followed by what was done about the image, if anything."""
+    return f"{reason}; {image_step}" if image_step else reason
+
+
 @enrichment_actor("enrichment:artist", entity=("artist", "artist_id"))
 def enrich_artist(artist_id: str, force: bool = False):
     artist = load(Artist, artist_id)
@@ -86,8 +93,11 @@ def enrich_artist(artist_id: str, force: bool = False):
         if best is None or score <= ACCEPT_SCORE:
             found = f" (best: {best.get('name')!r}, {score:.2f})" if best else ""
             save_enrichment(artist, [])
-            record(status="no_data", reason=f"no MusicBrainz artist scored above {ACCEPT_SCORE}{found}",
-                   data_quality_after=quality_before, details={"match_score": round(score, 3), "search_query": artist.name})
+            # MusicBrainz not knowing the artist says nothing of Discogs, which may have its page and image.
+            image_step = send_image_job(artist, force)
+            record(status="no_data", reason=with_step(f"no MusicBrainz artist scored above {ACCEPT_SCORE}{found}", image_step),
+                   data_quality_after=quality_before,
+                   details={"match_score": round(score, 3), "search_query": artist.name, "image_step": image_step})
             return
         mbid, how = best["id"], "search"
 
@@ -111,7 +121,7 @@ def enrich_artist(artist_id: str, force: bool = False):
     image_step = send_image_job(artist, force)
     record(
         status="success",
-        reason=f"matched by {how}" + (f"; {image_step}" if image_step else ""),
+        reason=with_step(f"matched by {how}", image_step),
         fields_enriched=fields_of(changes),
         data_quality_after=artist.data_quality,
         details={

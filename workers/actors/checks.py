@@ -10,7 +10,9 @@ only: a failed image cache never blocks an album's enrichment.  An artist's
 missing image is held back on its own when the Discogs job that would fetch
 it is cooling down, so a refused Discogs page does not re-run the
 MusicBrainz enrichment for nothing, and is asked again once its cooldown is
-over.
+over.  The other way round, when MusicBrainz is cooling down on an artist (it
+found nothing) but the Discogs job may run again, the check sends only that
+Discogs job: Discogs' own, shorter wait after a failure is kept.
 """
 
 from __future__ import annotations
@@ -134,6 +136,31 @@ def check_and_send(entity: CatalogModel, entity_type: str, reasons: list[str], s
     return True
 
 
+def discogs_only(artist: Artist, reasons: list[str], held: dict[str, str], now: dt.datetime) -> bool:
+    """Send only the Discogs job for a missing image while enrichment:artist itself is cooling down.
+
+    Parameters:
+      artist(Artist): the artist checked.
+      reasons(list[str]): its reasons, as ``held_back`` left them (``no image`` only when Discogs may run).
+      held(dict[str, str]): reasons left out, and why.
+      now(datetime): the check's time.
+
+    Returns True when it sent the Discogs job (and recorded why); False leaves the decision to ``decide``.
+    """
+    image = next((reason for reason in reasons if reason.startswith(NO_IMAGE)), None)
+    if image is None:
+        return False
+    outcome = verdict("enrichment:artist", "artist", artist.id, now)
+    if outcome is None or not outcome.blocked:
+        return False
+    actor_name, operation = image_lookup(artist)
+    record(reason=f"{image}; {outcome.reason}: sent {operation} only",
+           details={"decision": "image only", "reasons": reasons, "cooldown": outcome.as_dict(),
+                    **({"held_back": held} if held else {})})
+    send(actor_name, str(artist.id))
+    return True
+
+
 @enrichment_actor("check:album-enrichment", entity=("album", "album_id"))
 def check_album_enrichment(album_id: str, source: str = "manual", force: bool = False):
     """Send enrichment:album and one artist check per credited artist, when the album needs work."""
@@ -152,12 +179,17 @@ def check_artist_enrichment(artist_id: str, source: str = "manual", force: bool 
 
     A missing image counts only when the Discogs job that would fetch it may
     run; ``force`` ignores that cooldown too, here and in enrichment:artist.
+    While enrichment:artist is cooling down, a missing image Discogs may be
+    asked for again sends that Discogs job alone (``discogs_only``).
     """
     artist = load(Artist, artist_id)
     now = utcnow()
     reasons, held = artist_reasons(artist, now), {}
     if not force:
         reasons, held = held_back(artist, reasons, now)
+        if discogs_only(artist, reasons, held, now):
+            record(details={"source": source}, data_quality_before=artist.data_quality)
+            return
     check_and_send(artist, "artist", reasons, source, force, held, {"force": True} if force else None)
 
 

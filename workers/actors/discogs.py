@@ -1,7 +1,8 @@
 """Discogs jobs: find an artist's Discogs page, then read its profile, genres and images.
 
 ``enrich_artist`` sends ``discogs_get_artist`` for an artist without an image
-whose Discogs id it knows (from MusicBrainz), else ``discogs_search_artist``.
+whose Discogs id it knows (from MusicBrainz), else ``discogs_search_artist``
+(also for an artist MusicBrainz does not know).
 An accepted search match sets the artist's ``discogs_id`` and sends
 ``discogs_get_artist``, which sends ``cache_artist_image`` when it found an
 image and the artist has none cached.
