@@ -139,10 +139,12 @@ def test_a_10000_character_title_is_refused_by_the_cli_and_enriched_cleanly_when
     root_id = app.run("check_album_enrichment", str(album.id), "test")
     root = EnrichmentLog.get(EnrichmentLog.job_id == root_id)
     rows = {r.operation: r for r in tree(root_id)}
-    assert set(rows) == {"enrichment:album", "check:artist-enrichment", "enrichment:artist"}
-    # The artist search fits in a URL and finds nothing.
+    assert set(rows) == {"enrichment:album", "check:artist-enrichment", "enrichment:artist", "discogs:search-artist"}
+    # The artist search fits in a URL and finds nothing, on MusicBrainz and then on Discogs.
     assert rows["check:artist-enrichment"].status == "success"
     assert rows["enrichment:artist"].status == "no_data"
+    discogs = rows["discogs:search-artist"]
+    assert discogs.status == "no_data" and discogs.reason.startswith("Discogs found no artist named 'ששש")
     # The album search (title and artist, percent-encoded) is longer than any URL may be:
     # refused before sending, once, with a clear code; not retried.
     album_row = rows["enrichment:album"]
@@ -157,8 +159,11 @@ def test_a_10000_character_title_is_refused_by_the_cli_and_enriched_cleanly_when
 
 
 def _nobody() -> Artist:
-    """An artist whose check sends one enrichment job that finds nothing (a two-row tree)."""
-    return Artist.create(name="Nobody Anyone Has Heard Of")
+    """An artist whose check sends one enrichment job that finds nothing (a two-row tree).
+
+    It has an image already: without one, enrichment:artist would also ask Discogs.
+    """
+    return Artist.create(name="Nobody Anyone Has Heard Of", cloudflare_image_id="nobody-image")
 
 
 BAD_PARENTS = {
