@@ -218,6 +218,21 @@ def test_artist_neither_knows_waits_out_both_no_data_cooldowns(app, fake):
         ("enrichment:artist", "no_data"), ("discogs:search-artist", "no_data")]
     assert discogs_searches(fake) == 2
 
+    # --force asks both at once, whatever the cooldowns say.
+    forced = by_operation(app.run("check_artist_enrichment", str(artist.id), "test", True))
+    assert forced["enrichment:artist"].reason.endswith("; no image: sent discogs:search-artist (forced)")
+    assert forced["discogs:search-artist"].status == "no_data" and discogs_searches(fake) == 3
+
+
+def test_artist_musicbrainz_does_not_know_with_a_discogs_id_gets_its_page_without_a_search(app, fake):
+    artist = Artist.create(name="Glass Harbour", discogs_id=HARBOUR_DISCOGS)
+    root_id = app.run("check_artist_enrichment", str(artist.id), "test")
+    assert [(r.operation, r.status) for r in tree(root_id)] == [
+        ("enrichment:artist", "no_data"), ("discogs:get-artist", "success"), ("cache:artist-image", "success")]
+    assert by_operation(root_id)["enrichment:artist"].reason.endswith(
+        f"; no image: sent discogs:get-artist for Discogs id {HARBOUR_DISCOGS}")
+    assert discogs_searches(fake) == 0 and Path(Artist.get_by_id(artist.id).cached_image_path).is_file()
+
 
 def test_discogs_failure_for_an_artist_musicbrainz_does_not_know_is_retried_after_its_own_cooldown(app, fake):
     fake.fail(DISCOGS + f"/artists/{HARBOUR_DISCOGS}", "status", status=404, times=1)
