@@ -261,6 +261,26 @@ def test_discogs_failure_for_an_artist_musicbrainz_does_not_know_is_retried_afte
     assert Path(Artist.get_by_id(artist.id).cached_image_path).is_file()
 
 
+def test_artist_musicbrainz_does_not_know_is_searched_on_discogs_once_a_token_is_set(app, fake, monkeypatch):
+    token = load_settings().discogs_token
+    monkeypatch.delenv("DISCOGS_TOKEN")
+    artist = Artist.create(name="Glass Harbour")
+    first = app.run("check_artist_enrichment", str(artist.id), "test")
+    search = by_operation(first)["discogs:search-artist"]
+    assert search.status == "skipped" and "DISCOGS_TOKEN" in search.reason
+
+    # A skipped search sets no cooldown: the next check asks Discogs alone, MusicBrainz still waits.
+    monkeypatch.setenv("DISCOGS_TOKEN", token)
+    later = app.run("check_artist_enrichment", str(artist.id), "test")
+    check = root_of(later)
+    assert check.details["decision"] == "image only" and check.reason.startswith("no image; enrichment:artist found no data on ")
+    assert check.reason.endswith(": sent discogs:search-artist only")
+    assert [(r.operation, r.status) for r in tree(later)] == [
+        ("discogs:search-artist", "success"), ("discogs:get-artist", "success"), ("cache:artist-image", "success")]
+    assert len(fake.requests("musicbrainz")) == 1
+    assert Artist.get_by_id(artist.id).discogs_id == HARBOUR_DISCOGS
+
+
 # -- a failed discogs:get-artist, asked again or not -------------------------------------------
 
 
