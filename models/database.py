@@ -60,6 +60,10 @@ def open_database(url: str, max_connections: int = 32) -> peewee.Database:
             stale_timeout=300,
             timeout=10,
             check_same_thread=False,
+            # A transaction takes the write lock when it begins: one that reads and then writes
+            # would otherwise fail at once with "database is locked" when another connection
+            # (a drainer, another worker thread) wrote in between; busy_timeout cannot wait for that.
+            lock_type="IMMEDIATE",
         )
     raise AssertionError(f"check_url let an unsupported scheme through: {parsed.scheme!r}")
 
