@@ -31,7 +31,7 @@ that stays behind for ``fence_seconds`` skips the sweep until the next one.
 The drainers run it (``JobLinking`` gives each drainer one, on a Redis
 broker): a thread beside each drain calls ``maybe_run`` about once a second;
 the process that gets the lock looks, waits for the journal (its drainer
-draining on meanwhile), then settles::
+draining on meanwhile), then marks::
 
     sweeper = LostWorkSweeper(broker, database, grace_seconds=600, journal=journal)
     sweeper.maybe_run()          # the same, waiting in this thread: at most once per interval (a Redis lock)
@@ -56,7 +56,6 @@ import datetime as dt
 import re
 import time
 import uuid
-from dataclasses import dataclass
 from typing import Iterable, Optional
 
 import structlog
@@ -78,15 +77,6 @@ ERROR_CODE = "message_lost"
 # Dramatiq's JSON encoder writes the message id as a key of the body (reading it by pattern
 # costs a tenth of decoding every body).
 _MESSAGE_ID = re.compile(rb'"message_id":\s*"([^"]+)"')
-
-
-@dataclass
-class Sweep:
-    """What one sweep found: rows whose message is gone, and the journal entry their rows must be applied through."""
-
-    missing: list[tuple]
-    fence: Optional[str]
-    started: float
 
 
 class LostWorkSweeper:
@@ -124,51 +114,46 @@ class LostWorkSweeper:
     # -- what ------------------------------------------------------------------
 
     def run_once(self) -> int:
-        """One sweep, waiting here for the journal (a drainer instead goes on draining meanwhile)."""
+        """One sweep: mark lost every overdue pending job whose message is in none of its places; returns how many."""
         if not self.supported:
             return 0
-        sweep = self.look()
-        deadline = time.monotonic() + self.fence_seconds
-        while not self.journal_caught_up(sweep):
-            if time.monotonic() >= deadline:
-                self.give_up(sweep)
-                return 0
-            time.sleep(0.05)
-        return self.settle(sweep)
-
-    def look(self) -> Sweep:
-        """Every overdue pending job whose message is in none of its places, and the journal's fence."""
-        missing: list[tuple] = []
-        after: Optional[uuid.UUID] = None
         with self.database.connection_context():
-            while True:
-                overdue = self._overdue(after)
-                if overdue:
-                    after = overdue[-1][0]
-                    present = self._message_ids_in_redis({self._queue_of(row) for row in overdue})
-                    missing += [row for row in overdue if row[1] not in present]
-                if len(overdue) < self.batch_size:
-                    break
-        # Read after Redis was: a job whose message was gone had appended its end before its ack.
-        fence = self.journal.newest_id() if self.journal is not None and missing else None
-        return Sweep(missing, fence, time.monotonic())
-
-    def journal_caught_up(self, sweep: Sweep) -> bool:
-        """Whether every job-log write appended before the sweep looked in Redis is in the database."""
-        return self.journal is None or self.journal.applied_through(sweep.fence)
-
-    def give_up(self, sweep: Sweep) -> None:
-        stats = self.journal.stats()
-        logger.warning("lost-work sweep skipped: the job log journal is behind, and rows that trail it "
-                       "could look lost; the next sweep tries again", candidates=len(sweep.missing),
-                       backlog_entries=stats["entries"], oldest_entry_age_seconds=stats["oldest_age_seconds"])
-
-    def settle(self, sweep: Sweep) -> int:
-        """Mark lost the rows of ``sweep`` that have not moved since it looked; returns how many."""
-        if not sweep.missing:
+            missing = self._missing()
+        # Waiting for the journal holds no database connection.
+        if not missing or not self._journal_applied(len(missing)):
             return 0
         with self.database.connection_context():
-            return self._mark_lost(sweep.missing)
+            return self._mark_lost(missing)
+
+    def _missing(self) -> list[tuple]:
+        """The overdue pending rows whose message Redis does not hold, by id."""
+        missing: list[tuple] = []
+        after: Optional[uuid.UUID] = None
+        while True:
+            overdue = self._overdue(after)
+            if overdue:
+                after = overdue[-1][0]
+                present = self._message_ids_in_redis({self._queue_of(row) for row in overdue})
+                missing += [row for row in overdue if row[1] not in present]
+            if len(overdue) < self.batch_size:
+                return missing
+
+    def _journal_applied(self, candidates: int) -> bool:
+        """Wait until every job-log write appended before Redis was read is in the database; False if not in time."""
+        if self.journal is None:
+            return True
+        # Read after Redis was: a job whose message was gone had appended its end before its ack.
+        fence = self.journal.newest_id()
+        deadline = time.monotonic() + self.fence_seconds
+        while not self.journal.applied_through(fence):
+            if time.monotonic() >= deadline:
+                stats = self.journal.stats()
+                logger.warning("lost-work sweep skipped: the job log journal is behind, and rows that trail it "
+                               "could look lost; the next sweep tries again", candidates=candidates,
+                               backlog_entries=stats["entries"], oldest_entry_age_seconds=stats["oldest_age_seconds"])
+                return False
+            time.sleep(0.05)
+        return True
 
     def _overdue(self, after: Optional[uuid.UUID]) -> list[tuple]:
         """(id, job_id, parent_job_id, status, retry_count, updated_at, message) of overdue pending jobs, by id."""
