@@ -257,7 +257,7 @@ class Drainer:
         try:
             if now >= self._next_claim:
                 self._next_claim = now + max(self.claim_idle / 10, 0.05)
-                entries.extend(self._claim())
+                entries.extend(self._claim(entries))
             if now >= self._next_forget:
                 self._next_forget = now + self.claim_idle * 6
                 self._forget_dead_consumers()
@@ -303,19 +303,24 @@ class Drainer:
             if was_closed and not db.is_closed():
                 db.close()  # back to the pool
 
+    def _holding(self, entries: list[Entry]) -> list[Entry]:
+        """What this drainer holds unacknowledged: this pass's entries and those waiting for their root."""
+        return entries + [entry for _, waiting in self._deferred.values() for entry in waiting]
+
     def _keep_own(self, entries: list[Entry]) -> None:
         """Mark the entries this drainer is still retrying as recently read, so no other drainer claims them."""
-        waiting = entries + [e for _, es in self._deferred.values() for e in es]
-        if waiting:
-            self.journal.keep(self.consumer, [entry.id for entry in waiting])
+        holding = self._holding(entries)
+        if holding:
+            self.journal.keep(self.consumer, [entry.id for entry in holding])
 
     def _forget_dead_consumers(self) -> None:
         forgotten = self.journal.forget_consumers(int(self.claim_idle * 6000))
         if forgotten:
             logger.info("dead drainers' names removed from the journal's consumer group", removed=forgotten)
 
-    def _claim(self) -> list[Entry]:
-        held = {entry.id for entry in self._held} | {e.id for _, es in self._deferred.values() for e in es}
+    def _claim(self, entries: list[Entry]) -> list[Entry]:
+        """Entries idle for ``claim_idle`` (a dead drainer's), but none this drainer holds already."""
+        held = {entry.id for entry in self._holding(entries)}
         claimed = self.journal.claim(self.consumer, int(self.claim_idle * 1000), self.batch_size)
         return [entry for entry in claimed if entry.id not in held]
 
