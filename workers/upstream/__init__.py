@@ -6,7 +6,7 @@ optional ``on_request(source)`` for every HTTP request they send.
 """
 
 from .discogs import DiscogsClient
-from .errors import MissingCredentials, PermanentUpstreamError, RetryableUpstreamError, UpstreamError
+from .errors import BadUpstreamData, MissingCredentials, PermanentUpstreamError, RetryableUpstreamError, UpstreamError
 from .image_sniff import ImageInfo, sniff_image
 from .images import (
     MAX_IMAGE_BYTES,
@@ -25,6 +25,7 @@ __all__ = [
     "UpstreamError",
     "RetryableUpstreamError",
     "PermanentUpstreamError",
+    "BadUpstreamData",
     "MissingCredentials",
     "MusicBrainzClient",
     "DiscogsClient",

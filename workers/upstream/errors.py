@@ -62,6 +62,22 @@ class PermanentUpstreamError(UpstreamError):
     default_code = "upstream_rejected"
 
 
+class BadUpstreamData(PermanentUpstreamError):
+    """The service answered, but a field of its answer cannot be read: retrying gets the same answer.
+
+    Parameters:
+        service: the service that answered, e.g. ``musicbrainz``.
+        field: where in the answer, e.g. ``release-groups[0].score``.
+        problem: what was wrong with it, e.g. ``expected a number, got 'n/a'``.
+    """
+
+    default_code = "bad_upstream_data"
+
+    def __init__(self, service: str, field: str, problem: str) -> None:
+        super().__init__(f"{service} answered an unreadable {field}: {problem}", service=service)
+        self.field = field
+
+
 class MissingCredentials(PermanentUpstreamError):
     """A setting the service needs is not configured.
 
@@ -76,4 +92,4 @@ class MissingCredentials(PermanentUpstreamError):
         self.variable_name = variable_name
 
 
-__all__ = ["UpstreamError", "RetryableUpstreamError", "PermanentUpstreamError", "MissingCredentials"]
+__all__ = ["UpstreamError", "RetryableUpstreamError", "PermanentUpstreamError", "BadUpstreamData", "MissingCredentials"]
