@@ -35,11 +35,13 @@ broker = RedisBroker(url=os.environ["REDIS_URL"])
 if os.environ.get("BENCH_METRICS") == "1":
     from middleware.metrics import JobMetrics
     from middleware.prometheus import MetricsExposition
+    from workers.metrics_server import serve_metrics
 
     from dramatiq.middleware import AgeLimit
 
     # Before Dramatiq's defaults (and after MessageOptions, added below), as in workers.broker.
-    broker.add_middleware(MetricsExposition(settings.prometheus_host, settings.prometheus_port), before=AgeLimit)
+    broker.add_middleware(MetricsExposition(settings.prometheus_host, settings.prometheus_port, server=serve_metrics),
+                          before=AgeLimit)
 broker.add_middleware(DrainLogsAtShutdown())
 if os.environ.get("BENCH_LINKING") == "1":
     bind_database(os.environ["DATABASE_URL"])

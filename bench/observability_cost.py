@@ -47,8 +47,9 @@ def stack(name: str):
     if name == "metered":
         from middleware.metrics import JobMetrics
         from middleware.prometheus import MetricsExposition
+        from workers.metrics_server import serve_metrics
 
-        exposition = MetricsExposition()
+        exposition = MetricsExposition(server=serve_metrics)
         exposition.after_process_boot(None)  # sets up the multiprocess directory
         metrics = JobMetrics()
         metrics.before_worker_boot(None, None)

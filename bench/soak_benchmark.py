@@ -1,4 +1,4 @@
-"""Soak: two `dramatiq workers` processes enrich 1,000 albums through the fake upstream for 10 minutes.
+"""Soak: two `dramatiq workers.worker` processes enrich 1,000 albums through the fake upstream for 10 minutes.
 
     .venv/bin/python bench/soak_benchmark.py [--minutes 10] [--albums 1000]
 
@@ -7,7 +7,7 @@ fake upstream's sample albums and artists, each with a unique title
 ("Dummy 17") that MusicBrainz searches still match (the fake scores a title
 that contains the sample's at 80).  Only the first album of each release
 group gets its MusicBrainz id (an id belongs to one album); the others are
-enriched all the same.  Then it runs ``dramatiq workers --processes 2
+enriched all the same.  Then it runs ``dramatiq workers.worker --processes 2
 --threads 8`` (the real app) against the fake upstream served from this
 process, sends one check per album (``check_album_enrichment``), and keeps
 re-sending forced checks round-robin, topping the queue up whenever fewer
@@ -184,7 +184,7 @@ def main() -> int:
               f"(the fake is local; production spacing is 1.1 s / 1.05 s)", flush=True)
         with open(log_path, "w") as log:
             worker = subprocess.Popen(
-                [sys.executable, "-m", "dramatiq", "workers", "--processes", "2", "--threads", "8", "--skip-logging"],
+                [sys.executable, "-m", "dramatiq", "workers.worker", "--processes", "2", "--threads", "8", "--skip-logging"],
                 env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         deadline = time.monotonic() + 60

@@ -31,7 +31,6 @@ from starlette.templating import Jinja2Templates
 from models import Settings, database, load_settings, utcnow
 from models.entities import get_entity
 from models.job_log import DEGRADED, ENTITY_TYPES, STATUSES
-from models.settings import job_log_settings
 from models.timeline import entity_history, get_tree, job_activity, list_roots
 
 from . import present
@@ -87,9 +86,8 @@ def _reads(handler: Callable[[Request], Response]) -> Callable[[Request], Respon
     return wrapped
 
 
-def _resend(job_id: str, whole_tree: bool) -> list[str]:
+def _resend(broker: dramatiq.Broker, job_id: str, whole_tree: bool) -> list[str]:
     """Send the job (or the tree's failed and lost jobs) again through the workers' broker (Redis)."""
-    from workers import broker  # the app: only a dashboard with actions needs its broker
     from workers.resend import resend_job, resend_tree
 
     with database.connection_context():
@@ -105,14 +103,18 @@ def _error(api: bool, status: int, message: str) -> Response:
 class Dashboard:
     """The handlers, with what they share: settings, templates, the CSRF token."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, broker: Optional[dramatiq.Broker] = None):
         self.settings = settings
         self.templates = _templates()
         self.csrf = Csrf()
         # Actions send messages: they need the shared broker, not the in-memory one of this process.
-        self.actions = bool(settings.dashboard_allow_actions and settings.dashboard_password and settings.redis_url)
+        self.actions = settings.dashboard_actions
+        if self.actions and broker is None:
+            raise ValueError("the dashboard's actions send messages: create_app(settings, broker) needs the "
+                             "workers' broker (enrich web starts it)")
+        self.broker = broker
         # The workers' journal (JOB_LOG_STREAM on REDIS_URL): rows the pages do not show yet.
-        self.journal = JournalReader(settings.redis_url, job_log_settings().stream,
+        self.journal = JournalReader(settings.redis_url, settings.job_log.stream,
                                      settings.dashboard_journal_behind_seconds)
 
     def render(self, request: Request, name: str, **context) -> Response:
@@ -205,7 +207,7 @@ class Dashboard:
             return _error(False, 403, "the form's CSRF token is missing or wrong: reload the page and try again")
         try:
             job_id = _job_id(request)
-            sent = await run_in_threadpool(_resend, job_id, request.url.path.startswith("/trees/"))
+            sent = await run_in_threadpool(_resend, self.broker, job_id, request.url.path.startswith("/trees/"))
         except ValueError as exc:
             return _error(False, 400, str(exc))
         except ResendRefused as exc:
@@ -239,10 +241,16 @@ async def _not_found(request: Request, exc: HTTPException) -> Response:
     return _error(api, exc.status_code, exc.detail if exc.status_code != 404 else f"no page at {request.url.path}")
 
 
-def create_app(settings: Optional[Settings] = None) -> Starlette:
-    """The dashboard as an ASGI app, on the database ``models`` is bound to."""
+def create_app(settings: Optional[Settings] = None, broker: Optional[dramatiq.Broker] = None) -> Starlette:
+    """The dashboard as an ASGI app, on the database ``models`` is bound to.
+
+    Parameters:
+      settings(Settings | None): None reads them from the environment (an ASGI server's factory).
+      broker(dramatiq.Broker | None): the workers' broker, with their actors; needed when the actions
+        are on (DASHBOARD_ALLOW_ACTIONS, DASHBOARD_PASSWORD and REDIS_URL): ``enrich web`` passes it.
+    """
     settings = settings or load_settings()
-    dashboard = Dashboard(settings)
+    dashboard = Dashboard(settings, broker)
     app = Starlette(
         routes=dashboard.routes(),
         middleware=[

@@ -49,7 +49,7 @@ from models.job_log import DEGRADED, QUEUED, RETRYING, RUNNING
 from . import log_rows
 from .fork_reset import reset_in_forked_children
 from .journal import Entry, Journal, JournalUnavailable, with_datetimes
-from .metrics import observe_root_degraded
+from .observability import observe_root_degraded
 
 logger = structlog.get_logger("middleware.job_log_drainer")
 

@@ -36,7 +36,7 @@ from .drainer import Drainer
 from .job_context import JobState, current_job, set_current, starting_new_tree
 from .journal import Journal, JournalUnavailable, MemoryJournal, journal_for
 from .log_rows import merge_rows
-from .metrics import observe_journal
+from .observability import observe_journal
 from .record_checks import MAX_COUNT
 from .start_rows import StartRows
 from .redaction import redact_text

@@ -1,15 +1,16 @@
 """MetricsExposition: Dramatiq's own Prometheus middleware, served where the settings say.
 
-    broker.add_middleware(MetricsExposition(host="127.0.0.1", port=9191))
+    broker.add_middleware(MetricsExposition(host="127.0.0.1", port=9191, server=serve_metrics))
 
 Dramatiq's ``Prometheus`` middleware counts messages in every worker process
 (``prometheus_client`` in multiprocess mode, one file per process under
 Dramatiq's ``dramatiq_prom_db`` directory) and forks one process that serves
 the sum of those files over HTTP.  This subclass changes three things:
 
-* the exposition server listens on ``host:port`` from our settings
-  (``PROMETHEUS_HOST``, ``PROMETHEUS_PORT``) instead of Dramatiq's own
-  environment variables;
+* the exposition server is the function the app gives (``server``), so that
+  it listens where the app's settings say (``PROMETHEUS_HOST``,
+  ``PROMETHEUS_PORT``; ``workers/metrics_server.py``) instead of on
+  Dramatiq's own environment variables; ``serve`` is what it runs;
 * the multiprocess directory is cleared once per ``dramatiq`` run, before
   any worker process writes to it, as ``prometheus_client`` asks (files of a
   previous run would be added to this one's);
@@ -23,7 +24,9 @@ import fcntl
 import os
 import shutil
 from http.server import HTTPServer
+from typing import Callable
 
+import structlog
 from dramatiq.middleware import prometheus as dramatiq_prometheus
 
 RUN_MARKER = ".dramatiq-run"  # holds the pid of the `dramatiq` process whose run the files belong to
@@ -59,35 +62,23 @@ def clear_for_this_run(directory: str, run_id: str) -> bool:
         return True
 
 
-def serve_metrics() -> int:
-    """The exposition server, run by ``dramatiq`` in a process of its own (a "fork").
+def serve(host: str, port: int) -> int:
+    """Serve the sum of the worker processes' metrics on ``host:port`` until the process ends.
 
-    It reads ``PROMETHEUS_HOST``/``PROMETHEUS_PORT`` itself: it is forked from
-    the ``dramatiq`` parent process, which never imported the broker module.
+    A port already in use is one error line and exit status 0: the workers
+    are fine, and exiting quietly keeps a supervisor from restarting them.
     """
-    import structlog
-
-    from models import ConfigError, load_settings
-    from workers.logging_setup import configure_logging
-
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        print(f"metrics: {exc}")  # the worker processes say so too, and stop
-        return 0
-    configure_logging(settings)
     logger = structlog.get_logger("middleware.prometheus")
-    address = (settings.prometheus_host, settings.prometheus_port)
     try:
-        server = HTTPServer(address, dramatiq_prometheus._metrics_handler)
+        server = HTTPServer((host, port), dramatiq_prometheus._metrics_handler)
     except OSError as exc:
         logger.error(
-            f"cannot serve metrics on {address[0]}:{address[1]} ({exc.strerror or exc}); the workers run "
+            f"cannot serve metrics on {host}:{port} ({exc.strerror or exc}); the workers run "
             "without a metrics endpoint: set PROMETHEUS_PORT to a free port, or to 0 to turn metrics off",
-            host=address[0], port=address[1],
+            host=host, port=port,
         )
-        return 0  # the workers are fine: exiting quietly keeps a supervisor from restarting them
-    logger.info("serving metrics", url=f"http://{address[0]}:{address[1]}/metrics")
+        return 0
+    logger.info("serving metrics", url=f"http://{host}:{port}/metrics")
     try:
         server.serve_forever()
     finally:
@@ -100,19 +91,24 @@ class MetricsExposition(dramatiq_prometheus.Prometheus):
 
     Parameters:
       host(str): The address the exposition server listens on.  Read again by
-        the server process from ``PROMETHEUS_HOST``; given here for the record.
-      port(int): The port, likewise from ``PROMETHEUS_PORT``.
+        the server process (forked by ``dramatiq``, it has nothing of this
+        process but the function's name); given here for the record.
+      port(int): The port, likewise.
+      server(Callable[[], int]): The exposition server, a module-level
+        function ``dramatiq`` forks a process to run: it reads the host and
+        port and calls ``serve``.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 9191) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 9191, *, server: Callable[[], int]) -> None:
         super().__init__()
         self.host = host
         self.port = port
+        self.server = server
         self.directory = dramatiq_prometheus.DB_PATH
 
     @property
     def forks(self):
-        return [serve_metrics]
+        return [self.server]
 
     def after_process_boot(self, broker):
         # Worker processes are children of one `dramatiq` process: its pid names the run.

@@ -1,8 +1,10 @@
 """Every setting the product reads from the environment, read in one place.
 
-Nothing else in the code base calls ``os.environ``: it asks for
-``load_settings()`` and gets a frozen ``Settings``.  The README's table of
-variables is written from this module.
+Nothing else in the code base calls ``os.environ``.  An entry point (the
+``dramatiq`` worker module ``workers/worker.py``, the ``enrich`` command, the
+metrics server) calls ``load_settings()`` once and passes the frozen
+``Settings`` down (``workers.app`` holds them for the actors).  The README's
+table of variables is written from this module.
 """
 
 from __future__ import annotations
@@ -83,6 +85,13 @@ class Settings:
     # trace the jobs (the OpenTelemetry SDK reads the other OTEL_* variables itself).
     tracing_exporter: Optional[str] = None
     otel_service_name: str = "music-enrichment"
+    # JOB_LOG_*: what JobLinking writes and where (read by job_log_settings, also alone).
+    job_log: "JobLogSettings" = field(default_factory=lambda: JobLogSettings())
+
+    @property
+    def dashboard_actions(self) -> bool:
+        """The dashboard's actions are on: asked for, behind the password, and with the workers' Redis to send to."""
+        return bool(self.dashboard_allow_actions and self.dashboard_password and self.redis_url)
 
     @property
     def tracing(self) -> bool:
@@ -290,6 +299,7 @@ def load_settings(env: Optional[Mapping[str, str]] = None) -> Settings:
         drain_prometheus_port=_port(env, "DRAIN_PROMETHEUS_PORT", defaults.drain_prometheus_port),
         tracing_exporter=_tracing_exporter(env),
         otel_service_name=_optional(env, "OTEL_SERVICE_NAME") or defaults.otel_service_name,
+        job_log=job_log_settings(env),
     )
 
 

@@ -14,17 +14,22 @@ import uuid
 import psycopg2
 import pytest
 
-# `import workers` builds the app from the environment: make that the test's
-# (an in-memory broker, quick retries, a scratch default database), whatever
-# the developer's shell says.
+from migrations import apply_migrations
+from models import ALL_MODELS, bind_database, database, load_settings
+from models.database import is_postgres
+from workers import app
+
+# The processes the tests start (`enrich`, `dramatiq`) read their settings from the environment: make it
+# the tests' (no Redis unless a test gives it, quick retries, a scratch default database), whatever the
+# developer's shell says.
 os.environ.pop("REDIS_URL", None)
 os.environ["RETRY_MIN_BACKOFF_MS"] = "100"
 os.environ["RETRY_MAX_BACKOFF_MS"] = "400"
 os.environ.setdefault("DATABASE_URL", "sqlite:///" + os.path.join(os.environ.get("TMPDIR", "/tmp"), f"enrich-tests-{os.getpid()}.db"))
 
-from migrations import apply_migrations
-from models import ALL_MODELS, bind_database, database
-from models.database import is_postgres
+# This process's app (the in-memory broker, every actor), on the same settings, started before the test
+# modules import actor modules; tests/app_harness.py points its actors at a fake upstream.
+app.start(load_settings())
 
 from services import PG_ADMIN_URL, REDIS_TEST_URL  # noqa: E402  (overridable: see services.py)
 BACKENDS = ["postgres", "sqlite"]

@@ -1,6 +1,6 @@
-"""The real app (``workers``: its settings, broker, middleware and every actor) plus two test actors.
+"""The real app (``workers.worker``: its settings, broker, middleware and every actor) plus two test actors.
 
-``dramatiq fault_app`` runs exactly what ``dramatiq workers`` runs, with two
+``dramatiq fault_app`` runs exactly what ``dramatiq workers.worker`` runs, with two
 more actors that never touch the database or Redis themselves, so a fault
 test can tell what the product's own machinery (JobLinking's journal, the
 Redis consumer, Retries) does with a job while a service is gone:
@@ -13,7 +13,7 @@ import time
 
 from middleware import current_job
 
-import workers  # noqa: F401  (the app: broker set, actors declared)
+import workers.worker  # noqa: F401  (the app: broker set, actors declared)
 from workers.jobs import enrichment_actor
 
 

@@ -1,4 +1,4 @@
-"""The app's own broker and middleware stack (``workers``), plus three small actors, for a real
+"""The app's own broker and middleware stack (``workers.worker``), plus three small actors, for a real
 ``dramatiq`` process fed messages with hostile options (tests/test_message_options.py)."""
 
 import time
@@ -6,7 +6,7 @@ import time
 import dramatiq
 
 from middleware import record
-from workers import broker  # noqa: F401  (the product's broker, middleware and actors)
+import workers.worker  # noqa: F401  (the product's broker, middleware and actors)
 
 
 @dramatiq.actor

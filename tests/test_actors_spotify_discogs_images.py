@@ -226,8 +226,8 @@ def test_discogs_503_then_success_is_one_row_retried_once(app, fake):
     assert row.api_call_count == 1  # the successful attempt's own calls
 
 
-def test_discogs_without_token_is_skipped_naming_the_variable(app, fake, monkeypatch):
-    monkeypatch.delenv("DISCOGS_TOKEN")  # clients are rebuilt when the settings change
+def test_discogs_without_token_is_skipped_naming_the_variable(app, fake):
+    app.delenv("DISCOGS_TOKEN")  # clients are rebuilt when the settings change
     artist = Artist.create(name="Björk")
     row = run(app, "discogs_search_artist", str(artist.id))
     assert (row.status, row.error_code) == ("skipped", "missing_credentials")
@@ -258,9 +258,9 @@ def test_cover_art_goes_to_the_local_cache_once(app, fake, tmp_path):
     assert list(path.parent.iterdir()) == [path]
 
 
-def test_image_goes_to_cloudflare_when_configured(app, fake, monkeypatch):
+def test_image_goes_to_cloudflare_when_configured(app, fake):
     for name, value in fake.env(cloudflare=True).items():
-        monkeypatch.setenv(name, value)
+        app.setenv(name, value)
     artist = Artist.create(name="Björk", image_url=fake.url + IMAGES + "/discogs/3272-primary.jpg")
     row = run(app, "cache_artist_image", str(artist.id))
     assert row.status == "success" and row.details["cache_location"] == "cloudflare_images"

@@ -1,4 +1,4 @@
-"""The whole app under `dramatiq workers` (2 processes), real Redis, real PostgreSQL, the fake upstream."""
+"""The whole app under `dramatiq workers.worker` (2 processes), real Redis, real PostgreSQL, the fake upstream."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def workers_running(pg_db, pg_url, fake, tmp_path):
     env.pop("MUSICBRAINZ_MIN_INTERVAL", None)  # the production spacing: 1 request per second
     # Started with the Procfile's own worker line, as a deployment would.
     env.update(WORKER_PROCESSES="2", WORKER_THREADS="4")
-    worker = WorkerProcess("workers", env, tmp_path / "workers.log", command=procfile_command("worker"))
+    worker = WorkerProcess("workers.worker", env, tmp_path / "workers.log", command=procfile_command("worker"))
     worker.wait_ready(processes=2)
     sender = RedisBroker(url=REDIS_TEST_URL)
     yield sender, worker

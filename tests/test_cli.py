@@ -197,7 +197,7 @@ def test_dramatiq_workers_without_redis_points_to_enrich_run(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'w.db'}"
     result = subprocess.run(
-        [sys.executable, "-m", "dramatiq", "workers", "--processes", "1", "--threads", "1", "--skip-logging"],
+        [sys.executable, "-m", "dramatiq", "workers.worker", "--processes", "1", "--threads", "1", "--skip-logging"],
         env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path,
     )
     assert result.returncode != 0

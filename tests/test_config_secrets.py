@@ -3,7 +3,7 @@
 Each URL below holds the same real-looking password, unencoded where a user
 would forget to encode it.  Every piece of it (between the characters a
 parser stops at) must stay out of the error, from the settings, from
-``enrich`` and from ``dramatiq workers``.
+``enrich`` and from ``dramatiq workers.worker``.
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ CLI_CASES = ["as typed", "hash", "slash", "bad port", "scheme without slashes"]
 def test_enrich_and_dramatiq_workers_say_one_line_without_the_password(case):
     env = {"DATABASE_URL": MALFORMED_DATABASE_URLS[case], "REDIS_URL": "redis://127.0.0.1:1/0"}
     for args in ([sys.executable, "-m", "workers.cli", "roots"],
-                 [sys.executable, "-m", "dramatiq", "workers", "--processes", "1", "--threads", "1"]):
+                 [sys.executable, "-m", "dramatiq", "workers.worker", "--processes", "1", "--threads", "1"]):
         result = _run(args, env)
         assert result.returncode != 0, (args, result.stderr)
         assert_secret_free(result.stdout + result.stderr)
@@ -116,7 +116,7 @@ def test_enrich_and_dramatiq_workers_say_one_line_without_the_password(case):
 
 @pytest.mark.slow
 def test_a_bad_redis_url_is_one_line_from_dramatiq_workers(sqlite_url):
-    result = _run([sys.executable, "-m", "dramatiq", "workers", "--processes", "1", "--threads", "1"],
+    result = _run([sys.executable, "-m", "dramatiq", "workers.worker", "--processes", "1", "--threads", "1"],
                   {"DATABASE_URL": sqlite_url, "REDIS_URL": MALFORMED_REDIS_URLS["bad database"]})
     assert result.returncode != 0
     assert_secret_free(result.stdout + result.stderr)

@@ -20,9 +20,10 @@ import redis
 
 from dashboard import create_app
 from dashboard.security import CSP, bind_problem
-from models import Artist, EnrichmentLog, Settings, utcnow
+from models import Artist, EnrichmentLog, Settings, load_settings, utcnow
 from middleware.journal import redis_journal
 from models.timeline import get_tree
+from workers import app
 from workers.cli.main import main as enrich_main
 
 from dashboard_data import album, album_tree, insert, job
@@ -51,7 +52,14 @@ class Web:
 
 
 def client(**settings) -> Web:
-    return Web(create_app(Settings(**settings)))
+    """The dashboard on these settings; with its actions on, they send through this process's app broker."""
+    settings = Settings(**settings)
+    return Web(create_app(settings, app.broker() if settings.dashboard_actions else None))
+
+
+def enrich(*args: str) -> int:
+    """The ``enrich`` command in this process, on its database and logs (the test's)."""
+    return enrich_main(list(args), settings=load_settings())
 
 
 def basic(password: str, user: str = "operator") -> dict:
@@ -241,9 +249,9 @@ def test_overview_with_redis_down_renders_with_a_one_line_notice(catalog):
 
 def test_api_answers_what_the_cli_prints_as_json(catalog, capsys):
     web = client()
-    assert enrich_main(["roots", "--status", "degraded", "--json"]) == 0
+    assert enrich("roots", "--status", "degraded", "--json") == 0
     assert web.get("/api/roots?status=degraded").json() == json.loads(capsys.readouterr().out)
-    assert enrich_main(["timeline", "root-homogenic-artist", "--json"]) == 0
+    assert enrich("timeline", "root-homogenic-artist", "--json") == 0
     assert web.get("/api/trees/root-homogenic-artist").json() == json.loads(capsys.readouterr().out)
     entity = web.get(f"/api/entities/album/{catalog['ok'].id}").json()
     assert entity["entity"]["name"] == "OK Computer" and entity["entity"]["fields"]["enrichment_status"] == "pending"
@@ -370,7 +378,7 @@ def test_without_both_settings_there_are_no_buttons_and_actions_are_refused(cata
 
 def test_listening_beyond_localhost_needs_the_password(db, capsys):
     assert bind_problem("127.0.0.1", None) is None and bind_problem("0.0.0.0", "pw") is None
-    assert enrich_main(["web", "--host", "0.0.0.0", "--port", "8999"]) == 1
+    assert enrich("web", "--host", "0.0.0.0", "--port", "8999") == 1
     error = capsys.readouterr().err.strip().splitlines()
     assert error == ["enrich web: refusing to listen on 0.0.0.0 without DASHBOARD_PASSWORD: anyone who reaches it "
                      "would read the job log; set DASHBOARD_PASSWORD, or listen on 127.0.0.1"]
@@ -380,7 +388,7 @@ def test_enrich_web_refuses_a_database_that_is_not_migrated(tmp_path, capsys):
     from models import bind_database
 
     bind_database(f"sqlite:///{tmp_path / 'empty.db'}")
-    assert enrich_main(["web", "--port", "8999"]) == 1
+    assert enrich("web", "--port", "8999") == 1
     assert capsys.readouterr().err.strip().splitlines() == [
         "enrich web: the database has no enrichment_logs table: run `enrich migrate` first"]
 

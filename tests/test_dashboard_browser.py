@@ -237,7 +237,7 @@ def test_with_actions_on_a_failed_job_is_sent_again_and_succeeds(live_db, browse
         env = {**fake.env(credentials=True, cloudflare=False), "COVERART_URL": fake.url + COVER_ART,
                "IMAGE_CACHE_DIR": str(tmp_path / "images"), "MUSICBRAINZ_MIN_INTERVAL": "0.05",
                "DISCOGS_MIN_INTERVAL": "0.05", "DATABASE_URL": live_db, "REDIS_URL": REDIS_TEST_URL}
-        worker = WorkerProcess("workers", env, tmp_path / "worker.log", processes=1, threads=4)
+        worker = WorkerProcess("workers.worker", env, tmp_path / "worker.log", processes=1, threads=4)
         try:
             worker.wait_ready()
             started = subprocess.run([sys.executable, "-m", "workers.cli", "album", str(homogenic.id)],

@@ -122,8 +122,8 @@ def test_permanent_discogs_failure_degrades_the_root(app):
     assert root.status == "degraded" and root.failed_children == 1
 
 
-def test_missing_spotify_credentials_skip_the_fallback(app, monkeypatch):
-    monkeypatch.delenv("SPOTIFY_CLIENT_ID")
+def test_missing_spotify_credentials_skip_the_fallback(app):
+    app.delenv("SPOTIFY_CLIENT_ID")
     album = add_album("OK Computer OKNOTOK 1997 2017", ["Radiohead"], spotify_id="0tzfI6NFJqcJkWb23R3lRZ")
     root_id = app.run("check_album_enrichment", str(album.id), "test")
     fallback = [r for r in tree(root_id) if r.operation == "spotify:track-fallback"]

@@ -106,14 +106,14 @@ def test_album_spotify_cannot_serve_either_waits_out_the_failed_cooldown(app, fa
         "spotify:track-fallback failed on ") and "(not_found), worth another try: next try after " in again.reason
 
 
-def test_no_data_cooldown_is_configurable(app, monkeypatch):
+def test_no_data_cooldown_is_configurable(app):
     album = add_album("An Album Nobody Has Heard Of", ["Nobody Known"])
     app.run("check_album_enrichment", str(album.id), "test")
     days_ago("enrichment:album", album.id, 2)
     held = root_of(app.run("check_album_enrichment", str(album.id), "test"))
     assert held.status == "skipped" and "enrichment:album found no data on " in held.reason
 
-    monkeypatch.setenv("NO_DATA_COOLDOWN_DAYS", "1.5")
+    app.setenv("NO_DATA_COOLDOWN_DAYS", "1.5")
     asked = app.run("check_album_enrichment", str(album.id), "test")
     assert root_of(asked).reason.endswith("; the 1.5-day cooldown is over")
     assert by_operation(asked)["enrichment:album"].status == "no_data"
@@ -261,16 +261,16 @@ def test_discogs_failure_for_an_artist_musicbrainz_does_not_know_is_retried_afte
     assert Path(Artist.get_by_id(artist.id).cached_image_path).is_file()
 
 
-def test_artist_musicbrainz_does_not_know_is_searched_on_discogs_once_a_token_is_set(app, fake, monkeypatch):
-    token = load_settings().discogs_token
-    monkeypatch.delenv("DISCOGS_TOKEN")
+def test_artist_musicbrainz_does_not_know_is_searched_on_discogs_once_a_token_is_set(app, fake):
+    token = app.env["DISCOGS_TOKEN"]
+    app.delenv("DISCOGS_TOKEN")
     artist = Artist.create(name="Glass Harbour")
     first = app.run("check_artist_enrichment", str(artist.id), "test")
     search = by_operation(first)["discogs:search-artist"]
     assert search.status == "skipped" and "DISCOGS_TOKEN" in search.reason
 
     # A skipped search sets no cooldown: the next check asks Discogs alone, MusicBrainz still waits.
-    monkeypatch.setenv("DISCOGS_TOKEN", token)
+    app.setenv("DISCOGS_TOKEN", token)
     later = app.run("check_artist_enrichment", str(artist.id), "test")
     check = root_of(later)
     assert check.details["decision"] == "image only" and check.reason.startswith("no image; enrichment:artist found no data on ")

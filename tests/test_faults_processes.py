@@ -160,7 +160,7 @@ def test_worker_killed_mid_tree_every_job_finishes_once(pg_db, pg_url, fake, sen
     env = {**worker_env(pg_url, REDIS_HEARTBEAT_TIMEOUT_MS="2000", REDIS_MAINTENANCE_CHANCE=EVERY_FETCH,
                         LOG_FLUSH_MS="0"),
            **upstream_env(fake, tmp_path)}
-    first = WorkerProcess("workers", env, tmp_path / "first.log", processes=1, threads=4)
+    first = WorkerProcess("workers.worker", env, tmp_path / "first.log", processes=1, threads=4)
     try:
         first.wait_ready()
         roots = [send_root(sender, "check_album_enrichment", str(a.id), "test") for a in albums]
@@ -185,7 +185,7 @@ def test_worker_killed_mid_tree_every_job_finishes_once(pg_db, pg_url, fake, sen
     print("at the kill:", sorted(f"{r.operation} {r.status}" for r in at_kill.values()))
     assert not all_acked(), "the killed worker's messages must still be in Redis"
 
-    second = WorkerProcess("workers", env, tmp_path / "second.log", processes=2, threads=4)
+    second = WorkerProcess("workers.worker", env, tmp_path / "second.log", processes=2, threads=4)
     try:
         second.wait_ready(processes=2)
         wait_for(all_acked, timeout=120, interval=0.2)

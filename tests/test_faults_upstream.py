@@ -40,9 +40,9 @@ def app_broker_is_global(app):
 
 @pytest.fixture
 def max_retries():
-    import workers
+    from workers import app
 
-    return workers.settings.job_max_retries
+    return app.settings().job_max_retries
 
 
 def run_artist_tree(app, name: str = "Björk") -> tuple[EnrichmentLog, dict[str, EnrichmentLog]]:
@@ -89,9 +89,9 @@ RETRYABLE_IDS = [r[0] for r in RETRYABLE]
 
 
 @pytest.fixture
-def short_timeout(monkeypatch):
+def short_timeout(app):
     # Timeouts come from HTTP_TIMEOUT; the fake's timeout fault waits longer than this.
-    monkeypatch.setenv("HTTP_TIMEOUT", "0.5")
+    app.setenv("HTTP_TIMEOUT", "0.5")
 
 
 @pytest.mark.parametrize("kind, options, code, text", RETRYABLE, ids=RETRYABLE_IDS)

@@ -8,7 +8,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from middleware import metrics
+from middleware import observability
 from middleware.prometheus import RUN_MARKER, clear_for_this_run
 
 from linking_harness import wait_for
@@ -35,12 +35,12 @@ class Journal:
 
 @pytest.fixture
 def registry():
-    metrics._journal.stats = None  # a journal an earlier test's worker registered in this process
+    observability._journal.stats = None  # a journal an earlier test's worker registered in this process
     registry = CollectorRegistry()
-    metrics.enable_metrics(registry)
+    observability.enable_metrics(registry)
     yield registry
-    metrics.disable_metrics()
-    metrics._journal.stats = None
+    observability.disable_metrics()
+    observability._journal.stats = None
 
 
 def read(registry) -> dict:
@@ -53,14 +53,14 @@ def read(registry) -> dict:
 
 def test_the_journal_figures_are_exported_from_its_stats_callable(registry):
     journal = Journal()
-    metrics.observe_journal(journal.stats, interval=3600)  # the thread reads once at start
+    observability.observe_journal(journal.stats, interval=3600)  # the thread reads once at start
     figures = wait_for(lambda: (f := read(registry)) and ("enrich_journal_entries", ()) in f and f)
     assert figures[("enrich_journal_entries", ())] == 0
     assert figures[("enrich_journal_oldest_entry_age_seconds", ())] == 0
 
     journal.waiting = [12.5, 3.0]
     journal.drained, journal.refused = 40, 2
-    metrics.refresh_journal_metrics()
+    observability.refresh_journal_metrics()
     figures = read(registry)
     assert figures[("enrich_journal_entries", ())] == 2
     assert figures[("enrich_journal_oldest_entry_age_seconds", ())] == 12.5
@@ -70,8 +70,8 @@ def test_the_journal_figures_are_exported_from_its_stats_callable(registry):
     # The journal's totals only grow: the counters add what was added since the last reading.
     journal.waiting = []
     journal.drained = 42
-    metrics.refresh_journal_metrics()
-    metrics.refresh_journal_metrics()
+    observability.refresh_journal_metrics()
+    observability.refresh_journal_metrics()
     figures = read(registry)
     assert figures[("enrich_journal_entries", ())] == 0
     assert figures[("enrich_journal_drained_rows_total", ())] == 42
@@ -80,17 +80,17 @@ def test_the_journal_figures_are_exported_from_its_stats_callable(registry):
 
 def test_the_journal_figures_are_read_again_every_interval(registry):
     journal = Journal()
-    metrics.observe_journal(journal.stats, interval=0.05)
+    observability.observe_journal(journal.stats, interval=0.05)
     with journal.lock:
         journal.waiting = [1.0, 2.0, 3.0]
     wait_for(lambda: read(registry).get(("enrich_journal_entries", ())) == 3, timeout=5)
 
 
 def test_upstream_requests_and_rate_limit_waits_are_counted_by_service_and_status(registry):
-    metrics.observe_upstream_request("discogs", 200, 0.12)
-    metrics.observe_upstream_request("discogs", 429, 0.02)
-    metrics.observe_upstream_request("musicbrainz", None, 10.0)
-    metrics.observe_rate_limit_wait("musicbrainz", 0.9)
+    observability.observe_upstream_request("discogs", 200, 0.12)
+    observability.observe_upstream_request("discogs", 429, 0.02)
+    observability.observe_upstream_request("musicbrainz", None, 10.0)
+    observability.observe_rate_limit_wait("musicbrainz", 0.9)
     figures = read(registry)
     assert figures[("enrich_upstream_requests_total", (("service", "discogs"), ("status", "200")))] == 1
     assert figures[("enrich_upstream_requests_total", (("service", "discogs"), ("status", "429")))] == 1
@@ -100,10 +100,10 @@ def test_upstream_requests_and_rate_limit_waits_are_counted_by_service_and_statu
 
 
 def test_without_metrics_the_observers_do_nothing():
-    assert metrics._metrics is None
-    metrics.observe_upstream_request("discogs", 200, 0.1)
-    metrics.observe_rate_limit_wait("discogs", 0.1)
-    metrics.refresh_journal_metrics()
+    assert observability._metrics is None
+    observability.observe_upstream_request("discogs", 200, 0.1)
+    observability.observe_rate_limit_wait("discogs", 0.1)
+    observability.refresh_journal_metrics()
 
 
 def test_the_multiprocess_directory_is_cleared_once_per_run(tmp_path):

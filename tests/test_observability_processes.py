@@ -1,4 +1,4 @@
-"""Metrics and traces of real `dramatiq workers` processes (real Redis, PostgreSQL, fake upstream).
+"""Metrics and traces of real `dramatiq workers.worker` processes (real Redis, PostgreSQL, fake upstream).
 
 The workers serve their Prometheus exposition on a free port and export
 spans over OTLP/HTTP to a receiver in this test; the figures are checked
@@ -134,7 +134,7 @@ def test_metrics_and_traces_of_an_album_tree_match_the_job_log(pg_db, pg_url, fa
     (tmp_path / "prometheus" / "counter_999999.db").write_bytes(b"\0" * 16)
     env = worker_env(fake, pg_url, tmp_path, port, OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
                      OTEL_BSP_SCHEDULE_DELAY="100", OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_REQUEST=".*")
-    worker = WorkerProcess("workers", env, tmp_path / "workers.log", processes=2, threads=4)
+    worker = WorkerProcess("workers.worker", env, tmp_path / "workers.log", processes=2, threads=4)
     sender = RedisBroker(url=REDIS_TEST_URL)
     try:
         worker.wait_ready(processes=2)
@@ -229,7 +229,7 @@ def test_a_metrics_port_in_use_is_one_line_and_the_workers_run_on(pg_db, pg_url,
     taken.bind(("127.0.0.1", 0))
     taken.listen()
     port = taken.getsockname()[1]
-    worker = WorkerProcess("workers", worker_env(fake, pg_url, tmp_path, port), tmp_path / "workers.log",
+    worker = WorkerProcess("workers.worker", worker_env(fake, pg_url, tmp_path, port), tmp_path / "workers.log",
                            processes=1, threads=2)
     sender = RedisBroker(url=REDIS_TEST_URL)
     try:

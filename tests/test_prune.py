@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from models import EnrichmentLog, utcnow
+from models import EnrichmentLog, load_settings, utcnow
 from models.retention import prune
 from workers.cli import main
 
@@ -75,13 +75,13 @@ def test_prune_deletes_only_whole_complete_trees_completed_before_the_cutoff(db)
 def test_enrich_prune_prints_what_it_deleted_and_dry_run_changes_nothing(db, capsys):
     build_trees()
     count = Log.select().count()
-    assert main(["prune", "--older-than", "30d", "--dry-run"]) == 0
+    assert main(["prune", "--older-than", "30d", "--dry-run"], settings=load_settings()) == 0
     assert capsys.readouterr().out.startswith("would delete 6 trees and 20 rows (1 legacy) completed before")
     assert Log.select().count() == count
-    assert main(["prune", "--older-than", "30d"]) == 0
+    assert main(["prune", "--older-than", "30d"], settings=load_settings()) == 0
     assert capsys.readouterr().out.startswith("deleted 6 trees and 20 rows (1 legacy) completed before")
     assert Log.select().count() == count - 20
-    assert main(["prune", "--older-than", "1h"]) == 0  # now the recent ones too, but never the pending ones
+    assert main(["prune", "--older-than", "1h"], settings=load_settings()) == 0  # now the recent ones too, but never the pending ones
     assert capsys.readouterr().out.startswith("deleted 2 trees and 5 rows (1 legacy)")
     assert set(tree_sizes()) == {"old-with-queued", "old-with-retrying", "old-root-queued"}
 

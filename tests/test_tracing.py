@@ -36,7 +36,7 @@ def traced(db):
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     harness = Harness(JobLinking(root_wait=0.3))
-    # Where workers.broker puts it: after Retries, before JobLinking.
+    # Where workers.broker.middleware_stack puts it: after Retries, before JobLinking.
     harness.broker.add_middleware(Retries(min_backoff=10, max_backoff=20))
     harness.broker.add_middleware(Tracing(provider, secrets=lambda: ["s3cr3t-T0ken-value"]),
                                   before=JobLinking)
@@ -273,6 +273,15 @@ def test_a_bad_observability_setting_is_one_line_naming_it(env, named):
     assert named in str(refused.value) and "\n" not in str(refused.value)
 
 
+# What an entry point does (here on the in-memory broker): settings, logs, then the app.
+START_APP = ("from models import load_settings\n"
+             "from workers import app\n"
+             "from workers.logging_setup import configure_logging\n"
+             "settings = load_settings()\n"
+             "configure_logging(settings)\n"
+             "broker = app.start(settings)\n")
+
+
 def test_installed_but_not_configured_nothing_of_opentelemetry_is_loaded(tmp_path):
     import subprocess
     import sys
@@ -281,8 +290,9 @@ def test_installed_but_not_configured_nothing_of_opentelemetry_is_loaded(tmp_pat
     # (redis-py imports the OpenTelemetry API when it is there, for its own opt-in metrics: not ours.)
     ours = ("opentelemetry.sdk.trace", "opentelemetry.instrumentation", "opentelemetry.exporter",
             "middleware.tracing", "prometheus_client")
-    child = ("import sys, httpx, workers\n"
-             "print(sorted(type(m).__name__ for m in workers.broker.middleware))\n"
+    child = ("import sys, httpx\n"
+             f"{START_APP}"
+             "print(sorted(type(m).__name__ for m in broker.middleware))\n"
              f"print(sorted(m for m in sys.modules if m.startswith({ours!r})))\n"
              "print(httpx.HTTPTransport.handle_request.__module__)\n")
     root = Path(__file__).resolve().parent.parent
@@ -308,8 +318,8 @@ def test_configured_without_the_otel_extra_is_one_warning_and_no_tracing(tmp_pat
         "    def find_spec(self, name, path=None, target=None):\n"
         "        if name.split('.')[0] == 'opentelemetry': raise ImportError(name)\n"
         "sys.meta_path.insert(0, NoOtel())\n"
-        "import workers\n"
-        "print(sorted(type(m).__name__ for m in workers.broker.middleware))\n"
+        f"{START_APP}"
+        "print(sorted(type(m).__name__ for m in broker.middleware))\n"
         "print(any(m.startswith('opentelemetry') for m in sys.modules))\n"
     )
     root = Path(__file__).resolve().parent.parent

@@ -11,9 +11,9 @@ import dramatiq
 from dramatiq import Retry
 
 from middleware import count_api_call, record
-from models import load_settings
 from models.base import BaseModel
 
+from . import app
 from .upstream import (
     DiscogsClient,
     ImageClient,
@@ -96,12 +96,12 @@ def enrichment_actor(operation: str, entity: Optional[tuple[str, str]] = None, *
 class Clients(threading.local):
     """Upstream clients, one set per worker thread, each request counted on the running job.
 
-    A client is rebuilt when the settings it was built from change (a test
-    or the demo pointing the workers at another upstream).
+    A client is rebuilt when the app's settings it was built from change (a
+    test pointing the workers at another upstream: ``workers.app.use_settings``).
     """
 
     def _client(self, name: str, factory):
-        settings = load_settings()
+        settings = app.settings()
         built = getattr(self, name, None)
         if built is None or built[0] != settings:
             if built is not None:

@@ -15,8 +15,9 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from middleware import record
-from models import Album, Track, album_artists, load_settings
+from models import Album, Track, album_artists
 
+from .. import app
 from ..field_changes import apply_changes, better_quality, fields_of, save_enrichment
 from ..jobs import clients, enrichment_actor, load, send
 from ..matching import credited_names, durations_close, similarity
@@ -166,7 +167,7 @@ def enrich_album(album_id: str):
         "data_quality": quality,
     }
     if not album.cover_art_url and (release_detail.get("cover-art-archive") or {}).get("front"):
-        values["cover_art_url"] = f"{load_settings().coverart_url}/release-group/{release_group['id']}/front"
+        values["cover_art_url"] = f"{app.settings().coverart_url}/release-group/{release_group['id']}/front"
     if album.musicbrainz_id:
         values.pop("musicbrainz_id")
     elif Album.select().where((Album.musicbrainz_id == release_group["id"]) & (Album.id != album.id)).exists():

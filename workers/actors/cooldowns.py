@@ -21,7 +21,9 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Optional
 
-from models import EnrichmentLog, load_settings
+from models import EnrichmentLog
+
+from .. import app
 
 COUNTED_STATUSES = ("success", "partial_success", "no_data", "failed")
 
@@ -101,7 +103,7 @@ def verdict(operation: str, entity_type: str, entity_id, now: dt.datetime) -> Op
     last = last_outcome(operation, entity_type, entity_id)
     if last is None:
         return None
-    settings = load_settings()
+    settings = app.settings()
     when = last.completed_at or last.created_at
     moment = f"{when:%Y-%m-%d %H:%M}"
 

@@ -11,7 +11,9 @@ from typing import Any
 import dramatiq
 import peewee
 
-from models import ConfigError, check_connection, database, load_settings
+from models import ConfigError, Settings, check_connection, database
+
+from .. import app
 
 
 class CommandError(Exception):
@@ -41,9 +43,9 @@ def note(text: str) -> None:
     print(visible(text), file=sys.stderr, flush=True)
 
 
-def open_database() -> peewee.Database:
-    """The database ``workers`` bound at import, checked to answer (ConfigError in one line otherwise)."""
-    check_connection(database.obj, load_settings().database_url)
+def open_database(settings: Settings) -> peewee.Database:
+    """The database ``main`` bound (``settings.database_url``), checked to answer (ConfigError in one line otherwise)."""
+    check_connection(database.obj, settings.database_url)
     return database.obj
 
 
@@ -57,25 +59,24 @@ def migrate(db: peewee.Database) -> list[str]:
         raise CommandError(f"refusing to migrate: {exc}") from None
 
 
-def app_broker() -> dramatiq.Broker:
-    """The broker ``workers`` built at import from the environment (Redis, or in-memory)."""
-    from .. import broker
-
-    return broker
+def app_broker(settings: Settings) -> dramatiq.Broker:
+    """The app's broker (Redis, or in-memory without ``settings.redis_url``), with every actor: started here
+    on first use, for the commands that send or run jobs; the one this process already started otherwise."""
+    return app.broker() if app.started() else app.start(settings)
 
 
 def actor(name: str) -> dramatiq.Actor:
+    """An actor of the started app (``app_broker``)."""
     try:
-        return app_broker().get_actor(name)
+        return app.broker().get_actor(name)
     except dramatiq.errors.ActorNotFound:
         raise CommandError(f"no actor named {name} is declared in workers.actors") from None
 
 
-def quiet_logs() -> None:
+def quiet_logs(settings: Settings) -> None:
     """Log warnings and errors only, unless LOG_LEVEL asks otherwise: for runs a person watches."""
     if os.environ.get("LOG_LEVEL"):
         return
-    from .. import settings
     from ..logging_setup import configure_logging
 
     configure_logging(dataclasses.replace(settings, log_level="WARNING"))

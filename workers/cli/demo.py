@@ -1,19 +1,20 @@
 """``enrich demo``: the whole product on a fresh machine, with no server and no internet.
 
-The parent process recreates ``./enrichment-demo.db`` and re-executes itself
-on the embedded defaults (SQLite, the in-memory broker, fast retries).  The
-re-executed process starts the fake upstream server in a thread (SAMPLE DATA,
-never the real APIs), points the clients at it, adds the sample albums with
-the code of ``enrich add-album``, breaks two things on purpose (one request
-that fails once, so a job retries; Discogs refusing one artist for good, so
-one tree ends ``degraded``) and runs every tree through the real actors and
+The command runs on the demo's settings (``demo_settings``: a fresh
+``./enrichment-demo.db``, the in-memory broker, fast retries, none of the
+real services or credentials of the environment).  It starts the fake
+upstream server in a thread (SAMPLE DATA, never the real APIs), starts the
+app on settings pointing every client at it, adds the sample albums with the
+code of ``enrich add-album``, breaks two things on purpose (one request that
+fails once, so a job retries; Discogs refusing one artist for good, so one
+tree ends ``degraded``) and runs every tree through the real actors and
 middleware on an in-process worker.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -24,7 +25,7 @@ from models.timeline import list_roots
 
 from .catalog import AlbumInput, add_album
 from .common import migrate, open_database
-from .run import print_trees, reexec, reexecuted, run_here
+from .run import print_trees, run_here
 from .timeline import Style, root_labels, roots_lines
 
 DEMO_DB = "enrichment-demo.db"
@@ -48,69 +49,70 @@ SAMPLE_ALBUMS = (
     ("OK Computer OKNOTOK 1997 2017", ("Radiohead",), None, "0tzfI6NFJqcJkWb23R3lRZ"),
 )
 
-# Settings that would send the demo anywhere real, or slow it down.
+# Settings that would send the demo anywhere real: back to their defaults (the fake's URLs replace them).
 UNSET = (
-    "REDIS_URL",
-    "MUSICBRAINZ_URL",
-    "DISCOGS_URL",
-    "DISCOGS_TOKEN",
-    "SPOTIFY_API_URL",
-    "SPOTIFY_ACCOUNTS_URL",
-    "SPOTIFY_CLIENT_ID",
-    "SPOTIFY_CLIENT_SECRET",
-    "CLOUDFLARE_API_URL",
-    "CLOUDFLARE_ACCOUNT_ID",
-    "CLOUDFLARE_API_TOKEN",
-    "COVERART_URL",
-    "MUSICBRAINZ_MIN_INTERVAL",
-    "DISCOGS_MIN_INTERVAL",
+    "redis_url",
+    "musicbrainz_url",
+    "discogs_url",
+    "discogs_token",
+    "spotify_api_url",
+    "spotify_accounts_url",
+    "spotify_client_id",
+    "spotify_client_secret",
+    "cloudflare_api_url",
+    "cloudflare_account_id",
+    "cloudflare_api_token",
+    "coverart_url",
 )
 
 
-def run_demo(args: argparse.Namespace) -> int:
-    if not reexecuted():
-        _restart_on_demo_defaults()
-    return _demo()
-
-
-def _restart_on_demo_defaults() -> None:
-    """Recreate the demo database and log, then re-execute with the demo's environment."""
+def demo_settings(settings: Settings) -> Settings:
+    """The environment's settings (logs, tracing...) on the demo's database, queue and timings."""
     here = Path.cwd()
-    for name in (DEMO_DB, DEMO_DB + "-wal", DEMO_DB + "-shm", DEMO_LOG):
-        (here / name).unlink(missing_ok=True)
-    reexec(
-        ["demo"],
-        unset=UNSET,
-        set_env={
-            "DATABASE_URL": f"sqlite:///{here / DEMO_DB}",
-            "IMAGE_CACHE_DIR": str(here / IMAGE_DIR),
-            "JOB_MAX_RETRIES": "3",
-            "RETRY_MIN_BACKOFF_MS": "200",
-            "RETRY_MAX_BACKOFF_MS": "1000",
-            # The fake server is local: the 1 request/s spacing real MusicBrainz and
-            # Discogs ask for would only make the demo wait (about 30 s instead of 10).
-            "MUSICBRAINZ_MIN_INTERVAL": str(FAKE_SPACING),
-            "DISCOGS_MIN_INTERVAL": str(FAKE_SPACING),
-        },
+    defaults = Settings()
+    return dataclasses.replace(
+        settings,
+        **{name: getattr(defaults, name) for name in UNSET},
+        database_url=f"sqlite:///{here / DEMO_DB}",
+        image_cache_dir=str(here / IMAGE_DIR),
+        job_max_retries=3,
+        retry_min_backoff_ms=200,
+        retry_max_backoff_ms=1000,
+        # The fake server is local: the 1 request/s spacing real MusicBrainz and
+        # Discogs ask for would only make the demo wait (about 30 s instead of 10).
+        musicbrainz_interval=FAKE_SPACING,
+        discogs_interval=FAKE_SPACING,
     )
 
 
-def _log_to_file(path: Path) -> None:
+def run_demo(args: argparse.Namespace, settings: Settings) -> int:
+    """``enrich demo`` on ``demo_settings`` (``main`` bound the demo database, not yet opened)."""
+    here = Path.cwd()
+    for name in (DEMO_DB, DEMO_DB + "-wal", DEMO_DB + "-shm", DEMO_LOG):
+        (here / name).unlink(missing_ok=True)
+    return _demo(settings)
+
+
+def _log_to_file(settings: Settings, path: Path) -> None:
     """The demo's JSON logs go to a file: the terminal is for the timelines."""
-    from .. import settings
     from ..logging_setup import configure_logging
 
     configure_logging(settings, stream=open(path, "a", encoding="utf-8", buffering=1))
 
 
 def _start_fake():
-    from ..fake_upstream import COVER_ART, FakeUpstream
+    from ..fake_upstream import FakeUpstream
 
-    fake = FakeUpstream().start()
-    # Clients read their settings when a worker thread first builds them, i.e. after this.
-    os.environ.update(fake.env(credentials=True, cloudflare=False))
-    os.environ["COVERART_URL"] = fake.url + COVER_ART
-    return fake
+    return FakeUpstream().start()
+
+
+def _on_fake(settings: Settings, fake) -> Settings:
+    """``settings`` pointing every client at the fake, with its sample credentials (no Cloudflare: the local cache)."""
+    from ..fake_upstream import COVER_ART
+
+    # The fake names its environment variables after the settings: MUSICBRAINZ_URL is musicbrainz_url.
+    upstream = {name.lower(): value for name, value in fake.env(credentials=True, cloudflare=False).items()}
+    return dataclasses.replace(settings, **upstream, coverart_url=fake.url + COVER_ART)
 
 
 def _break_things(fake) -> None:
@@ -138,19 +140,20 @@ def _banner(fake) -> None:
     print("=" * 78, flush=True)
 
 
-def _demo() -> int:
+def _demo(settings: Settings) -> int:
     started = time.monotonic()
-    _log_to_file(Path.cwd() / DEMO_LOG)
+    _log_to_file(settings, Path.cwd() / DEMO_LOG)
     fake = _start_fake()
+    settings = _on_fake(settings, fake)
     try:
         _banner(fake)
-        migrate(open_database())
+        migrate(open_database(settings))
         albums = [add_album(AlbumInput.parse(title, artists, mbid, spotify_id))[0]
                   for title, artists, mbid, spotify_id in SAMPLE_ALBUMS]
         print(f"added {len(albums)} sample albums; enriching them on an in-process worker (Ctrl-C stops it)")
         _break_things(fake)
         roots = [("check_album_enrichment", (str(album.id),), {}) for album in albums]
-        run_here(roots, timeout=TIMEOUT, show_trees=False)
+        run_here(roots, settings, timeout=TIMEOUT, show_trees=False)
         page = list_roots(limit=len(albums))
         print("\nroot jobs (enrich roots):")
         print("\n".join(roots_lines(page, root_labels(page), Style(sys.stdout))))

@@ -14,14 +14,16 @@ import sys
 
 from middleware import log_database
 from middleware.journal import MemoryJournal
+from models import Settings
 
-from .common import CommandError, app_broker, note
+from .common import CommandError, note
 
 
-def _linking():
-    from ..broker import job_linking
+def _linking(settings: Settings):
+    """The broker's JobLinking and its journal; the broker without actors: a drainer runs none."""
+    from ..broker import build_broker, job_linking
 
-    broker = app_broker()
+    broker = build_broker(settings)
     linking = job_linking(broker)
     journal = linking.journal_of(broker)
     if isinstance(journal, MemoryJournal):
@@ -30,8 +32,8 @@ def _linking():
     return broker, linking, journal
 
 
-def cmd_drain(args: argparse.Namespace) -> int:
-    broker, linking, journal = _linking()
+def cmd_drain(args: argparse.Namespace, settings: Settings) -> int:
+    broker, linking, journal = _linking(settings)
     if args.list_rejected:
         rejected = journal.rejected(args.limit)
         if args.json:
@@ -52,7 +54,7 @@ def cmd_drain(args: argparse.Namespace) -> int:
     except log_database.JobLogRefused as exc:
         raise CommandError(f"refusing to start: {exc}") from None
     drainer = linking.drainer_of(broker)
-    _serve_metrics(linking)
+    _serve_metrics(linking, settings)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: drainer.request_stop())
     note(f"draining the job-log journal {journal.key!r} into the database (Ctrl-C stops)")
@@ -62,14 +64,12 @@ def cmd_drain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve_metrics(linking) -> None:
+def _serve_metrics(linking, settings: Settings) -> None:
     """The drainer's metrics on PROMETHEUS_HOST:DRAIN_PROMETHEUS_PORT: with JOB_LOG_DRAIN_IN_WORKERS=0
     only drainers know the journal's drained and refused rows and the roots turning degraded."""
     from prometheus_client import CollectorRegistry, start_http_server
 
-    from middleware.metrics import enable_metrics, observe_journal
-
-    from .. import settings
+    from middleware.observability import enable_metrics, observe_journal
 
     if not settings.drain_prometheus_port:
         return

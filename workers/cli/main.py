@@ -1,5 +1,12 @@
 """The ``enrich`` command: what a new user and an on-call operator touch.
 
+``main`` is the process's entry point: it parses the arguments, then loads
+the settings once (``load_settings``), lets the command adjust them (``enrich
+run`` and ``enrich demo`` drop Redis), configures the logs and binds the
+database; only the commands that send or run jobs start the app (the broker
+and its actors, ``workers.app``).  ``enrich --help``, ``roots``,
+``timeline`` never build a broker.  Handlers get the settings as an argument.
+
 Every subcommand has ``--help`` with an example.  Expected failures (a bad
 setting, an unreachable database or Redis, a wrong id, a malformed input)
 print one line naming what was wrong and exit 1, never a traceback.
@@ -11,6 +18,7 @@ and the JSON logs go to stderr, so ``id=$(enrich add-album ...)`` works.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -23,20 +31,22 @@ import dramatiq
 import peewee
 import redis
 
-from models import Album, Artist, ConfigError, Track, load_settings, utcnow
+from models import Album, Artist, ConfigError, Settings, Track, bind_database, load_settings, utcnow
 from models.database import redact_url
 from models.job_log import STATUSES
 from models.timeline import MAX_LIMIT, get_tree, list_roots
 
 from .catalog import AlbumInput, add_album, add_artist, credit_line
 from .common import CommandError, actor, app_broker, migrate, note, open_database, quiet_logs, visible
-from .demo import run_demo
+from .demo import demo_settings, run_demo
 from .drain import add_drain_command
-from .run import reexec, reexecuted, run_here, trees_exit_status
+from .run import run_here, trees_exit_status
 from .timeline import Style, follow, root_labels, roots_lines, tree_labels, tree_lines
 
 
-Handler = Callable[[argparse.Namespace], int]
+Handler = Callable[[argparse.Namespace, Settings], int]
+# What a command runs on: the settings from the environment, adjusted (``enrich run``: no Redis).
+SettingsFor = Callable[[Settings], Settings]
 
 # The roots a person can start: command -> (actor, entity model or None).
 ROOT_JOBS = {
@@ -67,8 +77,8 @@ def _require(model, value: str):
 # -- catalog ----------------------------------------------------------------------------------
 
 
-def cmd_migrate(args: argparse.Namespace) -> int:
-    applied = migrate(open_database())
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    applied = migrate(open_database(settings))
     for name in applied:
         print(f"applied {name}")
     if not applied:
@@ -76,10 +86,10 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_add_album(args: argparse.Namespace) -> int:
+def cmd_add_album(args: argparse.Namespace, settings: Settings) -> int:
     try:
         request = AlbumInput.parse(args.title, args.artist, args.mbid, args.spotify_id, args.cover_url)
-        open_database()
+        open_database(settings)
         album, created = add_album(request)  # ValueError: a Spotify id that is another album's
     except ValueError as exc:
         raise CommandError(str(exc)) from None
@@ -88,8 +98,8 @@ def cmd_add_album(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_add_artist(args: argparse.Namespace) -> int:
-    open_database()
+def cmd_add_artist(args: argparse.Namespace, settings: Settings) -> int:
+    open_database(settings)
     try:
         artist, created = add_artist(args.name, args.mbid)
     except ValueError as exc:
@@ -102,17 +112,18 @@ def cmd_add_artist(args: argparse.Namespace) -> int:
 # -- starting jobs -----------------------------------------------------------------------------
 
 
-def cmd_start_root(args: argparse.Namespace) -> int:
+def cmd_start_root(args: argparse.Namespace, settings: Settings) -> int:
     """``album``, ``artist``, ``track``, ``sync-new-releases``: one root job, sent or run here."""
     actor_name, model = ROOT_JOBS[args.command]
-    open_database()
+    open_database(settings)
     if model is not None:
         job_args, kwargs = (str(_require(model, args.entity_id).id),), {}
         if getattr(args, "force", False):
             kwargs["force"] = True
     else:
         job_args, kwargs = (), {"limit": args.limit}
-    if load_settings().redis_url:
+    if settings.redis_url:
+        app_broker(settings)
         message = actor(actor_name).send_with_options(args=job_args, kwargs=kwargs, triggered_by="cli")
         print(message.message_id)
         if not getattr(args, "wait", False):
@@ -120,8 +131,8 @@ def cmd_start_root(args: argparse.Namespace) -> int:
             return 0
         return _wait_for_tree(message.message_id, args.timeout)
     note("REDIS_URL is not set, so there is no shared broker: running the job here, in this process (Ctrl-C stops it)")
-    quiet_logs()
-    return trees_exit_status(run_here([(actor_name, job_args, kwargs)], timeout=args.timeout))
+    quiet_logs(settings)
+    return trees_exit_status(run_here([(actor_name, job_args, kwargs)], settings, timeout=args.timeout))
 
 
 def _wait_for_tree(root_job_id: str, timeout: float) -> int:
@@ -137,13 +148,17 @@ def _wait_for_tree(root_job_id: str, timeout: float) -> int:
     return trees_exit_status([root_job_id])
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def in_memory_queue(settings: Settings) -> Settings:
+    """``enrich run``'s settings: its own in-memory queue, whatever REDIS_URL says."""
+    if settings.redis_url:
+        note("enrich run uses its own in-memory queue: REDIS_URL is ignored")
+    return dataclasses.replace(settings, redis_url=None)
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     if not args.album and not args.pending:
         raise CommandError("nothing to run: pass --album ID (any number of times) or --pending")
-    if load_settings().redis_url and not reexecuted():
-        note("enrich run uses its own in-memory queue: REDIS_URL is ignored")
-        reexec(args.argv, unset=["REDIS_URL"])
-    db = open_database()
+    db = open_database(settings)
     for name in migrate(db):
         note(f"applied migration {name}")
     ids = [str(_require(Album, value).id) for value in args.album or []]
@@ -154,17 +169,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("no album is pending or failed: nothing to do")
         return 0
     print(f"enriching {len(ids)} album{'s' if len(ids) != 1 else ''} on an in-process worker (Ctrl-C stops it)")
-    quiet_logs()
+    quiet_logs(settings)
     kwargs = {"force": True} if args.force else {}
     return trees_exit_status(run_here([("check_album_enrichment", (album_id,), kwargs) for album_id in ids],
-                                      timeout=args.timeout))
+                                      settings, timeout=args.timeout))
 
 
 # -- reading the job log -------------------------------------------------------------------------
 
 
-def cmd_roots(args: argparse.Namespace) -> int:
-    open_database()
+def cmd_roots(args: argparse.Namespace, settings: Settings) -> int:
+    open_database(settings)
     try:
         page = list_roots(status=args.status, operation=args.operation, limit=args.limit, cursor=args.cursor)
     except ValueError as exc:
@@ -181,8 +196,8 @@ def cmd_roots(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_timeline(args: argparse.Namespace) -> int:
-    open_database()
+def cmd_timeline(args: argparse.Namespace, settings: Settings) -> int:
+    open_database(settings)
     job_id = args.job_id.strip()
     if args.follow:
         screen = sys.stderr if args.json else sys.stdout  # with --json, stdout is only the final document
@@ -203,14 +218,15 @@ def cmd_timeline(args: argparse.Namespace) -> int:
 # -- sending jobs again -------------------------------------------------------------------------------
 
 
-def cmd_resend(args: argparse.Namespace) -> int:
+def cmd_resend(args: argparse.Namespace, settings: Settings) -> int:
     from ..resend import ResendRefused, resend_job, resend_tree
 
-    open_database()
-    if not load_settings().redis_url:
+    open_database(settings)
+    if not settings.redis_url:
         raise CommandError("REDIS_URL is not set: there is no shared broker to send the job to")
+    broker = app_broker(settings)
     try:
-        sent = resend_tree(app_broker(), args.tree) if args.tree else [resend_job(app_broker(), args.job_id)]
+        sent = resend_tree(broker, args.tree) if args.tree else [resend_job(broker, args.job_id)]
     except ResendRefused as exc:
         raise CommandError(str(exc)) from None
     for job_id in sent:
@@ -224,7 +240,7 @@ def cmd_resend(args: argparse.Namespace) -> int:
 # -- the web dashboard ------------------------------------------------------------------------------
 
 
-def cmd_web(args: argparse.Namespace) -> int:
+def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
     # Starlette, Jinja2 and uvicorn load only for this command.
     import uvicorn
 
@@ -232,16 +248,16 @@ def cmd_web(args: argparse.Namespace) -> int:
     from dashboard.security import bind_problem
     from migrations import schema_problem
 
-    settings = load_settings()
-    problem = bind_problem(args.host, settings.dashboard_password) or schema_problem(open_database())
+    problem = bind_problem(args.host, settings.dashboard_password) or schema_problem(open_database(settings))
     if problem:
         raise CommandError(problem)
-    if settings.dashboard_allow_actions and not (settings.dashboard_password and settings.redis_url):
+    if settings.dashboard_allow_actions and not settings.dashboard_actions:
         note("DASHBOARD_ALLOW_ACTIONS is set, but actions also need DASHBOARD_PASSWORD and REDIS_URL (the workers' "
              "broker): the dashboard stays read-only")
+    web = create_app(settings, app_broker(settings) if settings.dashboard_actions else None)
     shown = f"[{args.host}]" if ":" in args.host else args.host
     note(f"dashboard on http://{shown}:{args.port}/ (Ctrl-C stops it)")
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning", server_header=False)
+    uvicorn.run(web, host=args.host, port=args.port, log_level="warning", server_header=False)
     return 0
 
 
@@ -258,11 +274,11 @@ def _age(value: str) -> dt.timedelta:
     return dt.timedelta(**{units[unit]: amount})
 
 
-def cmd_prune(args: argparse.Namespace) -> int:
+def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
     from models.retention import prune
 
-    older_than = args.older_than or dt.timedelta(days=load_settings().log_retention_days)
-    open_database()
+    older_than = args.older_than or dt.timedelta(days=settings.log_retention_days)
+    open_database(settings)
     cutoff = utcnow() - older_than
     report = prune(cutoff, dry_run=args.dry_run)
     verb = "would delete" if args.dry_run else "deleted"
@@ -275,7 +291,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
 # -- the parser -----------------------------------------------------------------------------------
 
 
-def _add(sub, name: str, handler: Handler, help_text: str, example: str) -> argparse.ArgumentParser:
+def _add(sub, name: str, handler: Handler, help_text: str, example: str,
+         settings_for: Optional[SettingsFor] = None) -> argparse.ArgumentParser:
     parser = sub.add_parser(
         name,
         help=help_text,
@@ -283,7 +300,7 @@ def _add(sub, name: str, handler: Handler, help_text: str, example: str) -> argp
         epilog=f"example:\n  {example}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.set_defaults(handler=handler)
+    parser.set_defaults(handler=handler, settings_for=settings_for)
     return parser
 
 
@@ -352,7 +369,7 @@ def _add_job_commands(sub) -> None:
              "enrich albums on an in-process worker (in-memory queue, no Redis needed), with progress, "
              "then print every tree's timeline. Logs warnings and errors only unless LOG_LEVEL is set. "
              "Exit status 2 if a tree ends failed or degraded.",
-             "enrich run --pending")
+             "enrich run --pending", settings_for=in_memory_queue)
     p.add_argument("--album", action="append", metavar="ID", help="an album id; repeat for several")
     p.add_argument("--pending", action="store_true", help="every album whose enrichment is pending or failed")
     p.add_argument("--force", action="store_true",
@@ -363,7 +380,7 @@ def _add_job_commands(sub) -> None:
          "enrich sample albums end to end against a local fake of every upstream service (SAMPLE DATA, "
          "no network, no server): a fresh ./enrichment-demo.db, the real actors and middleware, "
          "a retried job and a degraded tree, then every timeline",
-         "enrich demo")
+         "enrich demo", settings_for=demo_settings)
 
 
 def _add_log_commands(sub) -> None:
@@ -431,10 +448,10 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
-def _database_message(exc: peewee.DatabaseError) -> str:
+def _database_message(exc: peewee.DatabaseError, settings: Settings) -> str:
     text = _first_line(exc)
     if isinstance(exc, peewee.OperationalError) and ("connect" in text or "server" in text):
-        return f"cannot reach the database at {redact_url(load_settings().database_url)}: {text}"
+        return f"cannot reach the database at {redact_url(settings.database_url)}: {text}"
     if "no such table" in text or "does not exist" in text:
         return f"database error: {text} (run `enrich migrate` first)"
     return f"database error: {text}"
@@ -443,7 +460,7 @@ def _database_message(exc: peewee.DatabaseError) -> str:
 STDOUT_CLOSED = 141  # 128 + SIGPIPE: what a shell reports for a Unix tool whose reader went away
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: Optional[list[str]] = None, settings: Optional[Settings] = None) -> int:
     """Run one ``enrich`` command; its exit status.
 
     A reader that closes stdout early (``enrich roots | head -1``) ends the
@@ -452,10 +469,13 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     Parameters:
       argv(list[str] | None): the arguments after ``enrich``; None reads ``sys.argv``.
+      settings(Settings | None): None (the ``enrich`` process): read the
+        environment, configure the logs, bind the database.  Given: a caller
+        that did all three already (a test, a program embedding the command).
     """
     try:
         try:
-            return _run(argv)
+            return _run(argv, settings)
         finally:
             sys.stdout.flush()  # what is still buffered meets a closed pipe here, not at interpreter exit
     except BrokenPipeError:
@@ -464,24 +484,36 @@ def main(argv: Optional[list[str]] = None) -> int:
         return STDOUT_CLOSED
 
 
-def _run(argv: Optional[list[str]]) -> int:
+def _set_up_process(args: argparse.Namespace) -> Settings:
+    """The command's settings, from the environment; the logs configured and the database bound from them."""
+    from ..logging_setup import configure_logging
+
+    settings = load_settings()
+    if args.settings_for is not None:
+        settings = args.settings_for(settings)
+    configure_logging(settings)
+    bind_database(settings.database_url, settings.db_max_connections)
+    return settings
+
+
+def _run(argv: Optional[list[str]], settings: Optional[Settings]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
-    args.argv = sys.argv[1:] if argv is None else argv  # what a re-executed command runs again
     try:
-        return args.handler(args)
+        if settings is None:
+            settings = _set_up_process(args)
+        return args.handler(args, settings)
     except (ConfigError, CommandError) as exc:
         print(f"enrich {args.command}: {visible(exc)}", file=sys.stderr)
     except peewee.DatabaseError as exc:
-        print(f"enrich {args.command}: {visible(_database_message(exc))}", file=sys.stderr)
+        print(f"enrich {args.command}: {visible(_database_message(exc, settings))}", file=sys.stderr)
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, dramatiq.errors.ConnectionError) as exc:
-        url = redact_url(load_settings().redis_url or "")
+        url = redact_url(settings.redis_url or "")
         print(f"enrich {args.command}: cannot reach Redis at {url}: {visible(_first_line(exc))}", file=sys.stderr)
     except KeyboardInterrupt:
         print(f"\nenrich {args.command}: interrupted", file=sys.stderr)
         return 130
     return 1
-

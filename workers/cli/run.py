@@ -2,53 +2,33 @@
 
 Used by ``enrich run``, ``enrich demo`` and by ``enrich album`` (and friends)
 when there is no shared broker.  Jobs go through the same actors and
-middleware as in production; only the queue lives in this process.
-
-Importing ``workers`` builds the broker from the environment, so a command
-that must run on the embedded defaults re-executes itself with the
-environment it needs (``reexec``) before anything else happens.
+middleware as in production; only the queue lives in this process: the
+command starts the app on settings without ``redis_url``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import os
 import sys
 import time
-from typing import Mapping, NoReturn, Optional, Sequence, TextIO
+from typing import Mapping, Optional, Sequence, TextIO
 
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
 from peewee import fn
 
-from models import EnrichmentLog, utcnow
+from models import EnrichmentLog, Settings, utcnow
 from models.job_log import DEGRADED, FAILED, FINAL_STATUSES, LOST
 from models.timeline import get_tree
 
 from .common import CommandError, actor, app_broker, note, visible
 from .timeline import Style, fmt_ms, tree_labels, tree_lines
 
-# Set in the environment of a re-executed command, so it never re-executes again.
-REEXEC_MARKER = "ENRICH_REEXECUTED"
 WORKER_THREADS = 4
 STOP_TIMEOUT_MS = 3000  # on Ctrl-C: how long running jobs get to finish before the process leaves
 PROGRESS_EVERY = 5.0  # seconds between progress lines when stdout is not a terminal
 _CHUNK = 500  # job ids per IN (...) list
 MAX_TREES_SHOWN = 50
-
-
-def reexec(argv: Sequence[str], *, set_env: Optional[Mapping[str, str]] = None, unset: Sequence[str] = ()) -> NoReturn:
-    """Replace this process with ``python -m workers.cli ARGV`` in a changed environment."""
-    env = {k: v for k, v in os.environ.items() if k not in unset}
-    env.update(set_env or {})
-    env[REEXEC_MARKER] = "1"
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execvpe(sys.executable, [sys.executable, "-m", "workers.cli", *argv], env)
-
-
-def reexecuted() -> bool:
-    return os.environ.get(REEXEC_MARKER) == "1"
 
 
 def _chunks(items: Sequence[str]):
@@ -185,13 +165,15 @@ class InProcessRun:
             time.sleep(poll)
 
 
-def run_here(roots: Sequence[tuple[str, tuple, dict]], timeout: Optional[float], show_trees: bool = True) -> list[str]:
-    """Run root jobs ``(actor name, args, kwargs)`` on an in-process worker until every tree is
-    finished, with progress; print their timelines; returns the root job ids of every tree that ran
-    (those sent, and the trees they started)."""
+def run_here(roots: Sequence[tuple[str, tuple, dict]], settings: Settings, timeout: Optional[float],
+             show_trees: bool = True) -> list[str]:
+    """Run root jobs ``(actor name, args, kwargs)`` on an in-process worker (the app started on ``settings``,
+    which have no ``redis_url``) until every tree is finished, with progress; print their timelines; returns
+    the root job ids of every tree that ran (those sent, and the trees they started)."""
+    broker = app_broker(settings)
     for actor_name, _, _ in roots:
         actor(actor_name)  # a missing actor is one line, before the worker starts
-    with InProcessRun(app_broker()) as run:
+    with InProcessRun(broker) as run:
         for actor_name, job_args, kwargs in roots:
             run.send(actor_name, *job_args, **kwargs)
         try:

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Protocol
 
 import httpx
 
-from middleware.metrics import observe_upstream_request
+from middleware.observability import observe_upstream_request
 from models.settings import Settings
 
 from .errors import PermanentUpstreamError, RetryableUpstreamError, UpstreamError

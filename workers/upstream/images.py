@@ -18,7 +18,7 @@ from typing import Optional
 
 import httpx
 
-from models.settings import Settings, load_settings
+from models.settings import Settings
 
 from .errors import PermanentUpstreamError, RetryableUpstreamError
 from .http import ClientBase, OnRequest, ServiceClient
@@ -203,12 +203,12 @@ def download_image(
     url: str,
     max_bytes: int = MAX_IMAGE_BYTES,
     *,
-    settings: Optional[Settings] = None,
+    settings: Settings,
     on_request: Optional[OnRequest] = None,
     transport: Optional[httpx.BaseTransport] = None,
 ) -> DownloadedImage:
-    """One-off ``ImageClient.download``; ``settings`` default to ``load_settings()``."""
-    with ImageClient(settings or load_settings(), on_request=on_request, transport=transport) as client:
+    """One-off ``ImageClient.download``."""
+    with ImageClient(settings, on_request=on_request, transport=transport) as client:
         return client.download(url, max_bytes)
 
 

@@ -17,7 +17,7 @@ from typing import Optional
 from dramatiq.rate_limits import RateLimiterBackend
 from dramatiq.rate_limits.backends import RedisBackend, StubBackend
 
-from middleware.metrics import observe_rate_limit_wait
+from middleware.observability import observe_rate_limit_wait
 
 from .errors import RetryableUpstreamError
 
