@@ -34,6 +34,7 @@ from models.settings import JOB_LOG_LINES, ConfigError, job_log_settings
 from . import log_database
 from .drainer import Drainer
 from .job_context import JobState, current_job, set_current, starting_new_tree
+from .linking_options import check_actor
 from .journal import Journal, JournalUnavailable, MemoryJournal, journal_for
 from .log_rows import merge_rows
 from .observability import observe_journal
@@ -107,6 +108,7 @@ class JobLinking(Middleware):
       operation(str): The job type written to the row (default: actor name).
       entity(tuple[str, str]): ``(entity_type, argument_name)``: the row's
         entity is that keyword argument, or the first positional argument.
+      Both are checked when the actor is declared (``middleware/linking_options.py``).
 
     Parameters:
       database(peewee.Database): Where rows go.  Defaults to ``models.database``,
@@ -161,6 +163,14 @@ class JobLinking(Middleware):
     @property
     def actor_options(self):
         return {"operation", "entity"}
+
+    def before_declare_actor(self, broker, actor):
+        """A malformed ``operation`` or ``entity`` stops the declaration (BadActorOptions, one line).
+
+        Before, not after: Dramatiq logs and drops what an ``after_*`` hook raises.  (An actor declared
+        before this middleware was added cannot have these options: Dramatiq refuses unknown options.)
+        """
+        check_actor(actor)
 
     # -- the journal ------------------------------------------------------------
 

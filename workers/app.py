@@ -19,11 +19,12 @@ it was built with.
 
 from __future__ import annotations
 
-from typing import Optional
-
-import dramatiq
+from typing import TYPE_CHECKING, Optional
 
 from models import Settings
+
+if TYPE_CHECKING:  # imported by start(): `enrich roots` and friends never load Dramatiq
+    import dramatiq
 
 _settings: Optional[Settings] = None
 _broker: Optional[dramatiq.Broker] = None
@@ -41,6 +42,8 @@ def start(settings: Settings) -> dramatiq.Broker:
     global _broker
     if _broker is not None:
         raise RuntimeError("the app is already started in this process: use workers.app.broker()")
+    import dramatiq
+
     from .broker import build_broker
 
     built = build_broker(settings)

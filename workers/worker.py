@@ -5,7 +5,8 @@ the broker (set as Dramatiq's), then every actor declared on it
 (``workers.app.start``).  ``dramatiq`` imports it in each worker process; the
 ``dramatiq`` parent process and the metrics server it forks never do.
 
-A bad setting stops the process with one line (``enrich: ...``), no traceback.
+A bad setting, or an actor whose ``operation`` or ``entity`` option is
+malformed, stops the process with one line (``enrich: ...``), no traceback.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ try:
         )
     bind_database(settings.database_url, settings.db_max_connections)
     broker = app.start(settings)
-except ConfigError as exc:
+except ConfigError as exc:  # a bad setting, or an actor declared with a typo (BadActorOptions)
     raise SystemExit(f"enrich: {exc}") from None
 
 __all__ = ["broker", "settings"]

@@ -6,14 +6,16 @@ import dataclasses
 import os
 import re
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dramatiq
 import peewee
 
 from models import ConfigError, Settings, check_connection, database
 
 from .. import app
+
+if TYPE_CHECKING:  # Dramatiq loads only for the commands that send or run jobs (start-up time of the others)
+    import dramatiq
 
 
 class CommandError(Exception):
@@ -67,6 +69,8 @@ def app_broker(settings: Settings) -> dramatiq.Broker:
 
 def actor(name: str) -> dramatiq.Actor:
     """An actor of the started app (``app_broker``)."""
+    import dramatiq
+
     try:
         return app.broker().get_actor(name)
     except dramatiq.errors.ActorNotFound:

@@ -12,8 +12,6 @@ import json
 import signal
 import sys
 
-from middleware import log_database
-from middleware.journal import MemoryJournal
 from models import Settings
 
 from .common import CommandError, note
@@ -21,6 +19,8 @@ from .common import CommandError, note
 
 def _linking(settings: Settings):
     """The broker's JobLinking and its journal; the broker without actors: a drainer runs none."""
+    from middleware.journal import MemoryJournal
+
     from ..broker import build_broker, job_linking
 
     broker = build_broker(settings)
@@ -49,6 +49,8 @@ def cmd_drain(args: argparse.Namespace, settings: Settings) -> int:
         moved = journal.replay_rejected()
         print(f"{moved} rejected row(s) appended to the journal again")
         return 0
+    from middleware import log_database
+
     try:
         log_database.refuse_unless_ready(linking.database)
     except log_database.JobLogRefused as exc:

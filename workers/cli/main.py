@@ -27,9 +27,7 @@ import sys
 import uuid
 from typing import Callable, Optional
 
-import dramatiq
 import peewee
-import redis
 
 from models import Album, Artist, ConfigError, Settings, Track, bind_database, load_settings, utcnow
 from models.database import redact_url
@@ -484,6 +482,21 @@ def main(argv: Optional[list[str]] = None, settings: Optional[Settings] = None) 
         return STDOUT_CLOSED
 
 
+def _broker_errors() -> tuple[type[BaseException], ...]:
+    """Redis's and Dramatiq's connection errors, once the command loaded them: ``--help``, ``roots`` and
+    ``timeline`` never import either (start-up time), so neither can have raised."""
+    errors: list[type[BaseException]] = []
+    if "redis" in sys.modules:
+        import redis
+
+        errors += [redis.exceptions.ConnectionError, redis.exceptions.TimeoutError]
+    if "dramatiq" in sys.modules:
+        import dramatiq
+
+        errors.append(dramatiq.errors.ConnectionError)
+    return tuple(errors)
+
+
 def _set_up_process(args: argparse.Namespace) -> Settings:
     """The command's settings, from the environment; the logs configured and the database bound from them."""
     from ..logging_setup import configure_logging
@@ -506,11 +519,11 @@ def _run(argv: Optional[list[str]], settings: Optional[Settings]) -> int:
         if settings is None:
             settings = _set_up_process(args)
         return args.handler(args, settings)
-    except (ConfigError, CommandError) as exc:
+    except (ConfigError, CommandError) as exc:  # BadActorOptions too: an actor declared with a typo
         print(f"enrich {args.command}: {visible(exc)}", file=sys.stderr)
     except peewee.DatabaseError as exc:
         print(f"enrich {args.command}: {visible(_database_message(exc, settings))}", file=sys.stderr)
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, dramatiq.errors.ConnectionError) as exc:
+    except _broker_errors() as exc:
         url = redact_url(settings.redis_url or "")
         print(f"enrich {args.command}: cannot reach Redis at {url}: {visible(_first_line(exc))}", file=sys.stderr)
     except KeyboardInterrupt:

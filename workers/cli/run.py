@@ -11,10 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import sys
 import time
-from typing import Mapping, Optional, Sequence, TextIO
+from typing import TYPE_CHECKING, Mapping, Optional, Sequence, TextIO
 
-import dramatiq
-from dramatiq.brokers.stub import StubBroker
 from peewee import fn
 
 from models import EnrichmentLog, Settings, utcnow
@@ -23,6 +21,9 @@ from models.timeline import get_tree
 
 from .common import CommandError, actor, app_broker, note, visible
 from .timeline import Style, fmt_ms, tree_labels, tree_lines
+
+if TYPE_CHECKING:  # Dramatiq loads only for the commands that run jobs (start-up time of the others)
+    import dramatiq
 
 WORKER_THREADS = 4
 STOP_TIMEOUT_MS = 3000  # on Ctrl-C: how long running jobs get to finish before the process leaves
@@ -103,6 +104,8 @@ class InProcessRun:
     """
 
     def __init__(self, broker: dramatiq.Broker, out: TextIO = sys.stdout, threads: int = WORKER_THREADS):
+        from dramatiq.brokers.stub import StubBroker
+
         if not isinstance(broker, StubBroker):
             raise CommandError("an in-process run needs the in-memory broker (unset REDIS_URL)")
         self.broker = broker
@@ -114,6 +117,8 @@ class InProcessRun:
         self.since = utcnow()
 
     def __enter__(self) -> "InProcessRun":
+        import dramatiq
+
         self.since = utcnow() - dt.timedelta(seconds=1)  # a margin for clocks that round
         self.worker = dramatiq.Worker(self.broker, worker_threads=self.threads)
         self.worker.start()
