@@ -422,6 +422,21 @@ def test_run_force_enriches_again_what_a_plain_run_skips(tmp_path):
     assert any(line.split()[:2] == ["success", "enrichment:artist"] for line in forced_tree)  # its artist too
 
 
+def test_run_ignores_redis_url_and_runs_here(tmp_path):
+    from workers.fake_upstream import FakeUpstream
+
+    with FakeUpstream() as fake:
+        env = {**in_process_env(fake, tmp_path), "REDIS_URL": UNREACHABLE_REDIS}  # nothing listens there
+        album_id = enrich("add-album", "Dummy", "--artist", "Portishead", env=env).stdout.strip()
+        result = enrich("run", "--album", album_id, env=env, timeout=120)
+        nothing = enrich("run", env=env)
+    assert result.returncode == 0, result.stderr
+    assert said(result)[0] == "enrich run uses its own in-memory queue: REDIS_URL is ignored"
+    tree = result.stdout[result.stdout.index("\n\n"):].strip().splitlines()
+    assert tree[1].split()[:2] == ["success", "check:album-enrichment"]
+    assert_one_line_error(nothing, "nothing to run")  # the note only for a run that runs
+
+
 def test_a_tree_that_ends_degraded_gives_exit_status_2(tmp_path):
     from workers.fake_upstream import COVER_ART, FakeUpstream
 

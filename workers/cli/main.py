@@ -1,9 +1,9 @@
 """The ``enrich`` command: what a new user and an on-call operator touch.
 
 ``main`` is the process's entry point: it parses the arguments, then loads
-the settings once (``load_settings``), lets the command adjust them (``enrich
-run`` and ``enrich demo`` drop Redis), configures the logs and binds the
-database; only the commands that send or run jobs start the app (the broker
+the settings once (``load_settings``), lets the command adjust them
+(``enrich demo`` runs on a database and timings of its own), configures the
+logs and binds the database; only the commands that send or run jobs start the app (the broker
 and its actors, ``workers.app``).  ``enrich --help``, ``roots``,
 ``timeline`` never build a broker.  Handlers get the settings as an argument.
 
@@ -43,7 +43,7 @@ from .timeline import Style, follow, root_labels, roots_lines, tree_labels, tree
 
 
 Handler = Callable[[argparse.Namespace, Settings], int]
-# What a command runs on: the settings from the environment, adjusted (``enrich run``: no Redis).
+# What a command runs on: the settings from the environment, adjusted (``enrich demo``'s own database).
 SettingsFor = Callable[[Settings], Settings]
 
 # The roots a person can start: command -> (actor, entity model or None).
@@ -121,7 +121,7 @@ def cmd_start_root(args: argparse.Namespace, settings: Settings) -> int:
     else:
         job_args, kwargs = (), {"limit": args.limit}
     if settings.redis_url:
-        app_broker(settings)
+        app_broker(settings)  # the app, started: its actors are declared
         message = actor(actor_name).send_with_options(args=job_args, kwargs=kwargs, triggered_by="cli")
         print(message.message_id)
         if not getattr(args, "wait", False):
@@ -146,16 +146,12 @@ def _wait_for_tree(root_job_id: str, timeout: float) -> int:
     return trees_exit_status([root_job_id])
 
 
-def in_memory_queue(settings: Settings) -> Settings:
-    """``enrich run``'s settings: its own in-memory queue, whatever REDIS_URL says."""
-    if settings.redis_url:
-        note("enrich run uses its own in-memory queue: REDIS_URL is ignored")
-    return dataclasses.replace(settings, redis_url=None)
-
-
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     if not args.album and not args.pending:
         raise CommandError("nothing to run: pass --album ID (any number of times) or --pending")
+    if settings.redis_url:
+        note("enrich run uses its own in-memory queue: REDIS_URL is ignored")
+        settings = dataclasses.replace(settings, redis_url=None)  # before the app (its broker) is started
     db = open_database(settings)
     for name in migrate(db):
         note(f"applied migration {name}")
@@ -367,7 +363,7 @@ def _add_job_commands(sub) -> None:
              "enrich albums on an in-process worker (in-memory queue, no Redis needed), with progress, "
              "then print every tree's timeline. Logs warnings and errors only unless LOG_LEVEL is set. "
              "Exit status 2 if a tree ends failed or degraded.",
-             "enrich run --pending", settings_for=in_memory_queue)
+             "enrich run --pending")
     p.add_argument("--album", action="append", metavar="ID", help="an album id; repeat for several")
     p.add_argument("--pending", action="store_true", help="every album whose enrichment is pending or failed")
     p.add_argument("--force", action="store_true",
