@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import dramatiq
 import pytest
 import redis
@@ -96,3 +98,12 @@ def test_two_albums_through_worker_processes_with_the_musicbrainz_limit(workers_
     assert len(starts) >= 8
     gaps = [b - a for a, b in zip(starts, starts[1:])]
     assert min(gaps) >= 1.0, f"MusicBrainz saw two requests {min(gaps):.3f} s apart"
+
+
+def test_the_old_dramatiq_workers_command_refuses_in_one_line(tmp_path):
+    # `dramatiq workers` used to load the app; now it would run workers with no actor at all.
+    env = shell_env({"REDIS_URL": REDIS_TEST_URL, "DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}"})
+    done = subprocess.run("dramatiq workers --processes 1 --threads 1", shell=True,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "enrich: `dramatiq workers` is now `dramatiq workers.worker`" in done.stderr
