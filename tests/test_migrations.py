@@ -61,6 +61,7 @@ def test_pre_linking_database_migrates_to_head_keeping_every_row(fresh_database_
         "0009_pending_jobs_index",
         "0010_dashboard_search_indexes",
         "0011_unlinked_rows_index",
+        "0012_person_has_no_formed_year",
     ]
 
     rows = {r.job_id: r for r in EnrichmentLog.select()}

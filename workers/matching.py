@@ -44,9 +44,30 @@ def durations_close(a_ms: Optional[int], b_ms: Optional[int], tolerance_ms: int 
 
 
 def credited_names(entity: dict) -> str:
-    """The artist credit of a MusicBrainz object as one string ("Artist A & Artist B")."""
+    """The artist credit of a MusicBrainz object as printed: each name followed by its join phrase."""
     parts = []
     for credit in entity.get("artist-credit") or []:
         if isinstance(credit, dict):
             parts.append((credit.get("name") or (credit.get("artist") or {}).get("name") or "") + (credit.get("joinphrase") or ""))
     return "".join(parts).strip()
+
+
+def credited_artists(entity: dict) -> list[str]:
+    """Each credited artist of a MusicBrainz object: the name credited and the artist's own name."""
+    names = []
+    for credit in entity.get("artist-credit") or []:
+        if isinstance(credit, dict):
+            for name in (credit.get("name"), (credit.get("artist") or {}).get("name")):
+                if name and name not in names:
+                    names.append(name)
+    return names
+
+
+def credit_similarity(name: Optional[str], entity: dict) -> float:
+    """How well a name matches a MusicBrainz credit: the best of the whole credit and each credited artist.
+
+    "Ed Sheeran" matches "Ed Sheeran feat. Meek Mill & A Boogie Wit da Hoodie"
+    through its first artist (1.0), not its joined string (0.32).
+    """
+    candidates = [credited_names(entity), *credited_artists(entity)]
+    return max((similarity(name, candidate) for candidate in candidates), default=0.0)

@@ -1,9 +1,12 @@
-"""enrichment:album: MusicBrainz release group, the best release's tracklist, and what follows.
+"""enrichment:album: MusicBrainz release group, one release's tracklist, and what follows.
 
 Finds the release group (by its MBID, or by a search scored on MusicBrainz's
-score, title and artist similarity), writes the album fields that changed,
-matches the best release's audio tracks to the album's tracks (by position,
-title and duration) and creates the missing ones.  Then it sends
+score, title and the best-matching credited artist), picks ONE release
+(``release_choice``) and takes the album's date, country, status and
+tracklist from it, writes the album fields that changed, matches that
+release's audio tracks (a medium's pregap at position 0; data tracks and video
+recordings left out) to the album's tracks (by position, title and duration)
+and creates the missing ones.  Then it sends
 ``spotify:track-fallback`` when MusicBrainz gives no tracks (found or not) and
 the album has a Spotify id (when MusicBrainz found nothing, Spotify is asked
 for the album's fields too), and ``cache:album-cover-art`` when there is a
@@ -20,20 +23,22 @@ from models import Album, Track, album_artists
 from .. import app
 from ..field_changes import apply_changes, better_quality, fields_of, save_enrichment
 from ..jobs import clients, enrichment_actor, load, send
-from ..matching import credited_names, durations_close, similarity
+from ..matching import credit_similarity, durations_close, similarity
 from .images import send_cover_cache
 from .musicbrainz_scoring import ACCEPT_SCORE, best_match, quality_for, top_genres
+from .release_choice import pick_release
 
+UNTITLED = "[untitled]"  # MusicBrainz's own title for a track without one
 VIDEO_FORMATS = {"DVD-Video", "Blu-ray", "HD-DVD", "VHS", "VCD", "SVCD", "UMD", "LaserDisc", "DVD"}
 
 
 def score_release_group(candidate: dict, title: str, artist: Optional[str]) -> float:
-    """MusicBrainz's own score, title similarity and artist similarity, 0..1."""
+    """MusicBrainz's own score, title similarity and the best credited artist's similarity, 0..1."""
     mb = (candidate.get("score") or 0) / 100
     title_sim = similarity(title, candidate.get("title"))
     if not artist:
         return 0.5 * mb + 0.5 * title_sim
-    return 0.3 * mb + 0.4 * title_sim + 0.3 * similarity(artist, credited_names(candidate))
+    return 0.3 * mb + 0.4 * title_sim + 0.3 * credit_similarity(artist, candidate)
 
 
 def find_release_group(album: Album, artist_name: Optional[str]) -> tuple[Optional[dict], float, str]:
@@ -49,23 +54,36 @@ def find_release_group(album: Album, artist_name: Optional[str]) -> tuple[Option
     return mb.get_release_group(best["id"]), score, "search"
 
 
-def pick_release(release_group: dict) -> Optional[dict]:
-    """The official release with the earliest date (the original, usually)."""
-    releases = release_group.get("releases") or []
-    if not releases:
-        return None
-    return min(releases, key=lambda r: (r.get("status") != "Official", r.get("date") or "9999", r.get("id")))
+def audio_tracks(release: dict) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """The release's tracks on audio media, with their disc number, and what was left out.
 
-
-def audio_tracks(release: dict) -> list[dict[str, Any]]:
-    """The release's tracks on audio media, with their disc number."""
-    tracks = []
+    A medium's pregap (a hidden track before track 1) comes first, at
+    position 0 as MusicBrainz lists it.  Left out and counted: media in a
+    video format, the data tracks of enhanced CDs, and video recordings on
+    audio media.
+    """
+    tracks, skipped = [], {"video_media": 0, "data_tracks": 0, "video_recordings": 0}
     for medium in release.get("media") or []:
         if medium.get("format") in VIDEO_FORMATS:
+            skipped["video_media"] += 1
             continue
-        for track in medium.get("tracks") or []:
+        skipped["data_tracks"] += len(medium.get("data-tracks") or [])
+        pregap = [{**medium["pregap"], "position": 0}] if medium.get("pregap") else []
+        for track in pregap + (medium.get("tracks") or []):
+            if (track.get("recording") or {}).get("video"):
+                skipped["video_recordings"] += 1
+                continue
             tracks.append({**track, "disc": medium.get("position") or 1})
-    return tracks
+    return tracks, {what: count for what, count in skipped.items() if count}
+
+
+_SKIPPED_NAMES = {"video_media": ("video medium", "video media"), "data_tracks": ("data track", "data tracks"),
+                  "video_recordings": ("video recording", "video recordings")}
+
+
+def skipped_phrase(skipped: dict[str, int]) -> str:
+    """``{"data_tracks": 1, "video_recordings": 2}`` -> ``"1 data track, 2 video recordings"``."""
+    return ", ".join(f"{count} {_SKIPPED_NAMES[what][count != 1]}" for what, count in skipped.items())
 
 
 def _matching_track(existing: list[Track], mb_track: dict) -> Optional[Track]:
@@ -94,7 +112,7 @@ def sync_tracks(album: Album, mb_tracks: list[dict]) -> dict[str, int]:
         recording = mb_track.get("recording") or {}
         recording_id = recording.get("id")
         values = {
-            "title": mb_track.get("title") or recording.get("title"),
+            "title": mb_track.get("title") or recording.get("title") or UNTITLED,
             "track_number": mb_track.get("position"),
             "disc_number": mb_track["disc"],
             "duration_ms": mb_track.get("length") or recording.get("length"),
@@ -151,13 +169,14 @@ def enrich_album(album_id: str):
         )
         return
 
-    release = pick_release(release_group)
-    release_detail = clients.musicbrainz().get_release(release["id"]) if release else {}
-    mb_tracks = audio_tracks(release_detail)
+    choice = pick_release(release_group)
+    release_detail = clients.musicbrainz().get_release(choice.release_id) if choice.release else {}
+    mb_tracks, skipped = audio_tracks(release_detail)
     quality = better_quality(album.data_quality, quality_for(score))
     values = {
         "musicbrainz_id": release_group["id"],
-        "release_date": release_group.get("first-release-date") or None,
+        # One release gives date, country, status and tracks; the group's date only when it lists none.
+        "release_date": release_detail.get("date") if choice.release else release_group.get("first-release-date"),
         "release_type": release_group.get("primary-type"),
         "secondary_types": release_group.get("secondary-types") or None,
         "genres": top_genres(release_group) or None,
@@ -186,6 +205,8 @@ def enrich_album(album_id: str):
     else:
         status = "partial_success"
         reason = "MusicBrainz has no audio tracks for this release" + ("; asked Spotify" if fallback else "")
+    if skipped:
+        reason += f"; left out {skipped_phrase(skipped)}"
     record(
         status=status,
         reason=reason,
@@ -193,7 +214,9 @@ def enrich_album(album_id: str):
         data_quality_after=album.data_quality,
         details={
             "musicbrainz_id": release_group["id"],
-            "release_id": release.get("id") if release else None,
+            "release_id": choice.release_id,
+            "release_choice": choice.reason,
+            "tracks_skipped": skipped,
             "match_score": round(score, 3),
             "field_changes": changes,
             "data_quality_before": quality_before,

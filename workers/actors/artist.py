@@ -1,7 +1,11 @@
 """enrichment:artist: MusicBrainz artist lookup or scored search, and what follows.
 
-Writes country, area, type, formed year, genres (top tags) and the Discogs id
-from the URL relations.  Then, for an artist without an image, it asks
+Writes country, area, type, formed year (a group's life-span begin; none for
+a Person, whose begin is a birth date), genres (top tags) and the Discogs id
+from the URL relations.  A search whose best match has namesakes (another
+artist of the same name also scoring above the threshold) is ambiguous: the
+best one's fields are written at ``low`` quality, without its MusicBrainz or
+Discogs id, and the row names the candidates.  Then, for an artist without an image, it asks
 Discogs: ``discogs:get-artist`` when the Discogs id is known (most
 MusicBrainz artists link their Discogs page), else ``discogs:search-artist``,
 unless that job is cooling down on this artist (``cooldowns.py``; ``force``
@@ -23,7 +27,7 @@ from ..field_changes import apply_changes, better_quality, fields_of, save_enric
 from ..jobs import clients, enrichment_actor, load, send
 from ..matching import similarity
 from .cooldowns import verdict
-from .musicbrainz_scoring import ACCEPT_SCORE, best_match, quality_for, top_genres
+from .musicbrainz_scoring import ACCEPT_SCORE, best_match, namesakes, quality_for, top_genres
 
 NO_IMAGE = "no image"  # the check's reason, held back while the Discogs job is cooling down
 
@@ -44,8 +48,17 @@ def discogs_id_from(relations: list[dict]) -> Optional[str]:
 
 
 def formed_year(data: dict) -> Optional[int]:
+    """The year a group (orchestra, choir...) formed; None for a Person, whose life-span begins at birth."""
+    if data.get("type") == "Person":
+        return None
     begin = (data.get("life-span") or {}).get("begin") or ""
     return int(begin[:4]) if begin[:4].isdigit() else None
+
+
+def candidate_summary(candidate: dict, score: float) -> dict:
+    """What tells namesakes apart, for the row's details."""
+    return {"id": candidate.get("id"), "name": candidate.get("name"), "disambiguation": candidate.get("disambiguation") or None,
+            "country": candidate.get("country"), "type": candidate.get("type"), "match_score": round(score, 3)}
 
 
 def has_image(artist: Artist) -> bool:
@@ -86,10 +99,13 @@ def enrich_artist(artist_id: str, force: bool = False):
     quality_before = artist.data_quality
     record(data_quality_before=quality_before)
     mb = clients.musicbrainz()
+    ambiguous: list[dict] = []
     if artist.musicbrainz_id:
         mbid, score, how = artist.musicbrainz_id, 1.0, "lookup by MusicBrainz id"
     else:
-        best, score = best_match(mb.search_artists(artist.name), lambda c: score_artist(c, artist.name))
+        candidates = mb.search_artists(artist.name)
+        scorer = lambda c: score_artist(c, artist.name)  # noqa: E731
+        best, score = best_match(candidates, scorer)
         if best is None or score <= ACCEPT_SCORE:
             found = f" (best: {best.get('name')!r}, {score:.2f})" if best else ""
             save_enrichment(artist, [])
@@ -100,6 +116,11 @@ def enrich_artist(artist_id: str, force: bool = False):
                    details={"match_score": round(score, 3), "search_query": artist.name, "image_step": image_step})
             return
         mbid, how = best["id"], "search"
+        others = namesakes(best, candidates, scorer)
+        if others:
+            ambiguous = [candidate_summary(c, scorer(c)) for c in [best, *others]]
+            how = (f"search, ambiguous: {len(ambiguous)} MusicBrainz artists named {best.get('name')!r}; "
+                   f"wrote the best one's fields at low quality, not its id")
 
     data = mb.get_artist(mbid)
     values = {
@@ -108,10 +129,11 @@ def enrich_artist(artist_id: str, force: bool = False):
         "artist_type": data.get("type"),
         "formed_year": formed_year(data),
         "genres": top_genres(data) or None,
-        "discogs_id": None if artist.discogs_id else discogs_id_from(data.get("relations")),
-        "data_quality": better_quality(artist.data_quality, quality_for(score)),
+        "discogs_id": None if artist.discogs_id or ambiguous else discogs_id_from(data.get("relations")),
+        "data_quality": better_quality(artist.data_quality, "low" if ambiguous else quality_for(score)),
     }
-    if not artist.musicbrainz_id and not Artist.select().where(
+    # An ambiguous match keeps no id: the next run searches again, and a person can set the right one.
+    if not ambiguous and not artist.musicbrainz_id and not Artist.select().where(
         (Artist.musicbrainz_id == mbid) & (Artist.id != artist.id)
     ).exists():
         values["musicbrainz_id"] = mbid
@@ -131,5 +153,6 @@ def enrich_artist(artist_id: str, force: bool = False):
             "data_quality_before": quality_before,
             "data_quality_after": artist.data_quality,
             "image_step": image_step,
+            **({"ambiguous": True, "candidates": ambiguous} if ambiguous else {}),
         },
     )

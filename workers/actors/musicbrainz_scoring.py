@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
+from ..matching import normalize
+
 ACCEPT_SCORE = 0.8  # a match must score above this to be written
 HIGH_QUALITY_SCORE = 0.9
 
@@ -16,6 +18,19 @@ def best_match(candidates: list[dict], scorer: Callable[[dict], float]) -> tuple
         if score > best_score:
             best, best_score = candidate, score
     return best, best_score
+
+
+def namesakes(best: dict, candidates: list[dict], scorer: Callable[[dict], float]) -> list[dict]:
+    """Other candidates bearing the best one's name that also score above ACCEPT_SCORE.
+
+    Two artists can share a name (two GB bands called "Solstice", scoring 100
+    and 96): then the name alone cannot tell which one the catalog means.
+    """
+    name = normalize(best.get("name") or best.get("title"))
+    return [
+        c for c in candidates
+        if c.get("id") != best.get("id") and normalize(c.get("name") or c.get("title")) == name and scorer(c) > ACCEPT_SCORE
+    ]
 
 
 def quality_for(score: float) -> str:

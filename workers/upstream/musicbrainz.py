@@ -1,7 +1,9 @@
 """MusicBrainz web service (``/ws/2``) client, JSON only, one request per second.
 
-Responses are returned as MusicBrainz sends them (hyphenated keys such as
-``artist-credit``, ``first-release-date``; ``length`` in milliseconds).
+Responses keep MusicBrainz's own keys (hyphenated, such as ``artist-credit``,
+``first-release-date``; ``length`` in milliseconds), with the fields the
+product reads in their documented types (``musicbrainz_answers``): a field
+that cannot be read raises ``BadUpstreamData``.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from typing import Any, Optional
 
 from models.settings import Settings
 
+from . import musicbrainz_answers as answers
 from .http import RateLimitedClient
 
 SERVICE = "musicbrainz"
@@ -48,15 +51,15 @@ class MusicBrainzClient(RateLimitedClient):
     def _get(self, path: str, **params: Any) -> dict[str, Any]:
         return self._http.get_json(path, params={**params, "fmt": "json"})
 
-    def _search(self, entity: str, key: str, query: str, limit: int) -> list[dict[str, Any]]:
-        return self._get(entity, query=query, limit=limit).get(key, [])
+    def _search(self, entity: str, key: str, query: str, limit: int, clean) -> list[dict[str, Any]]:
+        return answers.hits(self._get(entity, query=query, limit=limit), key, clean)
 
-    def _search_titled(self, entity: str, field: str, title: str, artist: Optional[str], limit: int) -> list[dict[str, Any]]:
+    def _search_titled(self, entity: str, field: str, title: str, artist: Optional[str], limit: int, clean) -> list[dict[str, Any]]:
         """Search ``entity`` by ``field:"title"``, narrowed to ``artist:"..."`` when given."""
         query = lucene_phrase(field, title)
         if artist:
             query += " AND " + lucene_phrase("artist", artist)
-        return self._search(entity, entity + "s", query, limit)
+        return self._search(entity, entity + "s", query, limit, clean)
 
     def get_release_group(self, mbid: str) -> dict[str, Any]:
         """A release group with its artist credit, releases, tags and genres.
@@ -64,7 +67,7 @@ class MusicBrainzClient(RateLimitedClient):
         Parameters:
             mbid: the release group's MBID.
         """
-        return self._get(f"release-group/{mbid}", inc=RELEASE_GROUP_INC)
+        return answers.release_group(self._get(f"release-group/{mbid}", inc=RELEASE_GROUP_INC))
 
     def search_release_groups(self, title: str, artist: Optional[str] = None, *, limit: int = 10) -> list[dict[str, Any]]:
         """Release groups matching a title (and artist), best first, each with ``score`` (0-100).
@@ -74,7 +77,7 @@ class MusicBrainzClient(RateLimitedClient):
             artist: the credited artist's name, or None for any.
             limit: most results wanted.
         """
-        return self._search_titled("release-group", "releasegroup", title, artist, limit)
+        return self._search_titled("release-group", "releasegroup", title, artist, limit, answers.release_group)
 
     def get_release(self, mbid: str) -> dict[str, Any]:
         """A release with its media, tracks, recordings (with ISRCs) and artist credit.
@@ -82,7 +85,7 @@ class MusicBrainzClient(RateLimitedClient):
         Parameters:
             mbid: the release's MBID.
         """
-        return self._get(f"release/{mbid}", inc=RELEASE_INC)
+        return answers.release(self._get(f"release/{mbid}", inc=RELEASE_INC))
 
     def get_artist(self, mbid: str) -> dict[str, Any]:
         """An artist with its URL relations, tags and genres.
@@ -90,7 +93,7 @@ class MusicBrainzClient(RateLimitedClient):
         Parameters:
             mbid: the artist's MBID.
         """
-        return self._get(f"artist/{mbid}", inc=ARTIST_INC)
+        return answers.artist(self._get(f"artist/{mbid}", inc=ARTIST_INC))
 
     def search_artists(self, name: str, *, limit: int = 10) -> list[dict[str, Any]]:
         """Artists matching a name, best first, each with ``score``.
@@ -99,7 +102,7 @@ class MusicBrainzClient(RateLimitedClient):
             name: the artist's name.
             limit: most results wanted.
         """
-        return self._search("artist", "artists", lucene_phrase("artist", name), limit)
+        return self._search("artist", "artists", lucene_phrase("artist", name), limit, answers.artist)
 
     def lookup_isrc(self, isrc: str) -> list[dict[str, Any]]:
         """The recordings carrying an ISRC (``not_found`` when MusicBrainz has none).
@@ -107,7 +110,7 @@ class MusicBrainzClient(RateLimitedClient):
         Parameters:
             isrc: the 12-character ISRC.
         """
-        return self._get(f"isrc/{isrc.strip().upper()}").get("recordings", [])
+        return answers.hits(self._get(f"isrc/{isrc.strip().upper()}"), "recordings", answers.recording)
 
     def search_recordings(self, title: str, artist: Optional[str] = None, *, limit: int = 10) -> list[dict[str, Any]]:
         """Recordings matching a title (and artist), best first, each with ``score``.
@@ -117,4 +120,4 @@ class MusicBrainzClient(RateLimitedClient):
             artist: the credited artist's name, or None for any.
             limit: most results wanted.
         """
-        return self._search_titled("recording", "recording", title, artist, limit)
+        return self._search_titled("recording", "recording", title, artist, limit, answers.recording)
