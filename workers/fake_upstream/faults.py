@@ -25,7 +25,7 @@ import itertools
 import re
 import threading
 from dataclasses import asdict, dataclass
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 from .exchange import Reply, json_reply
 
@@ -136,17 +136,27 @@ class FaultRegistry:
             return [f.to_dict() for f in self._faults]
 
 
-def canned_reply(fault: Fault) -> Optional[Reply]:
-    """The complete response of a fault that is just a response; None for the connection-level kinds."""
+ErrorBody = Callable[[int, str], dict]
+
+
+def plain_error_body(status: int, message: str) -> dict:
+    return {"error": message, "status": status}
+
+
+def canned_reply(fault: Fault, error_body: ErrorBody = plain_error_body) -> Optional[Reply]:
+    """The complete response of a fault that is just a response; None for the connection-level kinds.
+
+    ``error_body(status, message)`` shapes an error's JSON as the faulted service does.
+    """
     headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
     if fault.kind == "rate_limit":
-        return json_reply({"error": "rate limited", "status": 429}, 429, headers)
+        return json_reply(error_body(429, "rate limited"), 429, headers)
     if fault.kind == "server_error":
         status = fault.status or 503
-        return json_reply({"error": "Service Unavailable", "status": status}, status, headers)
+        return json_reply(error_body(status, "Service Unavailable"), status, headers)
     if fault.kind in ("status", "not_found", "unauthorized"):
         status = {"not_found": 404, "unauthorized": 401}.get(fault.kind) or fault.status or 500
-        return json_reply({"error": f"fault injected: HTTP {status}", "status": status}, status)
+        return json_reply(error_body(status, f"fault injected: HTTP {status}"), status)
     if fault.kind == "malformed_json":
         return Reply(200, b'{"id": "oops", <html><body>Bad Gateway</body></html>', "application/json")
     if fault.kind == "not_an_image":

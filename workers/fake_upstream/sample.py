@@ -3,6 +3,10 @@
 The JSON files hold documents shaped as the real services return them.  URLs
 inside them are written with placeholders (``{FAKE_URL}``, ``{SPOTIFY_API}``,
 ``{DISCOGS_API}``) and pointed at the running server when loaded.
+
+A MusicBrainz document's keys starting with ``_`` are notes for the fake,
+never served: ``_source`` names the real recording or documentation its shape
+comes from, ``_score_as_text`` has searches send its ``score`` as a string.
 """
 
 from __future__ import annotations
@@ -77,9 +81,10 @@ class SampleCatalog:
             "{DISCOGS_API}": base_url + discogs_prefix,
             "{SPOTIFY_API}": base_url + spotify_prefix,
         }
-        self.artists = {d["id"]: d for d in _load("musicbrainz_artists.json", replacements)}
-        self.release_groups = {d["id"]: d for d in _load("musicbrainz_release_groups.json", replacements)}
-        self.releases = {d["id"]: d for d in _load("musicbrainz_releases.json", replacements)}
+        self.notes: dict[str, dict[str, Any]] = {}  # a MusicBrainz id -> its ``_`` keys
+        self.artists = self._musicbrainz("musicbrainz_artists.json", replacements)
+        self.release_groups = self._musicbrainz("musicbrainz_release_groups.json", replacements)
+        self.releases = self._musicbrainz("musicbrainz_releases.json", replacements)
         self.discogs_artists = {d["id"]: d for d in _load("discogs_artists.json", replacements)}
         self.spotify_albums = {d["id"]: d for d in _load("spotify_albums.json", replacements)}
         self.new_release_ids: list[str] = _load("spotify_new_releases.json", replacements)
@@ -90,25 +95,35 @@ class SampleCatalog:
             for mbid in spec.get("cover_art_for", []):
                 self.cover_art[mbid] = spec["path"]
 
+    def _musicbrainz(self, name: str, replacements: dict[str, str]) -> dict[str, dict]:
+        documents = {}
+        for document in _load(name, replacements):
+            self.notes[document["id"]] = {k: v for k, v in document.items() if k.startswith("_")}
+            documents[document["id"]] = {k: v for k, v in document.items() if not k.startswith("_")}
+        return documents
+
     def recordings(self) -> list[tuple[dict, dict, dict]]:
-        """``(recording, track, release)`` for every track of every release."""
+        """``(recording, track, release)`` for every track of every release (a pregap too)."""
         return [
             (track["recording"], track, release)
             for release in self.releases.values()
-            for medium in release.get("media", [])
-            for track in medium.get("tracks", [])
+            for medium in release.get("media") or []
+            for track in [medium.get("pregap"), *(medium.get("tracks") or [])]
+            if track and track.get("recording")
         ]
 
     def release_group_of(self, release_id: str) -> Optional[dict]:
         for group in self.release_groups.values():
-            if any(r["id"] == release_id for r in group.get("releases", [])):
+            if any(r["id"] == release_id for r in group.get("releases") or []):
                 return group
         return None
 
 
-def credit_names(document: dict) -> str:
-    """The credited artist names of a MusicBrainz document, joined."""
-    return " ".join(c.get("name", "") for c in document.get("artist-credit", []))
+def credit_names(document: dict) -> list[str]:
+    """What MusicBrainz's search finds a document's credit by: the whole credit, then each credited name."""
+    credits = document.get("artist-credit") or []
+    whole = "".join((c.get("name") or "") + (c.get("joinphrase") or "") for c in credits)
+    return [whole, *(c.get("name") or "" for c in credits)]
 
 
 def _render(spec: dict) -> tuple[str, bytes]:

@@ -26,9 +26,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from .cloudflare_routes import handle_cloudflare
 from .discogs_routes import handle_discogs
 from .exchange import Call, Reply, json_reply
-from .faults import FaultRegistry, canned_reply
+from .faults import FaultRegistry, canned_reply, plain_error_body
 from .image_routes import handle_cover_art, handle_images
-from .musicbrainz_routes import handle_musicbrainz
+from .musicbrainz_routes import error_body as musicbrainz_error_body, handle_musicbrainz
 from .sample import SampleCatalog
 from .spotify_routes import handle_spotify_accounts, handle_spotify_api
 from .state import FakeCredentials, FakeState
@@ -54,6 +54,7 @@ PREFIXES: dict[str, tuple[str, Route]] = {
     IMAGES: ("image", handle_images),
     COVER_ART: ("image", handle_cover_art),
 }
+ERROR_BODIES = {"musicbrainz": musicbrainz_error_body}  # a fault's JSON body, as each service shapes errors
 LOG_LIMIT = 10_000  # requests kept in the log; a long demo run forgets the oldest
 _SECRET_HEADERS = {"authorization", "cookie", "proxy-authorization", "x-api-key"}
 _SECRET_PARAMS = {"token", "key", "secret", "client_secret", "access_token"}
@@ -294,7 +295,7 @@ class FakeUpstream:
             entry["status"], entry["bytes_sent"] = reply.status, send_reply(handler, reply)
             return
         entry["fault"] = fault.kind
-        canned = canned_reply(fault)
+        canned = canned_reply(fault, ERROR_BODIES.get(service, plain_error_body))
         if canned is not None:
             entry["status"], entry["bytes_sent"] = canned.status, send_reply(handler, canned)
         elif fault.kind == "timeout":
