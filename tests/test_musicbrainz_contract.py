@@ -244,6 +244,10 @@ def test_reader_takes_what_can_be_read_and_names_what_cannot():
             call(value, "release-groups[0].score")
         assert caught.value.error_code == "bad_upstream_data"
         assert str(caught.value).startswith("musicbrainz answered an unreadable release-groups[0].score: ")
+    with pytest.raises(BadUpstreamData) as caught:
+        read.number(2**32, "release.media[0].tracks[0].length", stored=True)
+    assert str(caught.value).endswith("unreadable release.media[0].tracks[0].length: 4294967296 is out of range")
+    assert read.number(-5, "x") == -5  # only a stored number is bounded
     assert partial_date("1973-03", "d") == "1973-03" and partial_date("", "d") is None
     for bad in ("1973-13", "73", "1973-02-30"):
         with pytest.raises(BadUpstreamData):

@@ -110,7 +110,7 @@ def recording(doc: Any, field: str = "recording") -> dict:
     """A recording: id, title, length (ms), video, ISRCs, score when a search hit."""
     doc = read.mapping(doc, field)
     cleaned = _common(doc, field)
-    cleaned["length"] = read.number(doc.get("length"), field + ".length")
+    cleaned["length"] = read.number(doc.get("length"), field + ".length", stored=True)
     cleaned["video"] = read.flag(doc.get("video"), field + ".video")
     cleaned["isrcs"] = read.strings(doc.get("isrcs"), field + ".isrcs")
     return cleaned
@@ -120,9 +120,9 @@ def track(doc: dict, field: str) -> dict:
     """A track of a medium; its recording read as ``recording()``."""
     cleaned = dict(doc)
     cleaned["title"] = read.text(doc.get("title"), field + ".title")
-    cleaned["position"] = read.number(doc.get("position"), field + ".position")
+    cleaned["position"] = read.number(doc.get("position"), field + ".position", stored=True)
     cleaned["number"] = read.text(doc.get("number"), field + ".number")
-    cleaned["length"] = read.number(doc.get("length"), field + ".length")
+    cleaned["length"] = read.number(doc.get("length"), field + ".length", stored=True)
     given = doc.get("recording")
     cleaned["recording"] = recording(given, field + ".recording") if given is not None else {}
     return cleaned
@@ -131,7 +131,7 @@ def track(doc: dict, field: str) -> dict:
 def medium(doc: dict, field: str) -> dict:
     """A medium: position, format, its pregap track (or None), tracks and data tracks."""
     cleaned = dict(doc)
-    cleaned["position"] = read.number(doc.get("position"), field + ".position")
+    cleaned["position"] = read.number(doc.get("position"), field + ".position", stored=True)
     cleaned["format"] = read.text(doc.get("format"), field + ".format")
     pregap = doc.get("pregap")
     cleaned["pregap"] = track(read.mapping(pregap, field + ".pregap"), field + ".pregap") if pregap else None

@@ -16,6 +16,8 @@ from typing import Any, Optional
 
 from .errors import BadUpstreamData
 
+INTEGER_MAX = 2**31 - 1  # the largest value of an INTEGER column, on PostgreSQL and SQLite alike
+
 
 def _shown(value: Any) -> str:
     text = repr(value)
@@ -35,20 +37,24 @@ class Reader:
     def bad(self, field: str, problem: str) -> BadUpstreamData:
         return BadUpstreamData(self.service, field, problem)
 
-    def number(self, value: Any, field: str) -> Optional[int]:
-        """An integer from a number or a numeric string; None for null or ``""``."""
+    def number(self, value: Any, field: str, *, stored: bool = False) -> Optional[int]:
+        """An integer from a number or a numeric string; None for null or ``""``.
+
+        ``stored``: the number goes into a catalog column (an INTEGER), so it
+        must be 0 to 2**31 - 1.
+        """
         if value is None or (isinstance(value, str) and not value.strip()):
             return None
         if isinstance(value, bool):
             raise self.bad(field, f"expected a number, got {_shown(value)}")
-        if isinstance(value, int):
-            return value
         try:
-            found = float(value.strip() if isinstance(value, str) else value)
+            found = value if isinstance(value, int) else float(value.strip() if isinstance(value, str) else value)
         except (TypeError, ValueError):
             raise self.bad(field, f"expected a number, got {_shown(value)}") from None
         if not math.isfinite(found):
             raise self.bad(field, f"expected a number, got {_shown(value)}")
+        if stored and not 0 <= found <= INTEGER_MAX:
+            raise self.bad(field, f"{_shown(value)} is out of range")
         return round(found)
 
     def text(self, value: Any, field: str) -> Optional[str]:
