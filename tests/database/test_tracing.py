@@ -295,7 +295,7 @@ def test_installed_but_not_configured_nothing_of_opentelemetry_is_loaded(tmp_pat
              "print(sorted(type(m).__name__ for m in broker.middleware))\n"
              f"print(sorted(m for m in sys.modules if m.startswith({ours!r})))\n"
              "print(httpx.HTTPTransport.handle_request.__module__)\n")
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     result = subprocess.run([sys.executable, "-c", child], cwd=root, capture_output=True, text=True, timeout=60,
                             env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root),
                                  "DATABASE_URL": f"sqlite:///{tmp_path}/x.db"})
@@ -322,7 +322,7 @@ def test_configured_without_the_otel_extra_is_one_warning_and_no_tracing(tmp_pat
         "print(sorted(type(m).__name__ for m in broker.middleware))\n"
         "print(any(m.startswith('opentelemetry') for m in sys.modules))\n"
     )
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     result = subprocess.run(
         [sys.executable, "-c", child], cwd=root, capture_output=True, text=True, timeout=60,
         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root), "DATABASE_URL": f"sqlite:///{tmp_path}/x.db",

@@ -9,8 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-TESTS = Path(__file__).resolve().parent
-ROOT = TESTS.parent
+TESTS = Path(__file__).resolve().parent  # tests/support: the apps `dramatiq` loads are here
+ROOT = TESTS.parents[1]
 
 
 def procfile_command(process_type: str) -> str:

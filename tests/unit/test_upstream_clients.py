@@ -42,7 +42,7 @@ from services import REDIS_TEST_URL
 MUSICBRAINZ_INTERVAL = Settings().musicbrainz_interval
 
 REDIS_URL = REDIS_TEST_URL.rsplit("/", 1)[0] + "/14"
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 OK_COMPUTER = "b1392450-e666-3926-a536-22c65f834433"
 DISCOVERY = "48117b90-a16e-34ca-a514-19c702df1158"

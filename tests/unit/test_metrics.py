@@ -128,7 +128,7 @@ def test_the_grafana_dashboard_only_queries_metrics_the_workers_export(registry)
 
     from dramatiq.middleware import prometheus as dramatiq_prometheus
 
-    dashboard = json.loads((Path(__file__).resolve().parent.parent / "docs/grafana/enrich.json").read_text())
+    dashboard = json.loads((Path(__file__).resolve().parents[2] / "docs/grafana/enrich.json").read_text())
     queried = {name for panel in dashboard["panels"] for target in panel["targets"]
                for name in re.findall(r"\b((?:enrich|dramatiq)_[a-z_]+)\b", target["expr"])}
     ours = {family.name for family in registry.collect()}

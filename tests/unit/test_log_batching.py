@@ -17,7 +17,7 @@ import structlog
 from models.settings import ConfigError, Settings, load_settings
 from workers.logging_setup import configure_logging
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from urllib.parse import quote
 from models.settings import Settings
 from workers.logging_setup import render_processors
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 DB_PASSWORD = "Pg-S3cr3t/9xLq"
 SECRETS = {

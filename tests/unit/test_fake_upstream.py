@@ -14,7 +14,7 @@ import pytest
 from workers.fake_upstream import FAULT_KINDS, FakeCredentials, FakeUpstream
 from workers.upstream import sniff_image
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 UA = {"User-Agent": "music-enrichment-tests/1.0 ( tests@example.com )"}
 ALBUMS = {  # release group MBID -> (title, artist, track count); OKNOTOK is Spotify-only
     "b1392450-e666-3926-a536-22c65f834433": ("OK Computer", "Radiohead", 12),
