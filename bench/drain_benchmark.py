@@ -88,7 +88,7 @@ def rows_of_tree(tree_no: int, producer: int) -> list[tuple[dict, str | None]]:
 
 def produce(producer: int, jobs: int, rate: float) -> None:
     """Append ``jobs`` jobs' rows (``rate`` rows/s for this producer, 0: as fast as possible)."""
-    from middleware.journal import encode
+    from middleware.job_log.journal import encode
 
     client = redis.Redis.from_url(REDIS_URL)
     started = time.monotonic()
@@ -109,8 +109,8 @@ def produce(producer: int, jobs: int, rate: float) -> None:
 
 
 def drain(db_url: str, lag_file: str, batch_size: int) -> None:
-    from middleware.drainer import Drainer
-    from middleware.journal import RedisJournal
+    from middleware.job_log.drainer import Drainer
+    from middleware.job_log.journal import RedisJournal
     from models import bind_database
 
     db = bind_database(db_url)

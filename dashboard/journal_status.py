@@ -1,7 +1,7 @@
 """The job-log journal as the overview shows it: rows still waiting for the database, and rows it refused.
 
 Pages read the database; a row the workers wrote reaches it only once a
-drainer has moved it out of the journal (``middleware.journal``).  When rows
+drainer has moved it out of the journal (``middleware.job_log``).  When rows
 wait there long, every page is behind: the overview says so.  The dashboard
 reads the workers' Redis Stream with a client of its own, with short timeouts
 (a page must not hang on a Redis that does not answer).  Without REDIS_URL the
@@ -19,7 +19,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from middleware.journal import JournalUnavailable, RedisJournal, redis_journal
+from middleware.job_log import JobLog, JournalUnavailable
+from models.error_text import first_line
 from models.settings import redact_url
 
 # `enrich drain`'s options for the rows put aside (workers/cli/drain.py).
@@ -92,18 +93,19 @@ class JournalReader:
     def __init__(self, redis_url: Optional[str], stream: str, behind_after_seconds: float) -> None:
         self.redis_url = redis_url
         self.behind_after_seconds = behind_after_seconds
-        self.journal: Optional[RedisJournal] = redis_journal(_client(redis_url), stream) if redis_url else None
+        self.job_log: Optional[JobLog] = JobLog.of_redis(_client(redis_url), stream) if redis_url else None
 
     def status(self) -> JournalStatus:
         """The journal's backlog and rejected rows now, or why they cannot be read (never raises for Redis)."""
-        if self.journal is None:
+        if self.job_log is None:
             return JournalStatus(NOT_INSPECTABLE, self.behind_after_seconds,
                                  problem="not inspectable from here: REDIS_URL is not set, so each process that "
                                          "runs jobs (enrich run, enrich demo) keeps its journal in its own memory")
-        where = {"stream": self.journal.key, "rejected_stream": self.journal.rejected_key}
+        stream, rejected_stream = self.job_log.keys
+        where = {"stream": stream, "rejected_stream": rejected_stream}
         try:
-            stats = self.journal.stats()  # entries and the oldest's age (its totals count this process only)
-            rejected = self.journal.rejected_count()
+            stats = self.job_log.stats()  # entries and the oldest's age (its totals count this process only)
+            rejected = self.job_log.rejected_count()
         except (JournalUnavailable, redis.RedisError) as exc:
             return JournalStatus(UNREACHABLE, self.behind_after_seconds, **where, problem=self._unreachable(exc))
         return JournalStatus(INSPECTED, self.behind_after_seconds, **where, entries=stats["entries"],
@@ -111,7 +113,7 @@ class JournalReader:
 
     def _unreachable(self, exc: Exception) -> str:
         """One line naming the Redis (its password hidden) and what it answered."""
-        text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        text = first_line(exc)
         password = _password(self.redis_url)
         if password:
             text = text.replace(password, "***")

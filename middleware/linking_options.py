@@ -16,10 +16,8 @@ from typing import Optional
 
 from dramatiq.middleware import MiddlewareError
 
-from models.job_log import ENTITY_TYPES
+from models.job_log import ENTITY_TYPES, MAX_ID_LENGTH
 from models.settings import ConfigError
-
-from .row_values import MAX_ID_LENGTH
 
 
 class BadActorOptions(MiddlewareError, ConfigError):

@@ -19,7 +19,15 @@ import structlog
 from dramatiq.middleware import Middleware
 from dramatiq.middleware.retries import DEFAULT_MAX_BACKOFF
 
-from .row_values import MAX_ATTEMPT, MAX_RETRIES_OPTION, MAX_TRIGGERED_BY, check_job_id, shown
+from .job_log.row_values import (
+    MAX_ATTEMPT,
+    MAX_ID_LENGTH,
+    MAX_RETRIES_OPTION,
+    MAX_TRIGGERED_BY,
+    job_id_problem,
+    parent_problem,
+    shown,
+)
 
 logger = structlog.get_logger("middleware.message_options")
 
@@ -89,13 +97,11 @@ def _message_data(value, broker, message):
 
 
 def _parent(value, broker, message):
-    if value is None:
-        return None
-    return check_job_id(value) or ("is the job's own id" if value == message.message_id else None)
+    return parent_problem(value, message.message_id)
 
 
 def _triggered_by(value, broker, message):
-    return check_job_id(value, MAX_TRIGGERED_BY)
+    return job_id_problem(value, MAX_TRIGGERED_BY)
 
 
 def _started_by(value, broker, message):
@@ -156,12 +162,12 @@ class MessageOptions(Middleware):
         for name in [name for name in options if name in self.checks]:  # a message sets few options
             problem = self.checks[name](options[name], broker, message)
             if problem:
-                logger.warning("ignoring bad message option", option=name, job_id=str(message.message_id)[:100],
-                               actor=str(message.actor_name)[:100], bad_value=shown(options[name]), problem=problem)
+                logger.warning("ignoring bad message option", option=name, job_id=str(message.message_id)[:MAX_ID_LENGTH],
+                               actor=str(message.actor_name)[:MAX_ID_LENGTH], bad_value=shown(options[name]), problem=problem)
                 del options[name]
         timestamp = message.message_timestamp
         if not isinstance(timestamp, int) or isinstance(timestamp, bool) or not 0 <= timestamp <= LATEST_TIMESTAMP_MS:
             # A message is frozen: its timestamp is replaced by now (as Dramatiq does for a bad ``eta``).
             logger.warning("ignoring bad message_timestamp; counting the message's age from now",
-                           job_id=str(message.message_id)[:100], bad_value=shown(timestamp))
+                           job_id=str(message.message_id)[:MAX_ID_LENGTH], bad_value=shown(timestamp))
             object.__setattr__(message._message, "message_timestamp", int(time.time() * 1000))

@@ -19,12 +19,9 @@ entity id.
 
 from __future__ import annotations
 
-import threading
-import time
 from typing import Callable, Mapping, Optional
 
-import structlog
-logger = structlog.get_logger("middleware.observability")
+from .background import BackgroundLoop
 
 # Seconds: jobs run from milliseconds to the two-minute time limit.
 JOB_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -126,10 +123,16 @@ class _JournalObserver:
 
     def __init__(self) -> None:
         self.stats: Optional[JournalStats] = None
-        self.interval = 5.0
         self.forget_totals()
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._loop = BackgroundLoop("journal-metrics", self.refresh, interval=5.0)
+
+    @property
+    def interval(self) -> float:
+        return self._loop.interval
+
+    @interval.setter
+    def interval(self, seconds: float) -> None:
+        self._loop.interval = seconds
 
     def forget_totals(self) -> None:
         self._last = {"drained_total": 0, "refused_total": 0}
@@ -148,26 +151,11 @@ class _JournalObserver:
             self._last[key] = stats[key]
 
     def start_if_ready(self) -> None:
-        if _metrics is None or self.stats is None or (self._thread and self._thread.is_alive()):
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="journal-metrics", daemon=True)
-        self._thread.start()
+        if _metrics is not None and self.stats is not None:
+            self._loop.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
-        self._thread = None
-
-    def _run(self) -> None:
-        while True:
-            try:
-                self.refresh()
-            except Exception as exc:  # a broken stats() must not end the readings for good
-                logger.warning("could not read the journal's figures for the metrics", error=repr(exc))
-            if self._stop.wait(self.interval):
-                return
+        self._loop.stop()
 
 
 _journal = _JournalObserver()

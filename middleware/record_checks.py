@@ -14,11 +14,10 @@ import uuid
 from typing import Any, Optional
 
 from models.catalog import DATA_QUALITIES
-from models.job_log import ACTOR_STATUSES, ENTITY_TYPES
+from models.job_log import ACTOR_STATUSES, ENTITY_TYPES, MAX_ERROR_CODE
+from models.job_log import MAX_INTEGER as MAX_COUNT
 
 MAX_TEXT_BYTES = 256 * 1024  # reason, and details as JSON: 256 KB each
-MAX_ERROR_CODE = 50  # the error_code column
-MAX_COUNT = 2**31 - 1  # what an INTEGER column holds
 MAX_JSON_INT = 2**63 - 1  # beyond 64 bits a JSON number does not read back the same everywhere
 MAX_DEPTH = 20
 MAX_SOURCES = 100  # sources accumulate over record() calls and counted requests: bounded in number too
@@ -65,7 +64,7 @@ def _problem(value: Any, depth: int) -> Optional[tuple[list[str], str]]:
     """(the keys down to the first bad value, innermost first; what is wrong with it), or None.
 
     The path is only built on the way back from a bad value: this walks every
-    message sent (sent_rows), where formatting a path per item cost more than the walk.
+    message sent (job_log.sent_messages), where formatting a path per item cost more than the walk.
     """
     if depth > MAX_DEPTH:
         return [], f": nested deeper than {MAX_DEPTH} levels"

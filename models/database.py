@@ -13,6 +13,7 @@ from urllib.parse import unquote, urlparse
 import peewee
 from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
 
+from .error_text import first_line
 from .settings import ConfigError, check_url, redact_url  # noqa: F401  (redact_url: imported from here too)
 
 database = peewee.DatabaseProxy()
@@ -84,8 +85,7 @@ def check_connection(db: peewee.Database, url: str) -> None:
         db.connect(reuse_if_open=True)
         db.execute_sql("SELECT 1")
     except peewee.OperationalError as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"cannot reach the database at {redact_url(url)}: {first_line}") from None
+        raise ConfigError(f"cannot reach the database at {redact_url(url)}: {first_line(exc)}") from None
     finally:
         if not db.is_closed():
             db.close()

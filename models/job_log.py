@@ -65,7 +65,7 @@ class EnrichmentLog(TimestampedModel):
     duration_ms = peewee.IntegerField(null=True)
 
     details = JSONField(null=True)
-    # What `enrich resend` sends again: actor, queue, args, kwargs, options (middleware/sent_rows.py).
+    # What `enrich resend` sends again: actor, queue, args, kwargs, options (middleware/job_log/sent_messages.py).
     message = JSONField(null=True)
     due_at = peewee.DateTimeField(null=True)  # when a delayed message (or a retry) is due
     triggered_by = peewee.CharField(max_length=50, null=True)
@@ -79,6 +79,18 @@ class EnrichmentLog(TimestampedModel):
             (("status", "created_at"), False),
         )
 
+
+def max_length(column: str) -> int:
+    """The longest text the column ``column`` holds, as declared above: every bound on a row's text reads it here."""
+    return EnrichmentLog._meta.fields[column].max_length
+
+
+MAX_ID_LENGTH = max_length("job_id")  # parent_job_id too
+MAX_OPERATION = max_length("operation")
+MAX_TRIGGERED_BY = max_length("triggered_by")
+MAX_ERROR_CODE = max_length("error_code")
+MAX_ERROR_TEXT = 2000  # last_error is TEXT: this bound is the product's, not the column's
+MAX_INTEGER = 2**31 - 1  # what an IntegerField (retry_count, api_call_count, duration_ms) holds on PostgreSQL
 
 # The unique index on job_id is partial (legacy rows may have no job id); it is
 # created by the migrations, and upserts name it through this predicate.

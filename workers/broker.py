@@ -13,6 +13,7 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import AgeLimit, Callbacks, Pipelines, Retries, ShutdownNotifications, TimeLimit
 
 from middleware import ActorArguments, DatabaseConnections, JobLinking, MessageOptions
+from middleware.job_log import JobLog
 from middleware.metrics import JobMetrics
 from models import ConfigError, Settings
 from models.settings import redact_url
@@ -91,3 +92,8 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
 
 def job_linking(broker: dramatiq.Broker) -> JobLinking:
     return next(m for m in broker.middleware if isinstance(m, JobLinking))
+
+
+def job_log(broker: dramatiq.Broker) -> JobLog:
+    """The job-log engine of ``broker``'s JobLinking: its journal, drainer and sweeper."""
+    return job_linking(broker).job_log.bind(broker)

@@ -16,12 +16,12 @@ from __future__ import annotations
 import atexit
 import io
 import threading
-import time
 import weakref
 from typing import TextIO
 
 from dramatiq.middleware import Middleware
 
+from middleware.background import BackgroundLoop
 from middleware.fork_reset import reset_in_forked_children
 
 _all_buffers: "weakref.WeakSet[BufferedLines]" = weakref.WeakSet()
@@ -44,7 +44,7 @@ class BufferedLines(io.TextIOBase):
         self._parts: list[str] = []
         self._size = 0
         self._lock = threading.Lock()
-        self._flusher_running = False  # False again in a forked child: its flusher is the parent's
+        self._flusher = BackgroundLoop("log-flusher", self.drain, interval, first_pause=True)
         _all_buffers.add(self)
         reset_in_forked_children(self)
 
@@ -54,8 +54,8 @@ class BufferedLines(io.TextIOBase):
             self._size += len(text)
             if self._size >= self.max_chars:
                 self._write_out()
-        if not self._flusher_running:
-            self._start_flusher()
+        if not self._flusher.running:
+            self._flusher.start()
         return len(text)
 
     def flush(self) -> None:
@@ -84,25 +84,12 @@ class BufferedLines(io.TextIOBase):
         except (OSError, ValueError):
             pass  # the stream is gone (a closed pipe at exit): nowhere left to write
 
-    def _start_flusher(self) -> None:
-        # One thread per process: a thread started before a fork does not exist in the child.
-        with self._lock:
-            if self._flusher_running:
-                return
-            self._flusher_running = True
-        threading.Thread(target=self._flush_periodically, name="log-flusher", daemon=True).start()
-
-    def _flush_periodically(self) -> None:
-        while True:
-            time.sleep(self.interval)
-            self.drain()
-
     def after_fork_in_child(self) -> None:
-        # The parent writes what was waiting at the fork; the child must not write it again.
+        # The parent writes what was waiting at the fork; the child must not write it again
+        # (and its flusher, a BackgroundLoop, starts again on the child's first line).
         self._lock = threading.Lock()
         self._parts = []
         self._size = 0
-        self._flusher_running = False
 
 
 def drain_all() -> None:

@@ -3,8 +3,8 @@
     resend_job(broker, job_id)          -> the job id sent again
     resend_tree(broker, root_job_id)    -> the job ids sent again
 
-The message comes from the row's ``message`` column (written at send time,
-``middleware/sent_rows.py``); its tree (``parent_job_id``), trigger and
+The message comes from the row's ``message`` column (written at send time;
+``middleware/job_log/sent_messages.py`` holds both halves of that contract); its tree (``parent_job_id``), trigger and
 attempt are rebuilt from the row.  It is sent with ``retries`` = the row's
 ``retry_count`` + 1, so the ``queued`` row JobLinking writes for it moves
 the final row forward (the one way a final row goes back), ``retry_count``
@@ -19,11 +19,10 @@ saying why; nothing is sent then.
 
 from __future__ import annotations
 
-import time
-
 import dramatiq
 from dramatiq.errors import ActorNotFound
 
+from middleware.job_log.sent_messages import message_to_resend, resend_problem
 from models.job_log import RESENDABLE_STATUSES, EnrichmentLog
 
 Log = EnrichmentLog
@@ -37,43 +36,16 @@ def _refusal(row) -> str | None:
     """Why this row's job cannot be sent again, or None when it can."""
     if row.status not in RESENDABLE_STATUSES:
         return f"job {row.job_id} is {row.status}: only failed or lost jobs are sent again"
-    stored = row.message
-    if not stored:
-        return (f"job {row.job_id} has no stored message (it was sent before migration 0008, or by a "
-                "producer without JobLinking): it cannot be sent again")
-    if not stored.get("resendable") and stored.get("problem"):
-        return (f"job {row.job_id}'s message held what the job log cannot keep as it is "
-                f"({stored['problem']}), so its arguments were not stored: it cannot be sent again")
-    if not stored.get("resendable"):
-        return (f"job {row.job_id}'s message ({stored.get('size_bytes', '?')} bytes) was over the 64 KB "
-                "the job log keeps, so its arguments were not stored: it cannot be sent again")
-    return None
+    return resend_problem(row.job_id, row.message)
 
 
 def _message(broker: dramatiq.Broker, row) -> dramatiq.Message:
-    stored = row.message
+    actor_name = row.message["actor"]
     try:
-        broker.get_actor(stored["actor"])
+        broker.get_actor(actor_name)
     except ActorNotFound:
-        raise ResendRefused(f"job {row.job_id}: no actor named {stored['actor']!r} is declared here") from None
-    options = dict(stored.get("options") or {})
-    if row.parent_job_id is not None:
-        options["parent_job_id"] = row.parent_job_id
-    if row.triggered_by:
-        options["triggered_by"] = row.triggered_by
-    started_by = (row.details or {}).get("started_by")
-    if isinstance(started_by, dict):
-        options["started_by"] = started_by
-    options["retries"] = row.retry_count + 1  # moves the final row forward: see the module's docstring
-    return dramatiq.Message(
-        queue_name=stored["queue"],
-        actor_name=stored["actor"],
-        args=tuple(stored.get("args") or ()),
-        kwargs=dict(stored.get("kwargs") or {}),
-        options=options,
-        message_id=row.job_id,
-        message_timestamp=int(time.time() * 1000),
-    )
+        raise ResendRefused(f"job {row.job_id}: no actor named {actor_name!r} is declared here") from None
+    return message_to_resend(row)
 
 
 def _row(job_id: str):

@@ -21,7 +21,7 @@ import pytest
 import redis
 from playwright.sync_api import expect, sync_playwright
 
-from middleware.journal import redis_journal
+from middleware.job_log.journal import redis_journal
 from migrations import apply_migrations
 from models import EnrichmentLog, bind_database, utcnow
 from models.timeline import get_tree

@@ -21,7 +21,7 @@ import redis
 from dashboard import create_app
 from dashboard.security import CSP, bind_problem
 from models import Artist, EnrichmentLog, Settings, load_settings, utcnow
-from middleware.journal import redis_journal
+from middleware.job_log.journal import redis_journal
 from models.timeline import get_tree
 from workers import app
 from workers.cli.main import main as enrich_main

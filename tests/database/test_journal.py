@@ -23,8 +23,9 @@ import redis
 from dramatiq.brokers.redis import RedisBroker
 
 from middleware import DatabaseConnections, JobLinking
-from middleware.drainer import REJECTED_CODE, DatabaseDown, Drainer
-from middleware.journal import RedisJournal
+from middleware.job_log.drainer import DatabaseDown, Drainer
+from middleware.job_log.journal import RedisJournal
+from middleware.job_log.rows import REJECTED_CODE
 from models import EnrichmentLog
 
 from conftest import REDIS_TEST_URL
@@ -101,8 +102,8 @@ _KILLED_BEFORE_ACK = """
 import os, signal, sys, redis
 sys.path[:0] = [{tests!r}, {root!r}]
 from models import bind_database
-from middleware.drainer import Drainer
-from middleware.journal import RedisJournal
+from middleware.job_log.drainer import Drainer
+from middleware.job_log.journal import RedisJournal
 journal = RedisJournal(redis.Redis.from_url({redis_url!r}), {stream!r})
 journal.ack = lambda ids: os.kill(os.getpid(), signal.SIGKILL)  # committed, never acknowledged
 Drainer(journal, bind_database({pg_url!r}), batch_size=100000).drain_once()
@@ -235,7 +236,7 @@ def test_redis_refusing_the_final_write_holds_the_ack_until_it_is_written(redis_
     finally:
         client.delete("dramatiq:job-log")  # Redis takes writes again
     wait_for(lambda: not client.hexists("dramatiq:default.msgs", queued_as), timeout=15)
-    assert linking.flush(15)
+    assert linking.job_log.flush(15)
     assert rows()[message.message_id].status == "success"
 
 

@@ -39,9 +39,10 @@ import pytest
 from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 
-from middleware import log_rows
-from middleware.drainer import Drainer
-from middleware.journal import MemoryJournal
+from middleware.job_log import upsert
+from middleware.job_log.drainer import Drainer
+from middleware.job_log.journal import MemoryJournal
+from middleware.job_log.rows import ROW_COLUMNS
 from models import EnrichmentLog
 from models.job_log import DEGRADABLE_STATUSES, DEGRADED, FAILED, QUEUED, RETRYING, RUNNING
 
@@ -65,7 +66,7 @@ class Write:
 
     @property
     def key(self) -> tuple[int, int]:
-        return (self.retry_count, log_rows.phase_rank(self.status))
+        return (self.retry_count, upsert.phase_rank(self.status))
 
 
 def job_id(job: int) -> str:
@@ -117,7 +118,7 @@ def make_row(write: Write) -> dict:
         "created_at": now,
         "updated_at": now,
     }
-    assert set(row) == set(log_rows.ROW_COLUMNS)
+    assert set(row) == set(ROW_COLUMNS)
     return row
 
 

@@ -10,8 +10,9 @@ import redis
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 
-from middleware import JobLinking, log_rows
-from middleware.lost_work import LostWorkSweeper
+from middleware import JobLinking
+from middleware.job_log.lost_work import LostWorkSweeper
+from middleware.job_log.rows import ROW_COLUMNS
 from models import EnrichmentLog
 from models.base import utcnow
 
@@ -29,18 +30,18 @@ def broker(db):
     broker = RedisBroker(url=REDIS_TEST_URL)
     linking = JobLinking(lost_work_interval=0)  # the tests sweep by hand
     broker.add_middleware(linking)
-    linking.drainer_of(broker).start()  # as in a worker: the sweep waits for the journal to be applied
+    linking.job_log.bind(broker).drainer.start()  # as in a worker: the sweep waits for the journal to be applied
     broker.linking = linking
     broker.tree_root, broker.tree_leaf = declare(broker)
     broker.admin = client
     yield broker
-    linking.stop()
+    linking.job_log.stop()
     broker.close()
 
 
 def sweeper_of(broker, **options) -> LostWorkSweeper:
     """A sweeper as a drainer has it: fenced on the broker's job-log journal."""
-    return LostWorkSweeper(broker, journal=broker.linking.journal_of(broker), **options)
+    return LostWorkSweeper(broker, journal=broker.linking.job_log.bind(broker).journal, **options)
 
 
 def drop_message(broker, message, queue: str = "default") -> None:
@@ -92,13 +93,13 @@ def acked_with_its_end_still_in_the_journal(broker):
     root = broker.tree_root.send(1)
     child = broker.tree_leaf.send_with_options(args=(0.1,), parent_job_id=root.message_id)
     linking = broker.linking
-    linking.flush()
-    linking.drainer.stop()  # the drainers are behind
+    linking.job_log.flush()
+    linking.job_log.drainer.stop()  # the drainers are behind
     queued = Log.select().where(Log.job_id == child.message_id).dicts().get()
     now = utcnow()
-    ended = {name: queued[name] for name in log_rows.ROW_COLUMNS}
+    ended = {name: queued[name] for name in ROW_COLUMNS}
     ended.update(status="success", started_at=now, completed_at=now, updated_at=now, duration_ms=1)
-    linking.append(broker, ended)
+    linking.job_log.append(ended)
     drop_message(broker, child)  # acked: the message has left Redis
     return linking, root, child
 
@@ -106,7 +107,7 @@ def acked_with_its_end_still_in_the_journal(broker):
 def test_a_job_whose_end_waits_in_the_journal_is_never_marked_lost(broker):
     linking, root, child = acked_with_its_end_still_in_the_journal(broker)
     assert Log.get(Log.job_id == child.message_id).status == "queued"  # what the database says at the sweep
-    threading.Timer(1.0, linking.drainer.start).start()  # the drainer catches up during the sweep
+    threading.Timer(1.0, linking.job_log.drainer.start).start()  # the drainer catches up during the sweep
     assert sweeper_of(broker, grace_seconds=0).run_once() == 0
     rows = {r.job_id: r for r in Log.select()}
     assert rows[child.message_id].status == "success"
@@ -117,8 +118,8 @@ def test_a_journal_that_stays_behind_skips_the_sweep(broker, caplog):
     linking, root, child = acked_with_its_end_still_in_the_journal(broker)
     assert sweeper_of(broker, grace_seconds=0, fence_seconds=0.5).run_once() == 0
     assert Log.get(Log.job_id == child.message_id).status == "queued"  # not lost: its end is on its way
-    linking.drainer.start()
-    assert linking.flush(10)
+    linking.job_log.drainer.start()
+    assert linking.job_log.flush(10)
     assert Log.get(Log.job_id == child.message_id).status == "success"
 
 
@@ -153,7 +154,7 @@ def test_the_drainers_sweep_at_their_interval_and_mark_what_redis_lost(db):
         gone = broker.tree_leaf.send_with_options(args=(0.1,), parent_job_id=root.message_id)
         later = broker.tree_leaf.send_with_options(args=(0.1,), parent_job_id=root.message_id)
         drop_message(broker, gone)
-        linking.drainer_of(broker).start()
+        linking.job_log.bind(broker).drainer.start()
         wait_for(lambda: Log.get(Log.job_id == gone.message_id).status == "lost", timeout=15, interval=0.1)
         assert Log.get(Log.job_id == later.message_id).status == "queued"
         root_row = Log.get(Log.job_id == root.message_id)
@@ -162,7 +163,7 @@ def test_the_drainers_sweep_at_their_interval_and_mark_what_redis_lost(db):
         wait_for(lambda: Log.get(Log.job_id == later.message_id).status == "lost", timeout=15, interval=0.1)
         assert Log.get(Log.job_id == root.message_id).failed_children == 2
     finally:
-        linking.stop()
+        linking.job_log.stop()
         broker.close()
 
 
@@ -172,7 +173,7 @@ def test_a_running_job_whose_end_was_lost_with_redis_is_marked_lost_but_not_one_
     Log.update(status="success", completed_at=Log.created_at).where(Log.job_id == root.message_id).execute()
     ended = broker.tree_leaf.send_with_options(args=(0.1,), parent_job_id=root.message_id)
     held = broker.tree_leaf.send_with_options(args=(0.1,), parent_job_id=root.message_id)
-    broker.linking.flush()
+    broker.linking.job_log.flush()
     started = utcnow()
     Log.update(status="running", started_at=started, updated_at=started).where(
         Log.job_id.in_([ended.message_id, held.message_id])).execute()

@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from middleware import JobLinking
-from middleware.log_rows import count_failed_child
+from middleware.job_log.root_status import count_failed_child
 from models import EnrichmentLog, utcnow
 from workers.resend import ResendRefused, resend_job, resend_tree
 

@@ -47,7 +47,7 @@ def sender():
     tree_root, tree_leaf = declare(broker)
     broker.tree_root, broker.tree_leaf = tree_root, tree_leaf
     yield broker
-    linking.stop()
+    linking.job_log.stop()
     broker.close()
 
 

@@ -16,7 +16,7 @@ import pytest
 import redis
 from dramatiq.brokers.redis import RedisBroker
 
-from middleware.job_linking import shown
+from middleware.job_log.row_values import shown
 from models import EnrichmentLog
 from models.job_log import FINAL_STATUSES
 

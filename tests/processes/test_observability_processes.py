@@ -264,7 +264,7 @@ def _drain_command(pg_url: str, tmp_path, port: int):
 
 def _journal_tree(root: str, failing: int, fine: int) -> None:
     """A root and its children as the workers append them: the failed ones counted against the root."""
-    from middleware.journal import journal_for
+    from middleware.job_log.journal import journal_for
 
     from test_journal import row
 

@@ -40,7 +40,7 @@ class Harness:
 
     def stop(self):
         self.worker.stop()
-        self.linking.stop()
+        self.linking.job_log.stop()
         self.broker.close()
 
 
@@ -54,7 +54,7 @@ def drain(broker: StubBroker, worker: Worker, timeout: float = 30.0) -> None:
         worker.join()
         if all(q.qsize() == 0 and q.unfinished_tasks == 0 for q in broker.queues.values()):
             for linking in (m for m in broker.middleware if isinstance(m, JobLinking)):
-                assert linking.flush(max(deadline - time.monotonic(), 1.0)), "the job-log journal was not drained"
+                assert linking.job_log.flush(max(deadline - time.monotonic(), 1.0)), "the job-log journal was not drained"
             return
     raise TimeoutError("queues did not drain")
 

@@ -12,61 +12,54 @@ import json
 import signal
 import sys
 
+from middleware.job_log import JobLog, JobLogRefused
 from models import Settings
 
 from .common import CommandError, note
 
 
-def _linking(settings: Settings):
-    """The broker's JobLinking and its journal; the broker without actors: a drainer runs none."""
-    from middleware.journal import MemoryJournal
+def _job_log(settings: Settings) -> JobLog:
+    """The broker's job log; the broker without actors: a drainer runs none."""
+    from ..broker import build_broker, job_log
 
-    from ..broker import build_broker, job_linking
-
-    broker = build_broker(settings)
-    linking = job_linking(broker)
-    journal = linking.journal_of(broker)
-    if isinstance(journal, MemoryJournal):
+    found = job_log(build_broker(settings))
+    if found.in_memory:
         raise CommandError("REDIS_URL is not set: without Redis the job log is drained inside each process "
                            "(enrich run, enrich demo); enrich drain needs the workers' Redis")
-    return broker, linking, journal
+    return found
 
 
 def cmd_drain(args: argparse.Namespace, settings: Settings) -> int:
-    broker, linking, journal = _linking(settings)
+    job_log = _job_log(settings)
     if args.list_rejected:
-        rejected = journal.rejected(args.limit)
+        rejected = job_log.rejected(args.limit)
         if args.json:
             print(json.dumps([{"id": entry_id, "error": error, "failed_child_of": entry.failed_child_of,
                                "row": entry.row} for entry_id, entry, error in rejected], indent=2, default=str))
         else:
             for entry_id, entry, error in rejected:
                 print(f"{entry_id}  {entry.row.get('job_id')}  {entry.row.get('status')}  {error}")
-            note(f"{len(rejected)} rejected row(s) in {journal.where}"
+            note(f"{len(rejected)} rejected row(s) in {job_log.where}"
                  + ("; enrich drain --list-rejected --json prints them in full" if rejected else ""))
         return 0
     if args.replay_rejected:
-        moved = journal.replay_rejected()
+        moved = job_log.replay_rejected()
         print(f"{moved} rejected row(s) appended to the journal again")
         return 0
-    from middleware import log_database
-
     try:
-        log_database.refuse_unless_ready(linking.database)
-    except log_database.JobLogRefused as exc:
+        job_log.check_database()
+    except JobLogRefused as exc:
         raise CommandError(f"refusing to start: {exc}") from None
-    drainer = linking.drainer_of(broker)
-    _serve_metrics(linking, settings)
+    _serve_metrics(job_log, settings)
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: drainer.request_stop())
-    note(f"draining the job-log journal {journal.key!r} into the database (Ctrl-C stops)")
-    drainer.run()
-    drainer.stop(timeout=0)
-    print(json.dumps(journal.stats()), file=sys.stderr)
+        signal.signal(signum, lambda *_: job_log.request_stop())
+    note(f"draining the job-log journal {job_log.keys[0]!r} into the database (Ctrl-C stops)")
+    job_log.drain_until_stopped()
+    print(json.dumps(job_log.stats()), file=sys.stderr)
     return 0
 
 
-def _serve_metrics(linking, settings: Settings) -> None:
+def _serve_metrics(job_log: JobLog, settings: Settings) -> None:
     """The drainer's metrics on PROMETHEUS_HOST:DRAIN_PROMETHEUS_PORT: with JOB_LOG_DRAIN_IN_WORKERS=0
     only drainers know the journal's drained and refused rows and the roots turning degraded."""
     from prometheus_client import CollectorRegistry, start_http_server
@@ -84,7 +77,7 @@ def _serve_metrics(linking, settings: Settings) -> None:
              "to a free port, or to 0 to turn metrics off")
         return
     enable_metrics(registry)
-    observe_journal(linking.stats)
+    observe_journal(job_log.stats)
     note(f"metrics on http://{settings.prometheus_host}:{settings.drain_prometheus_port}/metrics")
 
 

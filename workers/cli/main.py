@@ -31,6 +31,7 @@ import peewee
 
 from models import Album, Artist, ConfigError, Settings, Track, bind_database, load_settings, utcnow
 from models.database import redact_url
+from models.error_text import first_line
 from models.job_log import STATUSES
 from models.timeline import MAX_LIMIT, get_tree, list_roots
 
@@ -438,12 +439,8 @@ def build_parser() -> argparse.ArgumentParser:
 # -- errors as one line -----------------------------------------------------------------------------
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
 def _database_message(exc: peewee.DatabaseError, settings: Settings) -> str:
-    text = _first_line(exc)
+    text = first_line(exc)
     if isinstance(exc, peewee.OperationalError) and ("connect" in text or "server" in text):
         return f"cannot reach the database at {redact_url(settings.database_url)}: {text}"
     if "no such table" in text or "does not exist" in text:
@@ -521,7 +518,7 @@ def _run(argv: Optional[list[str]], settings: Optional[Settings]) -> int:
         print(f"enrich {args.command}: {visible(_database_message(exc, settings))}", file=sys.stderr)
     except _broker_errors() as exc:
         url = redact_url(settings.redis_url or "")
-        print(f"enrich {args.command}: cannot reach Redis at {url}: {visible(_first_line(exc))}", file=sys.stderr)
+        print(f"enrich {args.command}: cannot reach Redis at {url}: {visible(first_line(exc))}", file=sys.stderr)
     except KeyboardInterrupt:
         print(f"\nenrich {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -28,7 +28,7 @@ entry (every job whose message was gone had appended its end before its ack)
 and marks only rows that have not moved since they were read.  A journal
 that stays behind for ``fence_seconds`` skips the sweep until the next one.
 
-The drainers run it (``JobLinking`` gives each drainer one, on a Redis
+The drainers run it (``JobLog`` gives each drainer one, on a Redis
 broker): a thread beside each drain calls ``maybe_run`` about once a second;
 the process that gets the lock looks, waits for the journal (its drainer
 draining on meanwhile), then marks::
@@ -67,13 +67,13 @@ from models.base import utcnow
 from models.database import database as default_database
 from models.job_log import LOST, QUEUED, RETRYING, RUNNING, EnrichmentLog
 
-from .log_rows import count_failed_child
+from .root_status import count_failed_child
+from .rows import LOST_COLUMNS, JobLogRow
 
 logger = structlog.get_logger("middleware.lost_work")
 
 Log = EnrichmentLog
 LOCK_KEY = "enrich:lost-work-sweep"
-ERROR_CODE = "message_lost"
 # Dramatiq's JSON encoder writes the message id as a key of the body (reading it by pattern
 # costs a tenth of decoding every body).
 _MESSAGE_ID = re.compile(rb'"message_id":\s*"([^"]+)"')
@@ -200,20 +200,20 @@ class LostWorkSweeper:
     def _mark_lost(self, rows: list[tuple]) -> int:
         """Mark each row lost if it has not moved since it was read; count it against its root."""
         marked = 0
-        now = utcnow()
         for row in rows:
             row_id, job_id, parent, status, retry_count, updated_at, _ = row
             reason = self._reason(self._queue_of(row), status)
+            lost = JobLogRow.lost(job_id, parent, retry_count, reason)
             with self.database.atomic():
                 changed = (
-                    Log.update({Log.status: LOST, Log.own_status: LOST, Log.error_code: ERROR_CODE,
-                                Log.last_error: reason, Log.completed_at: now, Log.updated_at: now})
+                    Log.update({**{getattr(Log, name): getattr(lost, name) for name in LOST_COLUMNS},
+                                Log.own_status: LOST})
                     .where((Log.id == row_id) & (Log.status == status) & (Log.retry_count == retry_count)
                            & (Log.updated_at == updated_at))
                     .execute(self.database)
                 )
                 if changed and parent is not None:
-                    count_failed_child(parent, self.database)
+                    count_failed_child(parent, self.database)  # root_status, rule 1
             if changed:
                 marked += 1
                 logger.warning("job marked lost: its message is nowhere in Redis", job_id=job_id,

@@ -15,7 +15,8 @@ from typing import Any, Callable, Optional
 
 import structlog
 
-from .fork_reset import reset_in_forked_children
+from ..background import BackgroundLoop
+from ..fork_reset import reset_in_forked_children
 from .journal import JournalUnavailable
 
 logger = structlog.get_logger("middleware.job_linking")
@@ -34,15 +35,16 @@ class StartRows:
         self.hold = hold
         self._held: dict[str, tuple[float, dict[str, Any]]] = {}
         self._lock = threading.Lock()
-        self._thread: Optional[threading.Thread] = None
+        # Appends the starts held past ``hold``: held rows must not wait for their job's end.
+        self._appender = BackgroundLoop("job-log-start-rows", lambda: self.flush(due_only=True), hold / 2,
+                                        first_pause=True)
         reset_in_forked_children(self)
 
     def hold_row(self, row: dict[str, Any]) -> None:
         with self._lock:
             self._held[row["job_id"]] = (time.monotonic() + self.hold, row)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="job-log-start-rows", daemon=True)
-                self._thread.start()
+        if not self._appender.running:
+            self._appender.start()
 
     def take(self, job_id: str) -> Optional[dict[str, Any]]:
         """The job's start row if it is still held (the caller folds it into the job's end)."""
@@ -62,14 +64,6 @@ class StartRows:
                 # The job's end carries everything its start has: only `running` is missing meanwhile.
                 logger.warning("job start not written to the job-log journal", job_id=row["job_id"], error=str(exc))
 
-    def _run(self) -> None:
-        while True:
-            time.sleep(self.hold / 2)
-            try:
-                self.flush(due_only=True)
-            except Exception:  # never let the thread die: held rows would wait for their job's end
-                logger.exception("appending held job start rows failed")
-
     def after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
-        self._held, self._thread = {}, None
+        self._held = {}

@@ -1,4 +1,4 @@
-"""The database JobLinking writes to, and the check a process makes before it consumes anything."""
+"""The database the job log is written to, and the check a process makes before it consumes anything."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Optional
 import peewee
 
 from models.database import bind_database, database as default_database
+from models.error_text import first_line
 from models.settings import ConfigError, job_log_settings
 
 
@@ -56,9 +57,7 @@ def problem(db) -> Optional[str]:
             if not db.is_closed():
                 db.close()
     except peewee.DatabaseError as exc:
-        text = str(exc).strip()
-        first = text.splitlines()[0] if text else type(exc).__name__
-        return f"cannot reach the job-log database {describe(db)}: {first}"  # the driver never prints the password
+        return f"cannot reach the job-log database {describe(db)}: {first_line(exc)}"  # the driver never prints the password
     return None if found is None else f"job-log database {describe(db)}: {found}"
 
 

@@ -1,6 +1,6 @@
-"""The SQL that writes job-log rows: one guarded upsert, one atomic root update.
+"""The SQL that writes job-log rows: one guarded upsert (the root's count is ``root_status``).
 
-Both statements are safe to run in any order and more than once:
+It is safe to run in any order and more than once:
 
 * the upsert only moves a row forward, ordered by (retry_count, phase) where
   the ``queued`` write made at send time precedes everything of its attempt,
@@ -8,68 +8,28 @@ Both statements are safe to run in any order and more than once:
   N+1, which precedes any final status of that attempt (``enrich resend``
   sends a job again with retry_count + 1, so its ``queued`` row moves a
   final row forward, the one way back from a final status);
-* a root's own final write, and a child's failure, each look at the other's
-  result inside the same UPDATE, so whichever lands second turns the root
-  ``degraded``; a child row that leaves ``failed`` again (a redelivery that
-  succeeds) takes its failure back through migration 0006's trigger.
+* a root's own write looks at its ``failed_children`` inside the same
+  statement (``root_status``, rule 2), so a child's failure counted before
+  or after it turns the root ``degraded`` either way.
 """
 
 from __future__ import annotations
 
 import re
 import weakref
-from typing import Any, Optional
+from typing import Any
 
 import peewee
 from peewee import EXCLUDED, SQL, Case, Function, JSONField, Select, UUIDField, fn
 
-from models.base import utcnow
 from models.database import is_postgres
-from models.job_log import (
-    DEGRADABLE_STATUSES,
-    DEGRADED,
-    FAILED,
-    JOB_ID_PRESENT,
-    QUEUED,
-    RETRYING,
-    RUNNING,
-    EnrichmentLog,
-)
+from models.job_log import FAILED, JOB_ID_PRESENT, QUEUED, RETRYING, RUNNING, EnrichmentLog
 
-from .json_text import json_text
+from ..json_text import json_text
+from .root_status import status_on_own_write
+from .rows import ROW_COLUMNS
 
 T = EnrichmentLog
-
-# Every write carries all of these, so one multi-row INSERT can hold any mix.
-ROW_COLUMNS = (
-    "id",
-    "job_id",
-    "parent_job_id",
-    "is_root_job",
-    "operation",
-    "entity_type",
-    "entity_id",
-    "status",
-    "reason",
-    "sources",
-    "fields_enriched",
-    "data_quality_before",
-    "data_quality_after",
-    "retry_count",
-    "last_error",
-    "error_code",
-    "api_call_count",
-    "enqueued_at",
-    "started_at",
-    "completed_at",
-    "duration_ms",
-    "details",
-    "triggered_by",
-    "message",
-    "due_at",
-    "created_at",
-    "updated_at",
-)
 
 # Columns a later write only fills in, never blanks out.
 _KEEP_WHEN_MISSING = (
@@ -121,12 +81,7 @@ def _update_clause() -> dict:
         {
             T.parent_job_id: EXCLUDED.parent_job_id,
             T.is_root_job: EXCLUDED.is_root_job,
-            # A root that finishes after a child failed for good is degraded.
-            T.status: Case(
-                None,
-                [((EXCLUDED.status.in_(DEGRADABLE_STATUSES)) & (T.failed_children > 0), DEGRADED)],
-                EXCLUDED.status,
-            ),
+            T.status: status_on_own_write(EXCLUDED.status, T.failed_children),  # root_status, rule 2
             T.own_status: EXCLUDED.own_status,
             T.retry_count: EXCLUDED.retry_count,
             T.sources: EXCLUDED.sources,
@@ -142,8 +97,8 @@ def _update_clause() -> dict:
     return update
 
 
-# failed_children is only ever changed by count_failed_child() (and taken back
-# by migration 0006's trigger); own_status is the written status, kept apart.
+# failed_children is only ever changed by the rule in root_status; own_status is
+# the written status, kept apart.
 INSERT_COLUMNS = ROW_COLUMNS + ("failed_children", "own_status")
 _INSERT_FIELDS = [getattr(T, c) for c in INSERT_COLUMNS]
 
@@ -292,51 +247,6 @@ def statuses_of(job_ids: list[str], lock: bool, db=None) -> dict[str, str]:
     return {job_id: status for job_id, status in query.tuples().execute(db or T._meta.database)}
 
 
-def count_failed_child(root_job_id: str, db=None) -> bool:
-    """One atomic UPDATE of the root: +1 failed child, degraded if it had finished well.
-
-    Returns False when there is no such root row (a legacy id, a root on
-    another database).
-    """
-    updated = (
-        T.update(
-            {
-                T.failed_children: T.failed_children + 1,
-                T.status: Case(None, [(T.status.in_(DEGRADABLE_STATUSES), DEGRADED)], T.status),
-                T.updated_at: utcnow(),
-            }
-        )
-        .where((T.job_id == root_job_id) & (T.is_root_job == True))  # noqa: E712
-        .execute(db or T._meta.database)
-    )
-    return updated > 0
-
-
-def count_failed_children(counts: dict[str, int], db=None) -> dict[str, Optional[tuple[str, str, int]]]:
-    """``count_failed_child`` for many roots at once (``{root job id: failures}``); returns the roots found,
-    each with its (operation, status, failed_children) after the update on PostgreSQL (None on SQLite).
-
-    On PostgreSQL one UPDATE for the whole batch: a drainer's batch holds
-    failures of hundreds of trees, and one round trip each would cost more
-    than the batch's upsert.
-    """
-    db = db if db is not None else T._meta.database
-    if not counts:
-        return {}
-    if not is_postgres(db):
-        return {root: None for root, n in counts.items() for _ in range(n) if count_failed_child(root, db)}
-    roots = sorted(counts)
-    degradable = ", ".join(f"'{status}'" for status in DEGRADABLE_STATUSES)
-    cursor = db.execute_sql(
-        "UPDATE enrichment_logs AS t SET failed_children = t.failed_children + v.n, "
-        f"status = CASE WHEN t.status IN ({degradable}) THEN '{DEGRADED}' ELSE t.status END, updated_at = %s "
-        "FROM unnest(%s::text[], %s::int[]) AS v(job_id, n) "
-        "WHERE t.job_id = v.job_id AND t.is_root_job RETURNING t.job_id, t.operation, t.status, t.failed_children",
-        [utcnow(), roots, [counts[root] for root in roots]],
-    )
-    return {job_id: (operation, status, failed) for job_id, operation, status, failed in cursor.fetchall()}
-
-
 def existing_roots(job_ids: list[str], db=None) -> set[str]:
     """Which of these job ids have a root row."""
     if not job_ids:
@@ -345,5 +255,4 @@ def existing_roots(job_ids: list[str], db=None) -> set[str]:
     return {job_id for (job_id,) in query.tuples().execute(db or T._meta.database)}
 
 
-__all__ = ["ROW_COLUMNS", "FAILED", "order_key", "upsert_rows", "statuses_of", "count_failed_child", "count_failed_children",
-           "existing_roots"]
+__all__ = ["FAILED", "merge_rows", "order_key", "upsert_rows", "statuses_of", "existing_roots"]

@@ -12,26 +12,38 @@ import re
 import uuid
 from typing import Any, Optional
 
-MAX_ID_LENGTH = 100
-MAX_TRIGGERED_BY = 50
-MAX_ATTEMPT = 2**31 - 1  # what retry_count (an INTEGER) can hold
+from models.job_log import MAX_ID_LENGTH, MAX_INTEGER, MAX_TRIGGERED_BY
+
+MAX_ATTEMPT = MAX_INTEGER  # what retry_count can hold
 MAX_RETRIES_OPTION = MAX_ATTEMPT - 1  # a retry's row counts one more than its ``retries`` option: that must fit too
 # A lone surrogate (half a UTF-16 pair, e.g. from a bad decode) is text no database encodes.
 CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 LONE_SURROGATES = re.compile(r"[\ud800-\udfff]")
 
 
-def check_job_id(value: Any, max_length: int = MAX_ID_LENGTH) -> Optional[str]:
-    """Why ``value`` cannot be a job id, or None when it can."""
+def job_id_problem(value: Any, longest: int = MAX_ID_LENGTH) -> Optional[str]:
+    """Why ``value`` cannot be a job id (or a ``triggered_by``, ``longest`` 50), or None when it can."""
     if not isinstance(value, str):
         return f"not a string ({type(value).__name__})"
     if not value:
         return "empty"
-    if len(value) > max_length:
-        return f"longer than {max_length} characters ({len(value)})"
+    if len(value) > longest:
+        return f"longer than {longest} characters ({len(value)})"
     if CONTROL_CHARS.search(value):
         return "contains control characters or lone surrogates"
     return None
+
+
+def is_job_id(value: Any) -> bool:
+    """Whether ``value`` can key a job-log row."""
+    return job_id_problem(value) is None
+
+
+def parent_problem(parent: Any, job_id: Any) -> Optional[str]:
+    """Why ``parent`` cannot be the ``parent_job_id`` of job ``job_id``, or None when it can (or is None)."""
+    if parent is None:
+        return None
+    return job_id_problem(parent) or ("is the job's own id" if parent == job_id else None)
 
 
 def shown(value: Any) -> str:
@@ -107,4 +119,4 @@ def started_by_details(options: dict) -> Optional[dict]:
 
 def triggered_by(options: dict) -> Optional[str]:
     value = options.get("triggered_by")
-    return None if check_job_id(value, MAX_TRIGGERED_BY) else value
+    return None if job_id_problem(value, MAX_TRIGGERED_BY) else value

@@ -3,7 +3,7 @@
 Each pass reads up to ``batch_size`` entries (waiting at most ``block_ms``
 for the first), folds the writes of one job into one row, and applies the
 batch in ONE transaction with the guarded upsert and the atomic root update
-of ``log_rows`` (order-safe and idempotent), then acknowledges the entries,
+of ``upsert`` and ``root_status`` (order-safe and idempotent), then acknowledges the entries,
 which deletes them from the journal.  Any number of drainers may share one
 journal: an entry applied twice has the same effect as once, and a failed
 child is counted on its root only by the transaction that turns its row
@@ -23,7 +23,7 @@ child is counted on its root only by the transaction that turns its row
   that hold nothing are deleted from the group after ``6 * claim_idle``.
 * A child's failure whose root row is not in the database yet (the root's
   start is in another drainer's batch) waits, for up to ``root_wait`` seconds.
-* With a ``sweeper`` (``middleware.lost_work``), a thread beside the drain
+* With a ``sweeper`` (``lost_work``), a thread beside the drain
   asks for the sweep's lock every second; the process that gets it looks for
   lost work and marks it once the journal is applied through what was
   appended before it looked.
@@ -34,7 +34,6 @@ from __future__ import annotations
 import os
 import random
 import socket
-import threading
 import time
 from dataclasses import dataclass, field
 from itertools import count as counter
@@ -44,19 +43,21 @@ import peewee
 import structlog
 
 from models.database import is_postgres
-from models.job_log import DEGRADED, QUEUED, RETRYING, RUNNING
+from models.error_text import first_line
 
-from . import log_rows
-from .fork_reset import reset_in_forked_children
+from ..background import BackgroundLoop
+from ..fork_reset import reset_in_forked_children
+from ..observability import observe_root_degraded
+from . import upsert
 from .journal import Entry, Journal, JournalUnavailable, with_datetimes
-from .observability import observe_root_degraded
+from .root_status import count_failed_children, turned_degraded
+from .rows import JobLogRow
 
 logger = structlog.get_logger("middleware.job_log_drainer")
 
 # Errors that mean "the database is not there right now": keep and retry.
 # Anything else is a problem with a row: put it aside instead of retrying forever.
 OUTAGE_ERRORS = (peewee.OperationalError, peewee.InterfaceError)
-REJECTED_CODE = "log_row_rejected"
 _drainer_numbers = counter(1)
 
 
@@ -73,7 +74,7 @@ class JobWrite:
     entries: list[Entry] = field(default_factory=list)
 
     def add(self, entry: Entry) -> None:
-        self.row = log_rows.merge_rows(self.row, entry.row)
+        self.row = upsert.merge_rows(self.row, entry.row)
         self.failed_child_of = self.failed_child_of or entry.failed_child_of
         self.entries.append(entry)
 
@@ -138,7 +139,12 @@ class Drainer:
         self.retry_backoff = retry_backoff
         self.warn_every = warn_every
         self.sweeper = sweeper
-        self._sweeping: Optional[threading.Thread] = None
+        self._loop = BackgroundLoop("job-log-drainer", self._drain_pass, retry_backoff[0])
+        # Beside the drain: a sweep waits for the journal to be applied, and the drain must not
+        # wait for a sweep.  The sweep's Redis lock, not this interval, spaces the sweeps.
+        self._sweeping = BackgroundLoop("lost-work-sweeper", sweeper.maybe_run if sweeper else None, 1.0,
+                                        first_pause=True)
+        self._backoff = retry_backoff[0]
         self.consumer = self._consumer_name()
         self._held: list[Entry] = []  # read, not applied yet (the database was down)
         self._deferred: dict[str, tuple[float, list[Entry]]] = {}  # job -> (next try, entries): root missing
@@ -148,8 +154,6 @@ class Drainer:
         self._next_forget = 0.0
         self._trouble_since: Optional[float] = None
         self._last_warning = float("-inf")
-        self._thread: Optional[threading.Thread] = None
-        self._stopping = threading.Event()
         self._own = None  # the drainer's own PostgreSQL connection
         self._own_source = None
         reset_in_forked_children(self)
@@ -161,58 +165,43 @@ class Drainer:
     # -- the thread ---------------------------------------------------------------
 
     def start(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
-            return
-        self._stopping.clear()
-        self._thread = threading.Thread(target=self.run, name="job-log-drainer", daemon=True)
-        self._thread.start()
+        """Drain on a thread of its own (and sweep for lost work beside it, with a sweeper)."""
+        if self.sweeper is not None:
+            self._sweeping.start()
+        self._loop.start()
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._loop.running
 
     def run(self) -> None:
-        """Drain until ``stop()``: retry with backoff while the database or Redis is down."""
-        self._start_sweeping()
-        backoff = self.retry_backoff[0]
-        while not self._stopping.is_set():
-            try:
-                self.drain_once()
-                backoff = self.retry_backoff[0]
-                continue
-            except (DatabaseDown, JournalUnavailable) as exc:
-                self._note_trouble(exc)
-            except Exception:  # a bug must not end the drain: log it and go on
-                logger.exception("job log drainer pass failed; retrying")
-            self._stopping.wait(backoff)
-            backoff = min(backoff * 2, self.retry_backoff[1])
+        """Drain in the calling thread until ``request_stop()`` (``enrich drain``)."""
+        if self.sweeper is not None:
+            self._sweeping.start()
+        self._loop.run()
 
-    def _start_sweeping(self) -> None:
-        # A thread beside the drain: a sweep waits for the journal to be applied, and this
-        # thread's passes must not wait for a sweep.
-        if self.sweeper is None or (self._sweeping is not None and self._sweeping.is_alive()):
-            return
-        self._sweeping = threading.Thread(target=self._sweep_lost_work, name="lost-work-sweeper", daemon=True)
-        self._sweeping.start()
-
-    def _sweep_lost_work(self) -> None:
-        while not self._stopping.wait(1.0):  # the sweep's Redis lock, not this, spaces the sweeps
-            try:
-                self.sweeper.maybe_run()
-            except Exception:  # Redis or the database away: the next interval's sweep tries again
-                logger.exception("lost-work sweep failed; the next interval tries again")
+    def _drain_pass(self) -> float:
+        """One pass of the loop; the pause before the next: none, or a growing backoff while the
+        database or Redis is down (any other exception is the loop's to log)."""
+        try:
+            self.drain_once()
+        except (DatabaseDown, JournalUnavailable) as exc:
+            self._note_trouble(exc)
+            pause, self._backoff = self._backoff, min(self._backoff * 2, self.retry_backoff[1])
+            return pause
+        self._backoff = self.retry_backoff[0]
+        return 0
 
     def request_stop(self) -> None:
         """Make ``run()`` return after the pass in progress (from a signal handler)."""
-        self._stopping.set()
+        self._loop.request_stop()
+        self._sweeping.request_stop()
 
     def stop(self, timeout: float = 10.0) -> bool:
         """Drain what this process appended (for up to ``timeout`` seconds), then stop; True if all of it was."""
         drained = self.flush(timeout)
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        self._loop.stop(timeout)
+        self._sweeping.stop(timeout)
         self._close_own_connection()
         return drained
 
@@ -233,10 +222,7 @@ class Drainer:
         return False
 
     def after_fork_in_child(self) -> None:
-        # The parent's thread does not exist here and its connection belongs to its session.
-        self._thread = None
-        self._sweeping = None
-        self._stopping = threading.Event()
+        # The parent's connection belongs to its session (its loops reset themselves).
         self.consumer = self._consumer_name()
         self._held, self._deferred, self._waiting_since = [], {}, {}
         if self._own is not None:
@@ -251,7 +237,7 @@ class Drainer:
         self._held = []
         now = time.monotonic()
         for job_id, (due, deferred) in list(self._deferred.items()):
-            if due <= now or self._stopping.is_set():
+            if due <= now or self._loop.stopping:
                 entries.extend(deferred)
                 del self._deferred[job_id]
         try:
@@ -284,7 +270,7 @@ class Drainer:
     def _gather_more(self, entries: list[Entry]) -> list[Entry]:
         """Wait until the oldest entry is ``gather`` old, then take what else has come (never blocking)."""
         pause = self.gather - (time.time() - min(entry.appended_at for entry in entries))
-        if pause > 0 and not self._stopping.wait(pause):
+        if pause > 0 and not self._loop.wait(pause):
             return self.journal.read(self.consumer, self.batch_size - len(entries), 0)
         return []
 
@@ -297,7 +283,7 @@ class Drainer:
             return True
         except Exception as exc:  # the journal has them: a drainer applies them later
             logger.warning("job log rows not applied at once; a drainer applies them from the journal",
-                           error=f"{type(exc).__name__}: {_first_line(exc)}")
+                           error=f"{type(exc).__name__}: {first_line(exc)}")
             return False
         finally:
             if was_closed and not db.is_closed():
@@ -331,7 +317,7 @@ class Drainer:
             deferred = self._commit_retrying_conflicts(list(jobs.values()))
         except OUTAGE_ERRORS as exc:
             self._held = entries
-            raise DatabaseDown(_first_line(exc)) from exc
+            raise DatabaseDown(first_line(exc)) from exc
         except Exception:  # a row the database refuses: find it, settle the others
             try:
                 deferred = self._commit_one_by_one(list(jobs.values()))
@@ -369,14 +355,14 @@ class Drainer:
             try:
                 deferred += self._commit([job])
             except OUTAGE_ERRORS as exc:
-                raise DatabaseDown(_first_line(exc)) from exc
+                raise DatabaseDown(first_line(exc)) from exc
             except Exception as exc:
                 self._reject(job, exc)
         return deferred
 
     def _reject(self, job: JobWrite, exc: Exception) -> None:
         """Put the refused write aside, and still end the job with a minimal row."""
-        error = f"{type(exc).__name__}: {_first_line(exc)}"
+        error = f"{type(exc).__name__}: {first_line(exc)}"
         # The job's writes of this batch, folded: one entry to read and to replay.
         self.journal.put_aside([Entry(job.entries[-1].id, job.row, job.failed_child_of)], error)
         logger.error(
@@ -386,13 +372,13 @@ class Drainer:
             kept_in=self.journal.where,
             row=_printable(job.row),
         )
-        row = minimal_row(job.row, f"the database refused this job's log row ({error}); "
-                                   f"the full row is kept in {self.journal.where}")
+        row = JobLogRow.rejected(job.row, f"the database refused this job's log row ({error}); "
+                                          f"the full row is kept in {self.journal.where}").as_dict()
         try:
             self._commit([JobWrite(row, job.failed_child_of, job.entries)], wait_for_root=False)
         except Exception as second:
             logger.error("even the minimal job log row was refused", job_id=row.get("job_id"),
-                         error=f"{type(second).__name__}: {_first_line(second)}")
+                         error=f"{type(second).__name__}: {first_line(second)}")
 
     # -- the transaction ---------------------------------------------------------------
 
@@ -407,7 +393,7 @@ class Drainer:
         failing = [job for job in jobs if job.failed_child_of]
         try:
             if not failing:
-                log_rows.upsert_rows([job.row for job in jobs], db)  # one statement: its own transaction
+                upsert.upsert_rows([job.row for job in jobs], db)  # one statement: its own transaction
                 return []
             with db.atomic():
                 return self._upsert_counting_failures(db, jobs, failing, wait_for_root)
@@ -425,22 +411,21 @@ class Drainer:
                 "SELECT count(pg_advisory_xact_lock(hashtext(j))) FROM (SELECT unnest(%s::text[]) AS j ORDER BY 1) s",
                 [failing_ids],
             )
-        before = log_rows.statuses_of(failing_ids, lock=postgres, db=db)
+        before = upsert.statuses_of(failing_ids, lock=postgres, db=db)
         # Count a child's failure on its root only when this write is what makes it failed.
-        newly_failed = [job for job in failing if before.get(job.row["job_id"]) != log_rows.FAILED]
+        newly_failed = [job for job in failing if before.get(job.row["job_id"]) != upsert.FAILED]
         deferred = self._waiting_for_root(db, jobs, newly_failed) if wait_for_root else []
         waiting = {id(job) for job in deferred}
         ready = [job.row for job in jobs if id(job) not in waiting]
         if ready:
-            log_rows.upsert_rows(ready, db)
+            upsert.upsert_rows(ready, db)
         counts: dict[str, int] = {}
         for job in newly_failed:
             if id(job) not in waiting:
                 counts[job.failed_child_of] = counts.get(job.failed_child_of, 0) + 1
-        found = log_rows.count_failed_children(counts, db)
+        found = count_failed_children(counts, db)  # root_status, rule 1
         for root, after in found.items():
-            # This batch made the tree's first failures: the root turned (or will end) degraded.
-            if after is not None and after[2] == counts[root] and after[1] in (DEGRADED, RUNNING, RETRYING, QUEUED):
+            if after is not None and turned_degraded(after[1], after[2], counts[root]):
                 observe_root_degraded(after[0])
         for job in newly_failed:
             if id(job) not in waiting and job.failed_child_of not in found:
@@ -457,14 +442,14 @@ class Drainer:
         if not roots:
             return []
         present = {job.row["job_id"] for job in jobs if job.row.get("is_root_job")}
-        present |= log_rows.existing_roots(sorted(roots - present), db)
+        present |= upsert.existing_roots(sorted(roots - present), db)
         now = time.monotonic()
         waiting = []
         for job in newly_failed:
             if job.failed_child_of in present:
                 continue
             since = self._waiting_since.setdefault(job.row["job_id"], now)
-            if now - since < self.root_wait and not self._stopping.is_set():
+            if now - since < self.root_wait and not self._loop.stopping:
                 waiting.append(job)
         return waiting
 
@@ -502,7 +487,7 @@ class Drainer:
         where = "Redis (the job-log journal)" if isinstance(exc, JournalUnavailable) else "log database"
         logger.warning(
             f"{where} unavailable; job log rows wait in the journal and are retried",
-            error=_first_line(exc),
+            error=first_line(exc),
             backlog_entries=stats["entries"],
             oldest_entry_age_seconds=stats["oldest_age_seconds"],
             down_for_seconds=round(now - self._trouble_since, 1),
@@ -516,29 +501,10 @@ class Drainer:
             self._last_warning = float("-inf")
 
 
-def minimal_row(row: dict[str, Any], why: str) -> dict[str, Any]:
-    """The row reduced to what identifies the job and its status, for a row the database refused."""
-    keep = ("id", "job_id", "parent_job_id", "is_root_job", "status", "retry_count", "enqueued_at",
-            "started_at", "completed_at", "created_at", "updated_at")
-    minimal = {name: None for name in log_rows.ROW_COLUMNS}
-    minimal.update({name: row.get(name) for name in keep})
-    minimal.update(
-        operation=str(row.get("operation") or "unknown")[:100].replace("\x00", ""),
-        sources=[], fields_enriched=[], api_call_count=0,
-        error_code=REJECTED_CODE, last_error=why.replace("\x00", "")[:2000],
-    )
-    return minimal
-
-
 def _is_conflict(exc: Exception) -> bool:
     """A deadlock or serialization failure (peewee keeps the driver's exception as its first argument)."""
     original = exc.args[0] if exc.args else None
     return getattr(original, "pgcode", None) in ("40P01", "40001")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _printable(row: dict[str, Any]) -> dict[str, Any]:
@@ -560,4 +526,4 @@ def _discard_connection(db) -> None:
         pass
 
 
-__all__ = ["Drainer", "DatabaseDown", "REJECTED_CODE", "minimal_row", "fold"]
+__all__ = ["Drainer", "DatabaseDown", "fold"]
