@@ -1,7 +1,10 @@
 """The job log: one row of ``enrichment_logs`` per Dramatiq message.
 
 Column names are part of the product's interface (operators and dashboards
-query them); keep them as they are.
+query them); keep them as they are.  Rows are written by the job-log engine
+(``middleware/job_log``); when a root shows ``degraded`` is decided by one
+rule, in ``middleware/job_log/root_status.py`` (``failed_children`` and
+``own_status`` below are its columns).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ NO_DATA = "no_data"
 SKIPPED = "skipped"
 FAILED = "failed"
 DEGRADED = "degraded"
-LOST = "lost"  # the message vanished from the broker before it ran (middleware/lost_work.py)
+LOST = "lost"  # the message vanished from the broker before it ran (middleware/job_log/lost_work.py)
 
 STATUSES = (QUEUED, RUNNING, RETRYING, SUCCESS, PARTIAL_SUCCESS, NO_DATA, SKIPPED, FAILED, DEGRADED, LOST)
 FINAL_STATUSES = (SUCCESS, PARTIAL_SUCCESS, NO_DATA, SKIPPED, FAILED, DEGRADED, LOST)
@@ -45,7 +48,7 @@ class EnrichmentLog(TimestampedModel):
 
     status = peewee.CharField(max_length=20, default=RUNNING)
     # The job's own last status, while ``status`` shows ``degraded`` for a root
-    # with failed children (restored if they recover: migration 0006).
+    # with failed children (restored if they recover): middleware/job_log/root_status.py.
     own_status = peewee.CharField(max_length=20, null=True)
     reason = peewee.TextField(null=True)
     sources = JSONField(default=list)
@@ -57,7 +60,7 @@ class EnrichmentLog(TimestampedModel):
     last_error = peewee.TextField(null=True)
     error_code = peewee.CharField(max_length=50, null=True)
     api_call_count = peewee.IntegerField(default=0)
-    failed_children = peewee.IntegerField(default=0)
+    failed_children = peewee.IntegerField(default=0)  # a root's children that failed or were lost (root_status)
 
     enqueued_at = peewee.DateTimeField(null=True)
     started_at = peewee.DateTimeField(null=True)
