@@ -20,12 +20,13 @@ import dramatiq
 import dramatiq.worker
 import pytest
 import redis
+import structlog
 from dramatiq.brokers.redis import RedisBroker
 
 from middleware import DatabaseConnections, JobLinking
 from middleware.job_log.drainer import DatabaseDown, Drainer
 from middleware.job_log.journal import RedisJournal
-from middleware.job_log.rows import REJECTED_CODE
+from middleware.job_log.rows import REJECTED_CODE, JobLogRow
 from models import EnrichmentLog
 
 from conftest import REDIS_TEST_URL
@@ -46,15 +47,9 @@ def client():
 
 def row(job_id: str, status: str, root: str | None = None, **extra) -> dict:
     now = dt.datetime.utcnow()
-    return {
-        "id": str(uuid.uuid4()), "job_id": job_id, "parent_job_id": root, "is_root_job": root is None,
-        "operation": "test:op", "entity_type": None, "entity_id": None, "status": status, "reason": None,
-        "sources": [], "fields_enriched": [], "data_quality_before": None, "data_quality_after": None,
-        "retry_count": 0, "last_error": None, "error_code": None, "api_call_count": 0, "enqueued_at": now,
-        "started_at": now, "completed_at": None if status == "running" else now, "duration_ms": None,
-        "details": None, "triggered_by": None, "message": None, "due_at": None, "created_at": now, "updated_at": now,
-        **extra,
-    }
+    return JobLogRow(id=str(uuid.uuid4()), job_id=job_id, parent_job_id=root, is_root_job=root is None,
+                     operation="test:op", status=status, enqueued_at=now, started_at=now,
+                     completed_at=None if status == "running" else now, created_at=now, **extra).as_dict()
 
 
 def append_tree(journal: RedisJournal, root: str, children: int, failing: int) -> None:
@@ -177,6 +172,33 @@ def test_dead_drainers_names_are_forgotten_once_they_hold_nothing(pg_db, client)
     drain_all(drainer)  # and it goes on draining under the same name
     assert sorted(rows()) == ["held", "later"] and names() == [drainer.consumer]
     drainer.stop(timeout=0)
+
+
+class FlakyJournal(RedisJournal):
+    """A journal whose first read fails with an error nobody expects (a bug, not an outage)."""
+
+    failed = False
+
+    def read(self, consumer, count, block_ms):
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("unexpected failure in a drain pass")
+        return super().read(consumer, count, block_ms)
+
+
+def test_a_drainer_thread_logs_an_unexpected_error_and_drains_on(pg_db, client):
+    """A pass that fails for a reason nobody foresaw is logged with its traceback; the thread never dies."""
+    journal = FlakyJournal(client, STREAM)
+    append_tree(journal, "root", children=2, failing=1)
+    drainer = Drainer(journal, pg_db)
+    with structlog.testing.capture_logs() as logs:
+        drainer.start()
+        assert drainer.flush(15), "the drainer stopped draining after the failed pass"
+    drainer.stop(timeout=0)
+    failure = next(e for e in logs if e["log_level"] == "error")
+    assert "job-log-drainer" in failure["event"] and failure["exc_info"] is True
+    found = rows()
+    assert set(found) == {"root", "root-c0", "root-c1"} and found["root"].status == "degraded"
 
 
 def test_a_row_the_database_refuses_is_put_aside_and_the_job_still_ends(pg_db, client):

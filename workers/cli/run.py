@@ -143,9 +143,9 @@ class InProcessRun:
 
     def flush_job_log(self, timeout: float = 30.0) -> None:
         """Every job-log row written so far is in the database (the journal drains in the background)."""
-        from ..broker import job_linking
+        from ..broker import job_log
 
-        if not job_linking(self.broker).flush(timeout):
+        if not job_log(self.broker).flush(timeout):
             raise CommandError(f"the job log was not written to the database within {timeout:g} s")
 
     def in_flight(self) -> int:
