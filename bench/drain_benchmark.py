@@ -48,6 +48,7 @@ PRODUCERS = 2
 sys.path.insert(0, ROOT)
 
 from bench import cpu_usage, postgres_admin  # noqa: E402
+from middleware.job_log.rows import JobLogRow  # noqa: E402
 
 
 def admin(sql: str, url: str = PG_ADMIN, fetch: bool = False):
@@ -65,16 +66,12 @@ def rows_of_tree(tree_no: int, producer: int) -> list[tuple[dict, str | None]]:
     for n in range(TREE):
         job_id = root_id if n == 0 else f"p{producer}-t{tree_no}-c{n}"
         failed = n == TREE - 1  # 1 job in 20: a child that failed for good
-        row = {
-            "id": str(uuid.uuid4()), "job_id": job_id, "parent_job_id": None if n == 0 else root_id,
-            "is_root_job": n == 0, "operation": "enrichment:album" if n == 0 else "discogs:get-artist",
-            "entity_type": "album", "entity_id": str(uuid.uuid4()), "status": "running", "reason": None,
-            "sources": [], "fields_enriched": [], "data_quality_before": "low", "data_quality_after": None,
-            "retry_count": 0, "last_error": None, "error_code": None, "api_call_count": 0,
-            "enqueued_at": now, "started_at": now, "completed_at": None, "duration_ms": None,
-            "details": None, "triggered_by": "cli" if n == 0 else None, "message": None, "due_at": None,
-            "created_at": now, "updated_at": now,
-        }
+        row = JobLogRow(
+            id=str(uuid.uuid4()), job_id=job_id, parent_job_id=None if n == 0 else root_id, is_root_job=n == 0,
+            operation="enrichment:album" if n == 0 else "discogs:get-artist", entity_type="album",
+            entity_id=str(uuid.uuid4()), status="running", data_quality_before="low", enqueued_at=now,
+            started_at=now, triggered_by="cli" if n == 0 else None, created_at=now,
+        ).as_dict()
         writes.append((row, None))
         end = dict(row, status="failed" if failed else "success", completed_at=now, updated_at=now,
                    duration_ms=120, api_call_count=2, sources=["musicbrainz", "discogs"],
