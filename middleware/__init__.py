@@ -6,6 +6,9 @@
 
 Inside an actor: ``record(...)`` reports the job's outcome, ``current_job()``
 tells which job is running, ``new_tree()`` sends messages as new roots.
+
+The job log JobLinking writes (journal, drainers, lost-work sweeper) is the
+engine in ``middleware.job_log``: ``JobLinking().job_log`` is its ``JobLog``.
 """
 
 from .actor_arguments import ActorArguments, BadArguments

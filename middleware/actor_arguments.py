@@ -19,6 +19,8 @@ import structlog
 from dramatiq.errors import ActorNotFound
 from dramatiq.middleware import Middleware, SkipMessage
 
+from models.job_log import MAX_ID_LENGTH
+
 logger = structlog.get_logger("middleware.actor_arguments")
 
 
@@ -81,7 +83,7 @@ class ActorArguments(Middleware):
         problem = argument_problem(actor.fn, message.args, message.kwargs)
         if problem:
             logger.warning("arguments do not fit the actor; failing the job without retries",
-                           job_id=str(message.message_id)[:100], actor=actor.actor_name, problem=problem,
+                           job_id=str(message.message_id)[:MAX_ID_LENGTH], actor=actor.actor_name, problem=problem,
                            message_went_to="the dead-letter queue")
             message.fail()
             raise BadArguments(f"{actor.actor_name}() called with arguments that do not fit: {problem}")
