@@ -47,9 +47,10 @@ def client():
 
 def row(job_id: str, status: str, root: str | None = None, **extra) -> dict:
     now = dt.datetime.utcnow()
-    return JobLogRow(id=str(uuid.uuid4()), job_id=job_id, parent_job_id=root, is_root_job=root is None,
-                     operation="test:op", status=status, enqueued_at=now, started_at=now,
-                     completed_at=None if status == "running" else now, created_at=now, **extra).as_dict()
+    values = dict(id=str(uuid.uuid4()), job_id=job_id, parent_job_id=root, is_root_job=root is None,
+                  operation="test:op", status=status, enqueued_at=now, started_at=now,
+                  completed_at=None if status == "running" else now, created_at=now)
+    return JobLogRow(**{**values, **extra}).as_dict()
 
 
 def append_tree(journal: RedisJournal, root: str, children: int, failing: int) -> None:
