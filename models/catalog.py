@@ -8,7 +8,7 @@ from peewee import Check, JSONField
 from .base import TimestampedModel, utcnow
 
 DATA_QUALITIES = ("low", "medium", "high")
-ENRICHMENT_STATUSES = ("pending", "queued", "in_progress", "completed", "failed")
+ENRICHMENT_STATUSES = ("pending", "queued", "in_progress", "completed", "no_data", "failed")
 
 
 def _one_of(column: str, values: tuple[str, ...]) -> Check:

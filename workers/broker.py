@@ -18,6 +18,7 @@ from middleware.metrics import JobMetrics
 from models import ConfigError, Settings
 from models.settings import redact_url
 
+from .catalog_status import CatalogStatus
 from .log_buffer import DrainLogsAtShutdown
 from .logging_setup import secret_values
 from .redis_broker import DeadLetteringRedisBroker
@@ -60,6 +61,8 @@ def middleware_stack(settings: Settings) -> list[dramatiq.Middleware]:
         DatabaseConnections(),
         # Ours, before JobLinking: it reads current_job() while JobLinking still holds it.
         *([JobMetrics()] if metrics else []),
+        # Before JobLinking: it reads the job's final outcome while JobLinking still holds the job.
+        CatalogStatus(),
         # A span per attempt, current while JobLinking logs the attempt's lines.
         *([tracing] if tracing is not None else []),
         # Last, so that it sees each attempt's final verdict (after Retries decided).  Its drainers also

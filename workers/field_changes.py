@@ -42,23 +42,11 @@ def better_quality(current: str, found: str) -> str:
     return found if QUALITY_ORDER.get(found, 0) > QUALITY_ORDER.get(current, 0) else current
 
 
-def save_enrichment(instance, changes: list[dict[str, Any]], status: str = "completed") -> None:
-    """Save the changed fields plus the enrichment bookkeeping, and nothing else."""
-    instance.enrichment_status = status
-    instance.last_enriched_at = utcnow()
-    instance.updated_at = utcnow()
-    fields = {c["field"] for c in changes} | {"enrichment_status", "last_enriched_at", "updated_at"}
-    type(instance).update({getattr(type(instance), f): getattr(instance, f) for f in fields}).where(
-        type(instance).id == instance.id
-    ).execute()
-
-
 def save_changes(instance, changes: list[dict[str, Any]]) -> None:
-    """Write the changed fields only, leaving the enrichment bookkeeping alone.
+    """Write the changed fields only.
 
-    For jobs that are not an enrichment run (caching an image, adding tracks
-    from Spotify, adding albums from new releases): a check must still see
-    the entity as it was.
+    ``enrichment_status`` and ``last_enriched_at`` are the job's outcome, written
+    when it ends (``workers.catalog_status``), never by an actor.
     """
     if changes:
         model = type(instance)

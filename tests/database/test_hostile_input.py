@@ -195,7 +195,7 @@ def test_bad_parent_job_id_option_runs_the_job_as_a_root(app, bad):
     assert EnrichmentLog.select().count() == 2
     # Only the artist's enrichment bookkeeping and the two rows changed.
     after = Artist.get_by_id(artist.id)
-    assert after.name == artist.name and after.enrichment_status == "completed"
+    assert after.name == artist.name and after.enrichment_status == "no_data"
     assert before[EnrichmentLog._meta.table_name] == set()
 
 
@@ -243,7 +243,7 @@ def test_bad_retries_option_on_a_job_that_succeeds(app, bad):
     assert row.status == "no_data" and row.is_root_job
     assert row.retry_count == 0 and row.last_error is None
     assert EnrichmentLog.select().count() == 1
-    assert Artist.get_by_id(artist.id).enrichment_status == "completed"
+    assert Artist.get_by_id(artist.id).enrichment_status == "no_data"
 
 
 @pytest.mark.parametrize("bad", list(BAD_RETRIES.values()), ids=list(BAD_RETRIES))

@@ -21,7 +21,7 @@ from middleware import record
 from models import Album, Track, album_artists
 
 from .. import app
-from ..field_changes import apply_changes, better_quality, fields_of, save_enrichment
+from ..field_changes import apply_changes, better_quality, fields_of, save_changes
 from ..jobs import clients, enrichment_actor, load, send
 from ..matching import credit_similarity, durations_close, similarity
 from .images import send_cover_cache
@@ -128,7 +128,7 @@ def sync_tracks(album: Album, mb_tracks: list[dict]) -> dict[str, int]:
             values.pop("title")  # the catalog's own title wins over MusicBrainz's spelling
             changes = apply_changes(track, values)
             if changes:
-                save_enrichment(track, changes)
+                save_changes(track, changes)
                 updated += 1
             continue
         if recording_id in used_ids:
@@ -156,7 +156,6 @@ def enrich_album(album_id: str):
 
     release_group, score, how = find_release_group(album, artist_name)
     if release_group is None:
-        save_enrichment(album, [])
         fallback = bool(album.spotify_id)
         if fallback:
             send("spotify_track_fallback", str(album.id), album_fields=True)
@@ -193,7 +192,7 @@ def enrich_album(album_id: str):
         values.pop("musicbrainz_id")  # another album of the catalog already is this release group
     changes = apply_changes(album, values)
     track_summary = sync_tracks(album, mb_tracks)
-    save_enrichment(album, changes)
+    save_changes(album, changes)
 
     fallback = not mb_tracks and bool(album.spotify_id)
     if fallback:

@@ -23,7 +23,7 @@ from typing import Optional
 from middleware import record
 from models import Artist, utcnow
 
-from ..field_changes import apply_changes, better_quality, fields_of, save_enrichment
+from ..field_changes import apply_changes, better_quality, fields_of, save_changes
 from ..jobs import clients, enrichment_actor, load, send
 from ..matching import similarity
 from .cooldowns import verdict
@@ -108,7 +108,6 @@ def enrich_artist(artist_id: str, force: bool = False):
         best, score = best_match(candidates, scorer)
         if best is None or score <= ACCEPT_SCORE:
             found = f" (best: {best.get('name')!r}, {score:.2f})" if best else ""
-            save_enrichment(artist, [])
             # MusicBrainz not knowing the artist says nothing of Discogs, which may have its page and image.
             image_step = send_image_job(artist, force)
             record(status="no_data", reason=with_step(f"no MusicBrainz artist scored above {ACCEPT_SCORE}{found}", image_step),
@@ -138,7 +137,7 @@ def enrich_artist(artist_id: str, force: bool = False):
     ).exists():
         values["musicbrainz_id"] = mbid
     changes = apply_changes(artist, values)
-    save_enrichment(artist, changes)
+    save_changes(artist, changes)
 
     image_step = send_image_job(artist, force)
     record(

@@ -11,12 +11,15 @@ Without DISCOGS_TOKEN both end ``skipped`` naming the variable.
 
 from __future__ import annotations
 
+from typing import Optional
+
 from middleware import record
 from models import Artist
 
 from ..field_changes import apply_changes, fields_of, save_changes
 from ..jobs import clients, enrichment_actor, load, send
 from ..matching import similarity, strip_disambiguation
+from ..upstream.discogs import READ
 from .images import largest_image
 
 ACCEPT_SCORE = 0.85
@@ -50,13 +53,18 @@ def discogs_search_artist(artist_id: str):
     """
     artist = load(Artist, artist_id)
     query = artist.name
-    results = [r for r in clients.discogs().search_artists(query) if r.get("id") and r.get("title")]
+    results = []
+    for index, hit in enumerate(clients.discogs().search_artists(query)):
+        found = {"id": READ.text(hit.get("id"), f"results[{index}].id"),
+                 "title": READ.text(hit.get("title"), f"results[{index}].title")}
+        if found["id"] and found["title"]:
+            results.append(found)
     scored = [(score_result(query, r["title"]), r) for r in results]
     details = {
         "search_query": query,
         "results_count": len(results),
         "candidates": [
-            {"discogs_id": str(r["id"]), "name": r["title"], "score": s}
+            {"discogs_id": r["id"], "name": r["title"], "score": s}
             for s, r in sorted(scored, key=lambda pair: -pair[0])[:CANDIDATES_KEPT]
         ],
     }
@@ -71,7 +79,7 @@ def discogs_search_artist(artist_id: str):
         record(status="no_data", reason=reason, details={**details, "discogs_id": None, "confidence": score, "matched_name": None})
         return
 
-    discogs_id = str(best["id"])
+    discogs_id = best["id"]
     changes = apply_changes(artist, {"discogs_id": discogs_id})
     save_changes(artist, changes)
     send("discogs_get_artist", str(artist.id))
@@ -83,9 +91,24 @@ def discogs_search_artist(artist_id: str):
     )
 
 
+def chosen_image(images) -> tuple[Optional[str], Optional[str]]:
+    """``(url, which)`` of the image Discogs marks ``primary``; the largest other one only when none is.
+
+    ``which`` is ``"primary"``, ``"largest secondary (no primary)"`` or None when there is no image.
+    The primary is the one Discogs shows for the artist; it is often not the largest.
+    """
+    for index, image in enumerate(READ.items(images, "images")):
+        image = READ.object(image, f"images[{index}]")
+        url = READ.text(image.get("uri"), f"images[{index}].uri")
+        if url and READ.text(image.get("type"), f"images[{index}].type") == "primary":
+            return url, "primary"
+    url = largest_image(images, READ, "images", "uri")
+    return url, "largest secondary (no primary)" if url else None
+
+
 @enrichment_actor("discogs:get-artist", entity=("artist", "artist_id"))
 def discogs_get_artist(artist_id: str):
-    """Read the artist's Discogs page: genres, and the largest image when the artist has none.
+    """Read the artist's Discogs page: genres, and its primary image when the artist has none.
 
     Sends ``cache_artist_image`` when the page has an image and nothing is cached
     for the artist yet.  ``skipped`` for an artist without ``discogs_id``.
@@ -95,10 +118,10 @@ def discogs_get_artist(artist_id: str):
         record(status="skipped", reason="artist has no discogs_id (discogs_search_artist finds it)")
         return
     data = clients.discogs().get_artist(artist.discogs_id)
-    images = [image for image in data.get("images") or [] if isinstance(image, dict) and image.get("uri")]
-    image_url = largest_image(images, "uri")
-    genres = [g for g in data.get("genres") or [] if isinstance(g, str)]
-    profile = (data.get("profile") or "").strip()
+    images = [image for image in READ.objects(data.get("images"), "images") if image.get("uri")]
+    image_url, which = chosen_image(data.get("images"))
+    genres = [g for g in READ.items(data.get("genres"), "genres") if isinstance(g, str)]
+    profile = (READ.text(data.get("profile"), "profile") or "").strip()
 
     values = {"genres": merged_genres(artist.genres, genres) if genres else None}
     if image_url and not artist.image_url:
@@ -118,7 +141,8 @@ def discogs_get_artist(artist_id: str):
             "discogs_id": artist.discogs_id,
             "profile": profile[:PROFILE_CHARS],
             "images_found": len(images),
-            "largest_image": image_url,
+            "image": image_url,
+            "image_chosen": which,
             "genres": genres,
             "cache_image_sent": cache_sent,
         },

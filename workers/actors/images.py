@@ -11,28 +11,36 @@ local cache (IMAGE_CACHE_DIR).  Neither sends anything.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Optional, Union
+from typing import Any, Optional, Union
 
 from middleware import record
 from models import Album, Artist
 
 from ..field_changes import apply_changes, fields_of, save_changes
 from ..jobs import clients, enrichment_actor, load, send
+from ..upstream.fields import AnswerFields
 
 
-def largest_image(images: Optional[Iterable[dict]], url_key: str = "url") -> Optional[str]:
+def largest_image(images: Any, read: AnswerFields, field: str = "images", url_key: str = "url") -> Optional[str]:
     """The URL of the image with the most pixels (width x height), or None.
 
     Parameters:
         images: image objects as Spotify (``url``) or Discogs (``uri``) list them;
-            neither promises an order, and sizes may be missing (counted as 0).
+            neither promises an order; sizes may be missing (counted as 0) or strings.
+        read: the answering service's readers (an unreadable list or size names the service).
+        field: where the list is in the answer, for that error.
         url_key: the key holding the URL.
     """
-    candidates = [image for image in images or () if isinstance(image, dict) and image.get(url_key)]
-    if not candidates:
-        return None
-    best = max(candidates, key=lambda image: (image.get("width") or 0) * (image.get("height") or 0))
-    return best[url_key]
+    best, most = None, -1
+    for index, image in enumerate(read.items(images, field)):
+        image = read.object(image, f"{field}[{index}]")
+        url = read.text(image.get(url_key), f"{field}[{index}].{url_key}")
+        if not url:
+            continue
+        size = [read.integer(image.get(side), f"{field}[{index}].{side}") or 0 for side in ("width", "height")]
+        if size[0] * size[1] > most:  # the first of equal sizes wins
+            best, most = url, size[0] * size[1]
+    return best
 
 
 def send_cover_cache(album: Album) -> bool:

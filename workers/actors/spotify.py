@@ -26,18 +26,24 @@ from models import Album, AlbumArtist, Artist, Track, database
 
 from ..field_changes import apply_changes, fields_of, save_changes
 from ..jobs import JobInputError, clients, enrichment_actor, load, send
+from ..upstream.spotify import READ
 from .images import largest_image, send_cover_cache
 
 NEW_RELEASES_SOURCE = "spotify:new-releases"  # the check's ``source``: why the album is looked at
 PAGE_SIZE = 50  # new releases per Spotify page
 _RELEASE_DATE = re.compile(r"\d{4}(-\d{2}(-\d{2})?)?")
+_PRECISION_CHARS = {"year": 4, "month": 7, "day": 10}  # of "1997-05-21"
 
 
-def release_date(value: Any) -> Optional[str]:
-    """Spotify's ``release_date`` as the catalog keeps it ("1997", "1997-05", "1997-05-21"), else None."""
+def release_date(value: Any, precision: Any = None) -> Optional[str]:
+    """Spotify's ``release_date`` as the catalog keeps it ("1997", "1997-05", "1997-05-21"), else None.
+
+    ``release_date_precision`` (``year``, ``month``, ``day``) cuts a date padded
+    past what is known ("1997-01-01" of precision ``year`` is "1997").
+    """
     if not isinstance(value, str) or not _RELEASE_DATE.fullmatch(value) or value.startswith("0000"):
         return None  # Spotify writes "0000" for an unknown year
-    return value
+    return value[: _PRECISION_CHARS.get(precision, len(value))]
 
 
 def missing_only(instance, values: dict[str, Any]) -> dict[str, Any]:
@@ -57,30 +63,31 @@ def create_or_none(model, **values):
 # -- spotify:track-fallback --------------------------------------------------------------
 
 
-def track_values(item: dict) -> dict[str, Any]:
+def track_values(item: dict, field: str) -> dict[str, Any]:
+    """The catalog's track fields of a Spotify track object found at ``field`` of the answer."""
+    explicit = item.get("explicit")
     return {
-        "title": item.get("name"),
-        "track_number": item.get("track_number"),
-        "disc_number": item.get("disc_number") or 1,
-        "duration_ms": item.get("duration_ms"),
-        "explicit": item.get("explicit"),
-        "preview_url": item.get("preview_url"),
-        "spotify_id": item.get("id"),
+        "title": READ.text(item.get("name"), f"{field}.name"),
+        "track_number": READ.integer(item.get("track_number"), f"{field}.track_number"),
+        "disc_number": READ.integer(item.get("disc_number"), f"{field}.disc_number") or 1,
+        "duration_ms": READ.integer(item.get("duration_ms"), f"{field}.duration_ms"),
+        "explicit": explicit if isinstance(explicit, bool) else None,
+        "preview_url": READ.text(item.get("preview_url"), f"{field}.preview_url"),
+        "spotify_id": READ.text(item.get("id"), f"{field}.id"),
     }
 
 
-def upsert_tracks(album: Album, items: list[dict]) -> tuple[int, int]:
+def upsert_tracks(album: Album, items: list[dict[str, Any]]) -> tuple[int, int]:
     """Match Spotify tracks to the album's (by Spotify id, then disc and position); create the rest.
 
-    Returns ``(created, updated)``.  Running it twice creates nothing the second time.
+    ``items`` are ``track_values``.  Returns ``(created, updated)``.  Running it twice creates nothing the second time.
     """
     existing = list(Track.select().where(Track.album == album))
     by_spotify_id = {t.spotify_id: t for t in existing if t.spotify_id}
     by_position = {(t.disc_number, t.track_number): t for t in existing}
     created = updated = 0
     with database.atomic():
-        for item in items:
-            values = track_values(item)
+        for values in items:
             track = by_spotify_id.get(values["spotify_id"]) or by_position.get(
                 (values["disc_number"], values["track_number"])
             )
@@ -116,7 +123,8 @@ def spotify_track_fallback(album_id: str, album_fields: bool = False):
         return
     spotify = clients.spotify()
     field_changes = missing_album_fields(album, spotify.get_album(album.spotify_id)) if album_fields else []
-    items = [item for item in spotify.get_album_tracks(album.spotify_id) if item.get("id")]
+    listed = [track_values(item, f"tracks[{index}]") for index, item in enumerate(spotify.get_album_tracks(album.spotify_id))]
+    items = [values for values in listed if values["spotify_id"] and values["title"]]
     created, updated = upsert_tracks(album, items) if items else (0, 0)
     changes = field_changes + (apply_changes(album, {"track_count": len(items)}) if items else [])
     save_changes(album, changes)
@@ -139,9 +147,10 @@ def spotify_track_fallback(album_id: str, album_fields: bool = False):
 # -- spotify:sync-new-releases -----------------------------------------------------------
 
 
-def find_or_create_artist(item: dict) -> Optional[Artist]:
+def find_or_create_artist(item: dict, field: str) -> Optional[Artist]:
     """The catalog artist of a Spotify artist: by Spotify id, else by name (case-insensitive), else new."""
-    spotify_id, name = item.get("id"), (item.get("name") or "").strip()
+    spotify_id = READ.text(item.get("id"), f"{field}.id")
+    name = (READ.text(item.get("name"), f"{field}.name") or "").strip()
     if spotify_id:
         artist = Artist.get_or_none(Artist.spotify_id == spotify_id)
         if artist is not None:
@@ -162,13 +171,15 @@ def find_or_create_artist(item: dict) -> Optional[Artist]:
 
 
 def album_values(item: dict) -> dict[str, Any]:
-    album_type = item.get("album_type")
+    """The catalog's album fields of a Spotify album object (older ones lack ``total_tracks`` or ``release_date``)."""
+    album_type = READ.text(item.get("album_type"), "album_type")
     return {
-        "title": (item.get("name") or "").strip(),
-        "release_date": release_date(item.get("release_date")),
-        "release_type": album_type.capitalize() if isinstance(album_type, str) else None,  # MusicBrainz's spelling
-        "cover_art_url": largest_image(item.get("images")),
-        "track_count": item.get("total_tracks"),
+        "title": (READ.text(item.get("name"), "name") or "").strip(),
+        "release_date": release_date(READ.text(item.get("release_date"), "release_date"),
+                                     READ.text(item.get("release_date_precision"), "release_date_precision")),
+        "release_type": album_type.capitalize() if album_type else None,  # MusicBrainz's spelling
+        "cover_art_url": largest_image(item.get("images"), READ),
+        "track_count": READ.integer(item.get("total_tracks"), "total_tracks"),
     }
 
 
@@ -185,7 +196,7 @@ def upsert_album(item: dict) -> tuple[Album, bool, bool]:
                 album = Album.get(Album.spotify_id == item["id"])
         changes = [] if created else apply_changes(album, missing_only(album, values))
         save_changes(album, changes)
-        artists = [find_or_create_artist(a) for a in item.get("artists") or [] if isinstance(a, dict)]
+        artists = [find_or_create_artist(a, f"artists[{i}]") for i, a in enumerate(READ.objects(item.get("artists"), "artists"))]
         credited = list(dict.fromkeys(a for a in artists if a is not None))  # one credit per artist, in order
         for position, artist in enumerate(credited):
             AlbumArtist.insert(album=album, artist=artist, position=position).on_conflict_ignore().execute()
@@ -204,7 +215,11 @@ def sync_spotify_new_releases(limit: int = PAGE_SIZE):
     pages = math.ceil(limit / PAGE_SIZE)
     listed = clients.spotify().get_new_releases(min(limit, PAGE_SIZE), max_pages=pages)
     # By id: an album listed on two pages (the list moved while we paged) is synced once.
-    unique = {r["id"]: r for r in listed if isinstance(r, dict) and r.get("id") and (r.get("name") or "").strip()}
+    unique = {}
+    for index, release in enumerate(listed):
+        spotify_id = READ.text(release.get("id"), f"albums.items[{index}].id")
+        if spotify_id and (READ.text(release.get("name"), f"albums.items[{index}].name") or "").strip():
+            unique[spotify_id] = {**release, "id": spotify_id}
     releases = list(unique.values())[:limit]
 
     albums, created, updated = [], 0, 0

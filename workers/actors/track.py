@@ -12,7 +12,7 @@ from typing import Optional
 from middleware import record
 from models import Track, album_artists
 
-from ..field_changes import apply_changes, better_quality, fields_of, save_enrichment
+from ..field_changes import apply_changes, better_quality, fields_of, save_changes
 from ..jobs import clients, enrichment_actor, load
 from ..matching import durations_close, similarity
 from ..upstream import PermanentUpstreamError
@@ -55,7 +55,6 @@ def enrich_track(track_id: str):
         recording, score = best_match(candidates, lambda c: score_recording(c, track.title, track.duration_ms))
         how = "search"
         if recording is None or score <= ACCEPT_SCORE:
-            save_enrichment(track, [])
             record(status="no_data", reason=f"no MusicBrainz recording scored above {ACCEPT_SCORE}",
                    data_quality_after=quality_before, details={"match_score": round(score, 3)})
             return
@@ -71,7 +70,7 @@ def enrich_track(track_id: str):
     if not taken:
         values["musicbrainz_id"] = recording["id"]
     changes = apply_changes(track, values)
-    save_enrichment(track, changes)
+    save_changes(track, changes)
     record(
         status="success",
         reason=f"matched by {how}",

@@ -7,10 +7,11 @@ from typing import Any, Optional
 from models.settings import Settings
 
 from .errors import MissingCredentials
+from .fields import AnswerFields
 from .http import RateLimitedClient
 
 SERVICE = "discogs"
-
+READ = AnswerFields(SERVICE)
 
 
 class DiscogsClient(RateLimitedClient):
@@ -41,14 +42,15 @@ class DiscogsClient(RateLimitedClient):
         return settings.discogs_url, headers, [settings.discogs_token]
 
     def search_artists(self, name: str, *, per_page: int = 25) -> list[dict[str, Any]]:
-        """Artist search results (``id``, ``title``, ``thumb``, ``cover_image``, ``resource_url``...).
+        """Artist search results (``id``, ``title``, ``thumb``, ``cover_image``, ``resource_url``...), ``null`` ones left out.
 
         Parameters:
             name: the artist's name; Discogs titles may carry a suffix such as ``"Björk (2)"``.
             per_page: most results wanted (one page).
         """
         params = {"type": "artist", "q": name, "per_page": per_page}
-        return self._http.get_json("database/search", params=params).get("results", [])
+        body = READ.object(self._http.get_json("database/search", params=params), "search answer")
+        return READ.objects(body.get("results"), "results")
 
     def get_artist(self, artist_id: int | str) -> dict[str, Any]:
         """An artist: ``name``, ``profile``, ``images`` (``uri``, ``width``, ``height``), ``urls``...
@@ -56,6 +58,7 @@ class DiscogsClient(RateLimitedClient):
         Parameters:
             artist_id: the Discogs artist id.
 
-        Fields the artist lacks are absent, as Discogs sends it (artists have no genres).
+        Fields the artist lacks are absent or ``null``, as Discogs sends it (artists have no genres).
+        ``BadUpstreamData`` when the answer is not an object.
         """
-        return self._http.get_json(f"artists/{artist_id}")
+        return READ.object(self._http.get_json(f"artists/{artist_id}"), f"artists/{artist_id} answer")

@@ -18,9 +18,11 @@ import httpx
 from models.settings import Settings
 
 from .errors import MissingCredentials, PermanentUpstreamError, RetryableUpstreamError
+from .fields import AnswerFields
 from .http import ClientBase, OnRequest, ServiceClient
 
 SERVICE = "spotify"
+READ = AnswerFields(SERVICE)
 PAGE_LIMIT = 50
 # Spotify refuses offsets past 10,000: 200 pages of 50.
 MAX_PAGES = 200
@@ -153,14 +155,15 @@ class SpotifyClient(ClientBase):
         return token, expires_in
 
     def _pages(self, path: str, params: dict[str, Any], unwrap: Optional[str], max_pages: int) -> Iterator[dict]:
-        """The items of a paging object, following ``next`` for up to ``max_pages`` pages."""
+        """The items of a paging object (``null`` items left out), following ``next`` for up to ``max_pages`` pages."""
         url: Optional[str] = path
-        for _ in range(max_pages):
-            page = self._http.get_json(url, params=params)
+        for number in range(1, max_pages + 1):
+            where = f"{path} page {number}"
+            page = READ.object(self._http.get_json(url, params=params), f"{where} answer")
             if unwrap:
-                page = page.get(unwrap) or {}
-            yield from page.get("items") or []
-            url, params = page.get("next"), None
+                page = READ.object(page.get(unwrap), f"{where} {unwrap}")
+            yield from READ.objects(page.get("items"), f"{where} items")
+            url, params = READ.text(page.get("next"), f"{where} next"), None
             if not url:
                 return
             if not url.startswith(self._api_url):
@@ -175,7 +178,7 @@ class SpotifyClient(ClientBase):
         Parameters:
             album_id: the Spotify album id.
         """
-        return self._http.get_json(f"albums/{album_id}")
+        return READ.object(self._http.get_json(f"albums/{album_id}"), f"albums/{album_id} answer")
 
     def get_album_tracks(self, album_id: str) -> list[dict[str, Any]]:
         """Every track of an album, in order, following ``next`` through all pages of 50.
