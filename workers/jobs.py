@@ -15,6 +15,7 @@ from models.base import BaseModel
 
 from . import app
 from .upstream import (
+    BadUpstreamData,
     DiscogsClient,
     ImageClient,
     MissingCredentials,
@@ -53,7 +54,8 @@ def load(model: type[M], entity_id) -> M:
 
 
 def upstream_errors(fn: Callable) -> Callable:
-    """Missing credentials end the job ``skipped``; a 429 retries after its Retry-After."""
+    """Missing credentials end the job ``skipped``; a 429 retries after its Retry-After;
+    an answer that cannot be read fails the job (once: it is permanent) with the service and field as its reason."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -61,6 +63,10 @@ def upstream_errors(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
         except MissingCredentials as exc:
             record(status="skipped", reason=str(exc), error_code=exc.error_code)
+        except BadUpstreamData as exc:
+            record(reason=str(exc), error_code=exc.error_code, details={"bad_upstream_data": {
+                "service": exc.service, "field": exc.field}})
+            raise
         except RetryableUpstreamError as exc:
             if exc.retry_after is None:
                 raise

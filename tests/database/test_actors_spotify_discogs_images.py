@@ -16,7 +16,7 @@ from models import Album, AlbumArtist, Artist, EnrichmentLog, Track, album_artis
 from workers.actors.discogs import score_result
 from workers.actors.images import largest_image
 from workers.actors.spotify import release_date
-from workers.upstream.fields import AnswerFields
+from workers.upstream.tolerant import Reader
 from workers.fake_upstream import DISCOGS, IMAGES, SPOTIFY_ACCOUNTS, SPOTIFY_API
 
 from app_harness import app, fake, tree  # noqa: F401  (fixtures)
@@ -54,7 +54,7 @@ def stub_actor(app, monkeypatch, actor_name: str, fn, **options) -> None:
 def test_helpers():
     assert [release_date(v) for v in ("1997", "1997-05", "1997-05-21", "0000", "97", None)] == [
         "1997", "1997-05", "1997-05-21", None, None, None]
-    read = AnswerFields("spotify")
+    read = Reader("spotify")
     assert largest_image([{"url": "a", "width": 640, "height": 640}, {"url": "b", "width": 300, "height": 300}], read) == "a"
     assert largest_image([{"uri": "wide", "width": 600, "height": 400}, {"uri": "square", "width": "500", "height": "500"}],
                          read, "images", "uri") == "square"

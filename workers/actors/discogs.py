@@ -98,7 +98,6 @@ def chosen_image(images) -> tuple[Optional[str], Optional[str]]:
     The primary is the one Discogs shows for the artist; it is often not the largest.
     """
     for index, image in enumerate(READ.items(images, "images")):
-        image = READ.object(image, f"images[{index}]")
         url = READ.text(image.get("uri"), f"images[{index}].uri")
         if url and READ.text(image.get("type"), f"images[{index}].type") == "primary":
             return url, "primary"
@@ -118,9 +117,9 @@ def discogs_get_artist(artist_id: str):
         record(status="skipped", reason="artist has no discogs_id (discogs_search_artist finds it)")
         return
     data = clients.discogs().get_artist(artist.discogs_id)
-    images = [image for image in READ.objects(data.get("images"), "images") if image.get("uri")]
+    images = [image for image in READ.items(data.get("images"), "images") if image.get("uri")]
     image_url, which = chosen_image(data.get("images"))
-    genres = [g for g in READ.items(data.get("genres"), "genres") if isinstance(g, str)]
+    genres = READ.strings(data.get("genres"), "genres")
     profile = (READ.text(data.get("profile"), "profile") or "").strip()
 
     values = {"genres": merged_genres(artist.genres, genres) if genres else None}

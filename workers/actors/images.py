@@ -18,10 +18,10 @@ from models import Album, Artist
 
 from ..field_changes import apply_changes, fields_of, save_changes
 from ..jobs import clients, enrichment_actor, load, send
-from ..upstream.fields import AnswerFields
+from ..upstream.tolerant import Reader
 
 
-def largest_image(images: Any, read: AnswerFields, field: str = "images", url_key: str = "url") -> Optional[str]:
+def largest_image(images: Any, read: Reader, field: str = "images", url_key: str = "url") -> Optional[str]:
     """The URL of the image with the most pixels (width x height), or None.
 
     Parameters:
@@ -33,11 +33,10 @@ def largest_image(images: Any, read: AnswerFields, field: str = "images", url_ke
     """
     best, most = None, -1
     for index, image in enumerate(read.items(images, field)):
-        image = read.object(image, f"{field}[{index}]")
         url = read.text(image.get(url_key), f"{field}[{index}].{url_key}")
         if not url:
             continue
-        size = [read.integer(image.get(side), f"{field}[{index}].{side}") or 0 for side in ("width", "height")]
+        size = [read.number(image.get(side), f"{field}[{index}].{side}") or 0 for side in ("width", "height")]
         if size[0] * size[1] > most:  # the first of equal sizes wins
             best, most = url, size[0] * size[1]
     return best

@@ -68,9 +68,9 @@ def track_values(item: dict, field: str) -> dict[str, Any]:
     explicit = item.get("explicit")
     return {
         "title": READ.text(item.get("name"), f"{field}.name"),
-        "track_number": READ.integer(item.get("track_number"), f"{field}.track_number"),
-        "disc_number": READ.integer(item.get("disc_number"), f"{field}.disc_number") or 1,
-        "duration_ms": READ.integer(item.get("duration_ms"), f"{field}.duration_ms"),
+        "track_number": READ.number(item.get("track_number"), f"{field}.track_number", stored=True),
+        "disc_number": READ.number(item.get("disc_number"), f"{field}.disc_number", stored=True) or 1,
+        "duration_ms": READ.number(item.get("duration_ms"), f"{field}.duration_ms", stored=True),
         "explicit": explicit if isinstance(explicit, bool) else None,
         "preview_url": READ.text(item.get("preview_url"), f"{field}.preview_url"),
         "spotify_id": READ.text(item.get("id"), f"{field}.id"),
@@ -179,7 +179,7 @@ def album_values(item: dict) -> dict[str, Any]:
                                      READ.text(item.get("release_date_precision"), "release_date_precision")),
         "release_type": album_type.capitalize() if album_type else None,  # MusicBrainz's spelling
         "cover_art_url": largest_image(item.get("images"), READ),
-        "track_count": READ.integer(item.get("total_tracks"), "total_tracks"),
+        "track_count": READ.number(item.get("total_tracks"), "total_tracks", stored=True),
     }
 
 
@@ -196,7 +196,7 @@ def upsert_album(item: dict) -> tuple[Album, bool, bool]:
                 album = Album.get(Album.spotify_id == item["id"])
         changes = [] if created else apply_changes(album, missing_only(album, values))
         save_changes(album, changes)
-        artists = [find_or_create_artist(a, f"artists[{i}]") for i, a in enumerate(READ.objects(item.get("artists"), "artists"))]
+        artists = [find_or_create_artist(a, f"artists[{i}]") for i, a in enumerate(READ.items(item.get("artists"), "artists"))]
         credited = list(dict.fromkeys(a for a in artists if a is not None))  # one credit per artist, in order
         for position, artist in enumerate(credited):
             AlbumArtist.insert(album=album, artist=artist, position=position).on_conflict_ignore().execute()

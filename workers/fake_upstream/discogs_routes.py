@@ -1,4 +1,7 @@
-"""Fake Discogs: ``/database/search?type=artist`` and ``/artists/{id}``, token required."""
+"""Fake Discogs: ``/database/search?type=artist`` and ``/artists/{id}``, token required.
+
+Errors are Discogs' ``{"message": "..."}`` (its API documentation, "Errors").
+"""
 
 from __future__ import annotations
 
@@ -7,9 +10,28 @@ from .sample import discogs_base_name, normalize
 from .state import FakeState
 
 
+# What Discogs says for these statuses, whatever the fault's own words.
+MESSAGES = {
+    401: "You must authenticate to access this resource.",
+    404: "The requested resource was not found.",
+    429: "You are making requests too quickly.",
+    500: "An internal server error occurred.",
+}
+
+
+def error_body(status: int, message: str) -> dict:
+    """Discogs' error body: ``{"message": ...}``."""
+    return {"message": MESSAGES.get(status, message)}
+
+
+def _error(status: int, message: str = "") -> Reply:
+    return json_reply(error_body(status, message), status)
+
+
 def _search_hit(artist: dict) -> dict:
-    thumb = next((image["uri150"] for image in artist.get("images", [])), "")
-    cover = next((image["uri"] for image in artist.get("images", [])), "")
+    images = artist.get("images") or []  # null on an artist without any
+    thumb = next((image["uri150"] for image in images), "")
+    cover = next((image["uri"] for image in images), "")
     return {
         "id": artist["id"],
         "type": "artist",
@@ -40,7 +62,7 @@ def _search(call: Call, state: FakeState) -> Reply:
     try:
         per_page = max(1, min(call.int_param("per_page", 50), 100))
     except ValueError:
-        return json_reply({"message": "Invalid per_page"}, 400)
+        return _error(400, "Invalid per_page")
     hits = []
     if kind == "artist" and normalize(query):
         for artist in state.catalog.discogs_artists.values():
@@ -56,11 +78,11 @@ def _search(call: Call, state: FakeState) -> Reply:
 def handle_discogs(call: Call, state: FakeState) -> Reply:
     """Answer one Discogs request; ``Authorization: Discogs token=...`` must match."""
     if call.headers.get("authorization") != f"Discogs token={state.credentials.discogs_token}":
-        return json_reply({"message": "You must authenticate to access this resource."}, 401)
+        return _error(401)
     parts = [p for p in call.path.split("/") if p]
     if call.method == "GET" and parts == ["database", "search"]:
         return _search(call, state)
     if call.method == "GET" and len(parts) == 2 and parts[0] == "artists":
         artist = state.catalog.discogs_artists.get(int(parts[1])) if parts[1].isdigit() else None
         return json_reply(artist) if artist else json_reply({"message": "Artist not found."}, 404)
-    return json_reply({"message": "The requested resource was not found."}, 404)
+    return _error(404)

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import unicodedata
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from .imagegen import jpeg_bytes, png_bytes
 
@@ -67,6 +69,31 @@ def _load(name: str, replacements: dict[str, str]) -> Any:
     return json.loads(text)
 
 
+class SampleImages(Mapping):
+    """``{path: (content type, bytes)}`` of the sample images, each generated when first asked for.
+
+    An artist with 22 Discogs images costs nothing until one is downloaded.
+    """
+
+    def __init__(self, specs: list[dict]) -> None:
+        self._specs = {spec["path"]: spec for spec in specs}
+        self._rendered: dict[str, tuple[str, bytes]] = {}
+        self._lock = threading.Lock()
+
+    def __getitem__(self, path: str) -> tuple[str, bytes]:
+        spec = self._specs[path]
+        with self._lock:
+            if path not in self._rendered:
+                self._rendered[path] = _render(spec)
+            return self._rendered[path]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._specs)
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+
 class SampleCatalog:
     """Every sample document, indexed by id, with URLs pointing at ``base_url``.
 
@@ -88,10 +115,10 @@ class SampleCatalog:
         self.discogs_artists = {d["id"]: d for d in _load("discogs_artists.json", replacements)}
         self.spotify_albums = {d["id"]: d for d in _load("spotify_albums.json", replacements)}
         self.new_release_ids: list[str] = _load("spotify_new_releases.json", replacements)
-        self.images: dict[str, tuple[str, bytes]] = {}
+        specs = _load("images.json", replacements)
+        self.images = SampleImages(specs)
         self.cover_art: dict[str, str] = {}
-        for spec in _load("images.json", replacements):
-            self.images[spec["path"]] = _render(spec)
+        for spec in specs:
             for mbid in spec.get("cover_art_for", []):
                 self.cover_art[mbid] = spec["path"]
 

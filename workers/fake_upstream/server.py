@@ -24,13 +24,13 @@ from typing import Any, Callable, Optional
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from .cloudflare_routes import handle_cloudflare
-from .discogs_routes import handle_discogs
+from .discogs_routes import error_body as discogs_error_body, handle_discogs
 from .exchange import Call, Reply, json_reply
 from .faults import FaultRegistry, canned_reply, plain_error_body
 from .image_routes import handle_cover_art, handle_images
 from .musicbrainz_routes import error_body as musicbrainz_error_body, handle_musicbrainz
 from .sample import SampleCatalog
-from .spotify_routes import handle_spotify_accounts, handle_spotify_api
+from .spotify_routes import error_body as spotify_error_body, handle_spotify_accounts, handle_spotify_api
 from .state import FakeCredentials, FakeState
 from .wire import send_reply, send_truncated, stream_body
 
@@ -54,7 +54,11 @@ PREFIXES: dict[str, tuple[str, Route]] = {
     IMAGES: ("image", handle_images),
     COVER_ART: ("image", handle_cover_art),
 }
-ERROR_BODIES = {"musicbrainz": musicbrainz_error_body}  # a fault's JSON body, as each service shapes errors
+ERROR_BODIES = {  # a fault's JSON body, as each service shapes errors
+    "musicbrainz": musicbrainz_error_body,
+    "discogs": discogs_error_body,
+    "spotify": spotify_error_body,
+}
 LOG_LIMIT = 10_000  # requests kept in the log; a long demo run forgets the oldest
 _SECRET_HEADERS = {"authorization", "cookie", "proxy-authorization", "x-api-key"}
 _SECRET_PARAMS = {"token", "key", "secret", "client_secret", "access_token"}

@@ -1,4 +1,8 @@
-"""Fake Spotify: the accounts token endpoint and the Web API's albums and new releases."""
+"""Fake Spotify: the accounts token endpoint and the Web API's albums and new releases.
+
+Web API errors are Spotify's error object ``{"error": {"status": 404, "message": "..."}}``
+(Web API reference, "Response status codes").
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,16 @@ from .exchange import Call, Reply, json_reply, page_bounds
 from .state import FakeState
 
 _SIMPLIFIED_DROPS = ("tracks", "copyrights", "external_ids", "genres", "label", "popularity")
+
+
+# What Spotify says for these statuses, whatever the fault's own words.
+MESSAGES = {401: "The access token expired", 404: "Resource not found", 429: "API rate limit exceeded",
+            500: "Server error", 502: "Bad gateway", 503: "Service unavailable"}
+
+
+def error_body(status: int, message: str) -> dict:
+    """The Web API's error object."""
+    return {"error": {"status": status, "message": MESSAGES.get(status, message)}}
 
 
 def _api_error(status: int, message: str) -> Reply:

@@ -7,11 +7,11 @@ from typing import Any, Optional
 from models.settings import Settings
 
 from .errors import MissingCredentials
-from .fields import AnswerFields
+from .tolerant import Reader
 from .http import RateLimitedClient
 
 SERVICE = "discogs"
-READ = AnswerFields(SERVICE)
+READ = Reader(SERVICE)
 
 
 class DiscogsClient(RateLimitedClient):
@@ -49,8 +49,8 @@ class DiscogsClient(RateLimitedClient):
             per_page: most results wanted (one page).
         """
         params = {"type": "artist", "q": name, "per_page": per_page}
-        body = READ.object(self._http.get_json("database/search", params=params), "search answer")
-        return READ.objects(body.get("results"), "results")
+        body = READ.mapping(self._http.get_json("database/search", params=params), "search answer")
+        return READ.items(body.get("results"), "results")
 
     def get_artist(self, artist_id: int | str) -> dict[str, Any]:
         """An artist: ``name``, ``profile``, ``images`` (``uri``, ``width``, ``height``), ``urls``...
@@ -61,4 +61,4 @@ class DiscogsClient(RateLimitedClient):
         Fields the artist lacks are absent or ``null``, as Discogs sends it (artists have no genres).
         ``BadUpstreamData`` when the answer is not an object.
         """
-        return READ.object(self._http.get_json(f"artists/{artist_id}"), f"artists/{artist_id} answer")
+        return READ.mapping(self._http.get_json(f"artists/{artist_id}"), f"artists/{artist_id} answer")

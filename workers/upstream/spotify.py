@@ -18,11 +18,11 @@ import httpx
 from models.settings import Settings
 
 from .errors import MissingCredentials, PermanentUpstreamError, RetryableUpstreamError
-from .fields import AnswerFields
+from .tolerant import Reader
 from .http import ClientBase, OnRequest, ServiceClient
 
 SERVICE = "spotify"
-READ = AnswerFields(SERVICE)
+READ = Reader(SERVICE)
 PAGE_LIMIT = 50
 # Spotify refuses offsets past 10,000: 200 pages of 50.
 MAX_PAGES = 200
@@ -159,10 +159,10 @@ class SpotifyClient(ClientBase):
         url: Optional[str] = path
         for number in range(1, max_pages + 1):
             where = f"{path} page {number}"
-            page = READ.object(self._http.get_json(url, params=params), f"{where} answer")
+            page = READ.mapping(self._http.get_json(url, params=params), f"{where} answer")
             if unwrap:
-                page = READ.object(page.get(unwrap), f"{where} {unwrap}")
-            yield from READ.objects(page.get("items"), f"{where} items")
+                page = READ.mapping(page.get(unwrap), f"{where} {unwrap}")
+            yield from READ.items(page.get("items"), f"{where} items")
             url, params = READ.text(page.get("next"), f"{where} next"), None
             if not url:
                 return
@@ -178,7 +178,7 @@ class SpotifyClient(ClientBase):
         Parameters:
             album_id: the Spotify album id.
         """
-        return READ.object(self._http.get_json(f"albums/{album_id}"), f"albums/{album_id} answer")
+        return READ.mapping(self._http.get_json(f"albums/{album_id}"), f"albums/{album_id} answer")
 
     def get_album_tracks(self, album_id: str) -> list[dict[str, Any]]:
         """Every track of an album, in order, following ``next`` through all pages of 50.
