@@ -114,3 +114,22 @@ def test_run_pending_picks_up_an_album_that_failed_for_good_once_its_cooldown_is
         assert check.status == "degraded" and check.details["decision"] == "enrich"
         assert check.reason.startswith("failed before;") and check.reason.endswith("the 7-day cooldown is over")
         assert [row.status for row in enrichments()] == ["failed", "failed"]
+
+
+def test_the_album_job_ending_after_its_spotify_fallback_does_not_write_over_it(db):
+    """The fallback is sent while the album job still runs and may finish first: its word stays."""
+    from models import utcnow
+    from workers.catalog_status import follow_outcome
+
+    album = Album.create(title="Songs from the Archive", spotify_id=OLDER_ALBUM, enrichment_status="queued")
+    album_started = utcnow() - dt.timedelta(seconds=5)
+    assert follow_outcome("spotify:track-fallback", album.id, "success", utcnow())
+    assert not follow_outcome("enrichment:album", album.id, "no_data", album_started)
+    assert Album.get_by_id(album.id).enrichment_status == "completed"
+    # A later run of the album's own job (it started after that) writes its outcome.
+    assert follow_outcome("enrichment:album", album.id, "failed", utcnow())
+    assert Album.get_by_id(album.id).enrichment_status == "failed"
+    # Retrying and skipped are not outcomes.
+    assert not follow_outcome("enrichment:album", album.id, "retrying", utcnow())
+    assert not follow_outcome("enrichment:album", album.id, "skipped", utcnow())
+    assert Album.get_by_id(album.id).enrichment_status == "failed"
