@@ -33,11 +33,11 @@ configure_logging(settings)  # production logging in both modes (workers run wit
 
 broker = RedisBroker(url=os.environ["REDIS_URL"])
 if os.environ.get("BENCH_METRICS") == "1":
+    from dramatiq.middleware import AgeLimit
+
     from middleware.metrics import JobMetrics
     from middleware.prometheus import MetricsExposition
     from workers.metrics_server import serve_metrics
-
-    from dramatiq.middleware import AgeLimit
 
     # Before Dramatiq's defaults (and after MessageOptions, added below), as in workers.broker.
     broker.add_middleware(MetricsExposition(settings.prometheus_host, settings.prometheus_port, server=serve_metrics),

@@ -262,7 +262,8 @@ def main() -> int:
         print(f"(latency includes the wait in the queue, which is topped up whenever fewer than {args.queue_depth} "
               f"messages wait; the fake upstream runs in this process, on the same {os.cpu_count()} cores)")
         print(f"job latency     p50 {job_p50:.3f} s   p95 {job_p95:.3f} s   max {job_max:.3f} s   (completed_at - enqueued_at)")
-        print(f"tree latency    p50 {tree_p50:.3f} s   p95 {tree_p95:.3f} s   max {tree_max:.3f} s   (root enqueued -> last job done)")
+        print(f"tree latency    p50 {tree_p50:.3f} s   p95 {tree_p95:.3f} s   max {tree_max:.3f} s"
+              "   (root enqueued -> last job done)")
         print("worker memory (kB)       VmRSS ready   VmRSS warm    VmRSS end   VmHWM warm    VmHWM end   growth after warm-up")
         for pid in pids:
             warm = mem_warm[pid] if mem_warm else mem_ready[pid]

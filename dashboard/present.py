@@ -12,8 +12,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
-from models import utcnow
-from models import plain
+from models import plain, utcnow
 from models.entities import entity_names
 from models.job_log import DEGRADED, FAILED_STATUSES, RETRYING, RUNNING, STATUSES
 from models.timeline import ActivityBucket, RootSummary, TimelineItem, Tree

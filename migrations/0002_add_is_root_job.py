@@ -4,7 +4,7 @@ The column is added NOT NULL DEFAULT FALSE in one statement (no table
 rewrite on PostgreSQL); which legacy rows are roots is decided by 0003.
 """
 
-from peewee import BooleanField, SQL
+from peewee import SQL, BooleanField
 
 from migrations.schema_ops import add_column_if_missing, create_index_if_missing
 

@@ -1,6 +1,6 @@
 """Job linking, the rest: retry and timing columns, the tree index, one row per job id."""
 
-from peewee import CharField, DateTimeField, IntegerField, SQL, TextField
+from peewee import SQL, CharField, DateTimeField, IntegerField, TextField
 
 from migrations.schema_ops import (
     add_column_if_missing,

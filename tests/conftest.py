@@ -25,13 +25,17 @@ from workers import app
 os.environ.pop("REDIS_URL", None)
 os.environ["RETRY_MIN_BACKOFF_MS"] = "100"
 os.environ["RETRY_MAX_BACKOFF_MS"] = "400"
-os.environ.setdefault("DATABASE_URL", "sqlite:///" + os.path.join(os.environ.get("TMPDIR", "/tmp"), f"enrich-tests-{os.getpid()}.db"))
+os.environ.setdefault("DATABASE_URL",
+                      "sqlite:///" + os.path.join(os.environ.get("TMPDIR", "/tmp"), f"enrich-tests-{os.getpid()}.db"))
 
 # This process's app (the in-memory broker, every actor), on the same settings, started before the test
 # modules import actor modules; tests/app_harness.py points its actors at a fake upstream.
 app.start(load_settings())
 
-from services import PG_ADMIN_URL, REDIS_TEST_URL  # noqa: E402  (overridable: see services.py)
+from services import PG_ADMIN_URL  # noqa: E402  (overridable: see services.py)
+
+# The `app` and `fake` fixtures (the real app on its in-memory broker, the fake upstream), for every test.
+pytest_plugins = ["app_harness"]
 BACKENDS = ["postgres", "sqlite"]
 
 
@@ -102,6 +106,13 @@ def db(request):
     """A migrated, empty database bound to the models; once per back end."""
     url = request.getfixturevalue("pg_url" if request.param == "postgres" else "sqlite_url")
     yield from _bound(url)
+
+
+@pytest.fixture
+def url(db, request):
+    """DATABASE_URL of the migrated, emptied test database of ``db``'s back end (for a subprocess)."""
+    backend = request.node.callspec.params["db"]
+    return request.getfixturevalue("pg_url" if backend == "postgres" else "sqlite_url")
 
 
 @pytest.fixture

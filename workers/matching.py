@@ -48,7 +48,8 @@ def credited_names(entity: dict) -> str:
     parts = []
     for credit in entity.get("artist-credit") or []:
         if isinstance(credit, dict):
-            parts.append((credit.get("name") or (credit.get("artist") or {}).get("name") or "") + (credit.get("joinphrase") or ""))
+            name = credit.get("name") or (credit.get("artist") or {}).get("name") or ""
+            parts.append(name + (credit.get("joinphrase") or ""))
     return "".join(parts).strip()
 
 

@@ -6,7 +6,8 @@ from typing import Optional
 
 import peewee
 
-from models.database import bind_database, database as default_database
+from models.database import bind_database
+from models.database import database as default_database
 from models.error_text import first_line
 from models.settings import ConfigError, job_log_settings
 

@@ -372,4 +372,5 @@ def journal_for(broker, name: str = DEFAULT_STREAM) -> Journal:
     return MemoryJournal()
 
 
-__all__ = ["with_datetimes", "Entry", "Journal", "JournalUnavailable", "MemoryJournal", "RedisJournal", "journal_for", "redis_journal", "DEFAULT_STREAM"]
+__all__ = ["with_datetimes", "Entry", "Journal", "JournalUnavailable", "MemoryJournal", "RedisJournal", "journal_for",
+           "redis_journal", "DEFAULT_STREAM"]

@@ -19,7 +19,7 @@ from workers.actors.spotify import release_date
 from workers.upstream.tolerant import Reader
 from workers.fake_upstream import DISCOGS, IMAGES, SPOTIFY_ACCOUNTS, SPOTIFY_API
 
-from app_harness import app, fake, tree  # noqa: F401  (fixtures)
+from app_harness import tree
 from linking_harness import rows
 
 OKNOTOK = "0tzfI6NFJqcJkWb23R3lRZ"  # Spotify only, 23 tracks on two discs: two pages of 20 on the fake

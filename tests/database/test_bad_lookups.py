@@ -9,7 +9,7 @@ import pytest
 
 from models.timeline import decode_cursor, get_tree, list_roots
 
-from test_hostile_input import enrich, url  # noqa: F401  (fixture)
+from test_hostile_input import enrich
 
 
 def _cursor(value) -> str:

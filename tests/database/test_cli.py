@@ -20,6 +20,7 @@ import pytest
 import redis
 
 from models import Album, AlbumArtist, Artist, EnrichmentLog, Track, album_artists, utcnow
+
 from conftest import REDIS_TEST_URL
 
 UNREACHABLE_DB = "postgresql://root@127.0.0.1:1/x"
@@ -48,13 +49,6 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *expected: str) -
     assert len(lines) == 1, lines
     for text in expected:
         assert text in lines[0], lines[0]
-
-
-@pytest.fixture
-def url(db, request, tmp_path):
-    """DATABASE_URL of the migrated, emptied test database of this back end."""
-    backend = request.node.callspec.params["db"]
-    return request.getfixturevalue("pg_url" if backend == "postgres" else "sqlite_url")
 
 
 # -- help -------------------------------------------------------------------------------
@@ -245,7 +239,8 @@ def degraded_tree(url):
         _log_row(root, start=0, end=0.2, status="degraded", entity_type="album", entity_id=album.id, failed_children=1),
         _log_row(f"{root}-album", root, start=0.2, end=3.5, entity_type="album", entity_id=album.id, retry_count=2,
                  reason="12 fields from musicbrainz",
-                 error_code="upstream_503", last_error="RetryableUpstreamError: musicbrainz GET /release-group returned HTTP 503"),
+                 error_code="upstream_503",
+                 last_error="RetryableUpstreamError: musicbrainz GET /release-group returned HTTP 503"),
         _log_row(f"{root}-discogs", root, start=3.6, end=4.0, status="failed", operation="discogs:get-artist",
                  entity_type="artist", entity_id=artist.id, error_code="upstream_400",
                  last_error="PermanentUpstreamError: discogs GET /artists/3272 returned HTTP 400"),

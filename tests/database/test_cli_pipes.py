@@ -17,7 +17,7 @@ import pytest
 
 from models import EnrichmentLog
 
-from test_cli import _log_row, url  # noqa: F401  (url: the fixture)
+from test_cli import _log_row
 
 CHILDREN = 1000
 ROOTS = 600  # a page of 500 roots: 80 KB of text, 350 KB of --json

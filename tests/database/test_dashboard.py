@@ -6,13 +6,12 @@ escaping, on rows written as the middleware writes them.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import json
 import re
 import time
-
-import asyncio
 
 import httpx
 import pytest
@@ -20,8 +19,8 @@ import redis
 
 from dashboard import create_app
 from dashboard.security import CSP, bind_problem
-from models import Artist, EnrichmentLog, Settings, load_settings, utcnow
 from middleware.job_log.journal import redis_journal
+from models import Artist, EnrichmentLog, Settings, load_settings, utcnow
 from models.timeline import get_tree
 from workers import app
 from workers.cli.main import main as enrich_main

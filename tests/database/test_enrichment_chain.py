@@ -8,7 +8,7 @@ import pytest
 
 from models import Album, Artist, EnrichmentLog, Track
 
-from app_harness import add_album, app, fake, tree  # noqa: F401  (fixtures)
+from app_harness import add_album, tree
 
 HOMOGENIC_MBID = "810272e0-aef1-3d85-b2d3-e512e87fc38c"
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from models import Album, Artist, ConfigError, EnrichmentLog, Track, load_settings
-from workers.fake_upstream import DISCOGS, SPOTIFY_API
+from workers.fake_upstream import DISCOGS
 
-from app_harness import add_album, app, fake, tree  # noqa: F401  (fixtures)
+from app_harness import add_album, tree
 
 LANTERNS = "3fVq8LrQ2sKx9TnW7bYc1D"  # on Spotify only: MusicBrainz has no such release group
 ORCHARD_DISCOGS = "7700123"  # linked from Velvet Orchard's MusicBrainz relations
@@ -129,7 +129,8 @@ def test_artist_linked_to_discogs_gets_its_image_without_a_search(app, fake):
     assert root_of(root_id).status == "success"
     assert [r.operation for r in tree(root_id)] == ["enrichment:artist", "discogs:get-artist", "cache:artist-image"]
     ops = by_operation(root_id)
-    assert ops["enrichment:artist"].reason == f"matched by search; no image: sent discogs:get-artist for Discogs id {ORCHARD_DISCOGS}"
+    assert ops["enrichment:artist"].reason == (
+        f"matched by search; no image: sent discogs:get-artist for Discogs id {ORCHARD_DISCOGS}")
     assert ops["enrichment:artist"].fields_enriched[:1] == ["country_code"]
     assert "discogs_id" in ops["enrichment:artist"].fields_enriched
     assert ops["discogs:get-artist"].fields_enriched == ["image_url"]
@@ -256,7 +257,8 @@ def test_discogs_failure_for_an_artist_musicbrainz_does_not_know_is_retried_afte
     assert check.reason.startswith("no image (discogs:get-artist failed on ")
     assert "(not_found), worth another try: the 7-day cooldown is over); enrichment:artist found no data on " in check.reason
     assert check.reason.endswith(": sent discogs:get-artist only")
-    assert [(r.operation, r.status) for r in tree(later)] == [("discogs:get-artist", "success"), ("cache:artist-image", "success")]
+    assert [(r.operation, r.status) for r in tree(later)] == [
+        ("discogs:get-artist", "success"), ("cache:artist-image", "success")]
     assert len(fake.requests("musicbrainz")) == musicbrainz_calls
     assert Path(Artist.get_by_id(artist.id).cached_image_path).is_file()
 

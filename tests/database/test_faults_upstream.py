@@ -26,7 +26,7 @@ from models import Artist, EnrichmentLog
 from models.job_log import FINAL_STATUSES
 from workers.fake_upstream import DISCOGS, IMAGES, MUSICBRAINZ
 
-from app_harness import app, fake, tree  # noqa: F401  (fixtures)
+from app_harness import tree
 
 MB_ARTIST = MUSICBRAINZ + "/artist"  # the search and the lookup of enrichment:artist
 BJORK_MBID = "87c5dedd-371d-4a53-9f7f-80522fb7f3cb"
@@ -56,7 +56,8 @@ def run_artist_tree(app, name: str = "Björk") -> tuple[EnrichmentLog, dict[str,
         assert row.operation not in by_op, f"two rows for {row.operation}: {[(r.operation, r.status) for r in children]}"
         by_op[row.operation] = row
     # One row per job, every one finished, all under this root.
-    assert EnrichmentLog.select().where(EnrichmentLog.job_id.in_([root_id] + [r.job_id for r in children])).count() == len(children) + 1
+    job_ids = [root_id] + [r.job_id for r in children]
+    assert EnrichmentLog.select().where(EnrichmentLog.job_id.in_(job_ids)).count() == len(children) + 1
     assert all(r.status in FINAL_STATUSES for r in [root, *children]), [(r.operation, r.status) for r in children]
     assert all(r.parent_job_id == root_id and not r.is_root_job for r in children)
     return root, by_op

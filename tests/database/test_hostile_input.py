@@ -25,7 +25,7 @@ from models import ALL_MODELS, Album, Artist, EnrichmentLog, Track, album_artist
 from models.job_log import FINAL_STATUSES
 from workers.fake_upstream import MUSICBRAINZ
 
-from app_harness import app, fake, tree  # noqa: F401  (fixtures)
+from app_harness import tree
 from linking_harness import drain, wait_for
 
 MISSING = "5f0c2a4e-8d4b-4e43-9b8e-0d6a1c2f3b4d"
@@ -34,13 +34,6 @@ MISSING = "5f0c2a4e-8d4b-4e43-9b8e-0d6a1c2f3b4d"
 @pytest.fixture(autouse=True)
 def app_broker_is_global(app):
     dramatiq.set_broker(app.broker)
-
-
-@pytest.fixture
-def url(db, request):
-    """DATABASE_URL of the migrated, emptied test database of this back end."""
-    backend = request.node.callspec.params["db"]
-    return request.getfixturevalue("pg_url" if backend == "postgres" else "sqlite_url")
 
 
 def enrich(*args: str, url: str, timeout: float = 60) -> subprocess.CompletedProcess:

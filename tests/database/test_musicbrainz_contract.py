@@ -21,7 +21,7 @@ from workers.upstream import BadUpstreamData, MusicBrainzClient, SpacingLimiter
 from workers.upstream.musicbrainz_answers import partial_date
 from workers.upstream.tolerant import Reader
 
-from app_harness import add_album, app, fake, tree  # noqa: F401  (fixtures)
+from app_harness import add_album, tree
 
 LANTERN_SEASON = "baa1b877-b8cd-55d8-b7b3-2418f1d6dedf"  # many releases, partial dates
 LANTERN_US = "2d1a6763-8a64-5681-8377-8bf5f9cdb5a3"  # the original: dated as the group's first release

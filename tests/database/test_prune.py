@@ -81,7 +81,8 @@ def test_enrich_prune_prints_what_it_deleted_and_dry_run_changes_nothing(db, cap
     assert main(["prune", "--older-than", "30d"], settings=load_settings()) == 0
     assert capsys.readouterr().out.startswith("deleted 6 trees and 20 rows (1 legacy) completed before")
     assert Log.select().count() == count - 20
-    assert main(["prune", "--older-than", "1h"], settings=load_settings()) == 0  # now the recent ones too, but never the pending ones
+    # Now the recent ones too, but never the pending ones.
+    assert main(["prune", "--older-than", "1h"], settings=load_settings()) == 0
     assert capsys.readouterr().out.startswith("deleted 2 trees and 5 rows (1 legacy)")
     assert set(tree_sizes()) == {"old-with-queued", "old-with-retrying", "old-root-queued"}
 

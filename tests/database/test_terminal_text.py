@@ -18,7 +18,7 @@ import pytest
 from models import Album, EnrichmentLog, utcnow
 from workers.cli.common import visible
 
-from test_hostile_input import enrich, url  # noqa: F401  (fixture)
+from test_hostile_input import enrich
 
 # Every class of character a terminal obeys, each in a name, title, operation, reason or error.
 OBEYED = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")

@@ -134,7 +134,8 @@ def test_cursor_pages_have_no_duplicates_and_no_gaps(db):
     assert seen == expected
     assert pages == 5
     assert list_roots(limit=23).next_cursor is not None  # "late" is now the newest
-    assert [r.job_id for r in list_roots(limit=5, status="success", cursor=list_roots(limit=20).next_cursor).roots] == expected[19:]
+    cursor = list_roots(limit=20).next_cursor
+    assert [r.job_id for r in list_roots(limit=5, status="success", cursor=cursor).roots] == expected[19:]
 
 
 def test_cursor_round_trip_and_malformed_cursors():

@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import json
 
-import httpx
 import pytest
 from dramatiq.middleware import Retries
 from opentelemetry.sdk.trace import TracerProvider
@@ -18,7 +17,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from middleware import JobLinking, new_tree, record
+from middleware import JobLinking, new_tree
 from middleware.tracing import Tracing
 from models import EnrichmentLog
 from models.settings import Settings, load_settings

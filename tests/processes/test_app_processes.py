@@ -11,7 +11,7 @@ from dramatiq.brokers.redis import RedisBroker
 
 from models import Album, EnrichmentLog, Track
 
-from app_harness import add_album, fake  # noqa: F401  (fixture)
+from app_harness import add_album
 from conftest import REDIS_TEST_URL
 from linking_harness import wait_for
 from process_harness import WorkerProcess, procfile_command, shell_env

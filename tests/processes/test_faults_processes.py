@@ -15,9 +15,8 @@ raises in its own thread, so its ``finally`` still restarts the service.
 from __future__ import annotations
 
 import json
-import os
-from collections import Counter
 import time
+from collections import Counter
 from pathlib import Path
 
 import dramatiq
@@ -28,11 +27,11 @@ from dramatiq.brokers.redis import RedisBroker
 
 from models import Album, Artist, EnrichmentLog, Track
 
-from app_harness import add_album, fake  # noqa: F401  (fixture)
+from app_harness import add_album
 from conftest import REDIS_TEST_URL
-from services import restart_postgres, restart_redis
 from linking_harness import wait_for
 from process_harness import WorkerProcess
+from services import restart_postgres, restart_redis
 
 pytestmark = pytest.mark.slow
 

@@ -23,7 +23,7 @@ from middleware import JobLinking
 from models import EnrichmentLog
 from models.timeline import get_tree, list_roots
 
-from app_harness import add_album, fake  # noqa: F401  (fixture)
+from app_harness import add_album
 from conftest import REDIS_TEST_URL
 from linking_harness import wait_for
 from process_harness import ROOT, WorkerProcess, shell_env

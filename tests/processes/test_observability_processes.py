@@ -99,7 +99,7 @@ def scrape(port: int) -> dict:
 
 def values(metrics: dict, name: str, **labels) -> float:
     wanted = set(labels.items())
-    return sum(v for (n, l), v in metrics.items() if n == name and wanted <= l)
+    return sum(v for (n, found), v in metrics.items() if n == name and wanted <= found)
 
 
 def worker_env(fake, pg_url, tmp_path, port: int, **extra) -> dict:
@@ -164,7 +164,7 @@ def test_metrics_and_traces_of_an_album_tree_match_the_job_log(pg_db, pg_url, fa
     rows = list(EnrichmentLog.select())
     # Jobs finished, by operation and the job's own status, are the rows.
     by_row = Counter((r.operation, r.own_status) for r in rows)
-    by_metric = {(dict(l)["operation"], dict(l)["status"]): v for (n, l), v in metrics.items()
+    by_metric = {(dict(labels)["operation"], dict(labels)["status"]): v for (n, labels), v in metrics.items()
                  if n == "enrich_jobs_finished_total"}
     assert by_metric == by_row
     assert by_row[("discogs:get-artist", "failed")] >= 1
@@ -188,9 +188,9 @@ def test_metrics_and_traces_of_an_album_tree_match_the_job_log(pg_db, pg_url, fa
     assert values(metrics, "enrich_upstream_requests_total", service="musicbrainz", status="503") == 1
     # Small label sets: no job id, entity id or credential in any label.
     ids = {r.job_id for r in rows} | {str(r.entity_id) for r in rows if r.entity_id} | {str(a.id) for a in albums}
-    labels = {v for (_, l) in metrics for _, v in l}
-    assert not labels & ids
-    assert not [v for v in labels for s in SECRETS if s in v]
+    label_values = {v for (_, labels) in metrics for _, v in labels}
+    assert not label_values & ids
+    assert not [v for v in label_values for s in SECRETS if s in v]
 
     # Traces: every attempt is a CONSUMER span, each tree one trace.
     spans = receiver.spans()
@@ -264,9 +264,9 @@ def _drain_command(pg_url: str, tmp_path, port: int):
 
 def _journal_tree(root: str, failing: int, fine: int) -> None:
     """A root and its children as the workers append them: the failed ones counted against the root."""
-    from middleware.job_log.journal import journal_for
-
     from test_journal import row
+
+    from middleware.job_log.journal import journal_for
 
     journal = journal_for(RedisBroker(url=REDIS_TEST_URL))
     journal.append(row(root, "running", operation="enrichment:album"))

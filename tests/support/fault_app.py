@@ -11,9 +11,8 @@ Redis consumer, Retries) does with a job while a service is gone:
 
 import time
 
-from middleware import current_job
-
 import workers.worker  # noqa: F401  (the app: broker set, actors declared)
+from middleware import current_job
 from workers.jobs import enrichment_actor
 
 

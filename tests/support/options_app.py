@@ -5,8 +5,8 @@ import time
 
 import dramatiq
 
-from middleware import record
 import workers.worker  # noqa: F401  (the product's broker, middleware and actors)
+from middleware import record
 
 
 @dramatiq.actor

@@ -65,7 +65,8 @@ def test_latest_day():
 def test_each_credited_artist_is_scored():
     credit = {"artist-credit": [{"name": "Ed Sheeran", "joinphrase": " feat. ", "artist": {"name": "Ed Sheeran"}},
                                 {"name": "Meek Mill", "joinphrase": " & ", "artist": {"name": "Meek Mill"}},
-                                {"name": "A Boogie Wit da Hoodie", "joinphrase": "", "artist": {"name": "A Boogie Wit da Hoodie"}}]}
+                                {"name": "A Boogie Wit da Hoodie", "joinphrase": "",
+                                 "artist": {"name": "A Boogie Wit da Hoodie"}}]}
     assert credit_similarity("Ed Sheeran", credit) == 1.0
     assert credit_similarity("Meek Mill", credit) == 1.0
     assert credit_similarity("Ed Sheeran feat. Meek Mill & A Boogie Wit da Hoodie", credit) == 1.0

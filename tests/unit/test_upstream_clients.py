@@ -17,8 +17,8 @@ import pytest
 import redis
 from dramatiq.rate_limits.backends import StubBackend
 
-from models.settings import load_settings
-from workers.fake_upstream import FakeCredentials, FakeUpstream
+from models.settings import Settings, load_settings
+from workers.fake_upstream import FakeUpstream
 from workers.upstream import (
     DiscogsClient,
     ImageClient,
@@ -34,7 +34,6 @@ from workers.upstream import (
     store_image,
 )
 from workers.upstream.http import parse_retry_after
-from models.settings import Settings
 from workers.upstream.rate_limit import KEY_PREFIX
 
 from services import REDIS_TEST_URL

@@ -89,7 +89,8 @@ def decide(entity: CatalogModel, entity_type: str, reasons: list[str], force: bo
     """
     held = held or {}
     if force:
-        record(reason="forced" + (f" ({'; '.join(reasons)})" if reasons else ""), details={"decision": "enrich", "reasons": reasons, "force": True})
+        record(reason="forced" + (f" ({'; '.join(reasons)})" if reasons else ""),
+               details={"decision": "enrich", "reasons": reasons, "force": True})
         return True
     outcome = verdict(f"enrichment:{entity_type}", entity_type, entity.id, utcnow())
     if outcome is not None and outcome.blocked:

@@ -76,7 +76,8 @@ def discogs_search_artist(artist_id: str):
             if best is None
             else f"best Discogs candidate {best['title']!r} (id {best['id']}) scored {score:.2f}, below {ACCEPT_SCORE}"
         )
-        record(status="no_data", reason=reason, details={**details, "discogs_id": None, "confidence": score, "matched_name": None})
+        record(status="no_data", reason=reason,
+               details={**details, "discogs_id": None, "confidence": score, "matched_name": None})
         return
 
     discogs_id = best["id"]

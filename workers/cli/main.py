@@ -42,7 +42,6 @@ from .drain import add_drain_command
 from .run import run_here, trees_exit_status
 from .timeline import Style, follow, root_labels, roots_lines, tree_labels, tree_lines
 
-
 Handler = Callable[[argparse.Namespace, Settings], int]
 # What a command runs on: the settings from the environment, adjusted (``enrich demo``'s own database).
 SettingsFor = Callable[[Settings], Settings]

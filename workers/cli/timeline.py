@@ -15,9 +15,9 @@ import uuid
 from typing import Iterable, Optional, TextIO
 
 from models import utcnow
-from models.plain import fmt_ms
 from models.entities import entity_names
 from models.job_log import DEGRADED, FAILED, LOST, PARTIAL_SUCCESS, QUEUED, RETRYING, RUNNING, SUCCESS
+from models.plain import fmt_ms
 from models.timeline import RootPage, RootSummary, TimelineItem, Tree, get_tree
 
 from .common import visible

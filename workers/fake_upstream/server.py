@@ -28,7 +28,8 @@ from .discogs_routes import error_body as discogs_error_body, handle_discogs
 from .exchange import Call, Reply, json_reply
 from .faults import FaultRegistry, canned_reply, plain_error_body
 from .image_routes import handle_cover_art, handle_images
-from .musicbrainz_routes import error_body as musicbrainz_error_body, handle_musicbrainz
+from .musicbrainz_routes import error_body as musicbrainz_error_body
+from .musicbrainz_routes import handle_musicbrainz
 from .sample import SampleCatalog
 from .spotify_routes import error_body as spotify_error_body, handle_spotify_accounts, handle_spotify_api
 from .state import FakeCredentials, FakeState
@@ -322,7 +323,8 @@ class FakeUpstream:
     def _control(self, method: str, path: str, query: dict[str, str], body: bytes) -> Reply:
         """``/_control``: faults, the request log, resets and Spotify token expiry, over HTTP."""
         if path == "/_control/health" and method == "GET":
-            return json_reply({"ok": True, "url": self.url, "sample_data": True, "env": self.env(credentials=False, cloudflare=False)})
+            return json_reply({"ok": True, "url": self.url, "sample_data": True,
+                               "env": self.env(credentials=False, cloudflare=False)})
         if path == "/_control/requests":
             if method == "GET":
                 return json_reply({"requests": self.requests(query.get("service"), query.get("path"))})

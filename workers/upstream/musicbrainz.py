@@ -54,7 +54,8 @@ class MusicBrainzClient(RateLimitedClient):
     def _search(self, entity: str, key: str, query: str, limit: int, clean) -> list[dict[str, Any]]:
         return answers.hits(self._get(entity, query=query, limit=limit), key, clean)
 
-    def _search_titled(self, entity: str, field: str, title: str, artist: Optional[str], limit: int, clean) -> list[dict[str, Any]]:
+    def _search_titled(self, entity: str, field: str, title: str, artist: Optional[str], limit: int,
+                       clean) -> list[dict[str, Any]]:
         """Search ``entity`` by ``field:"title"``, narrowed to ``artist:"..."`` when given."""
         query = lucene_phrase(field, title)
         if artist:

@@ -101,7 +101,8 @@ def release_group(doc: Any, field: str = "release-group") -> dict:
     cleaned["primary-type"] = read.text(doc.get("primary-type"), field + ".primary-type")
     cleaned["secondary-types"] = read.strings(doc.get("secondary-types"), field + ".secondary-types")
     cleaned["releases"] = [
-        _release_brief(release, f"{field}.releases[{i}]") for i, release in enumerate(read.items(doc.get("releases"), field + ".releases"))
+        _release_brief(release, f"{field}.releases[{i}]")
+        for i, release in enumerate(read.items(doc.get("releases"), field + ".releases"))
     ]
     return cleaned
 
