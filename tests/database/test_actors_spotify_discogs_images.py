@@ -16,8 +16,8 @@ from models import Album, AlbumArtist, Artist, EnrichmentLog, Track, album_artis
 from workers.actors.discogs import score_result
 from workers.actors.images import largest_image
 from workers.actors.spotify import release_date
-from workers.upstream.tolerant import Reader
 from workers.fake_upstream import DISCOGS, IMAGES, SPOTIFY_ACCOUNTS, SPOTIFY_API
+from workers.upstream.tolerant import Reader
 
 from app_harness import tree
 from linking_harness import rows

@@ -14,7 +14,7 @@ import pytest
 from models import Album, Artist, EnrichmentLog, Track
 from workers.fake_upstream import FakeUpstream
 
-from app_harness import app, fake, tree  # noqa: F401  (fixtures)
+from app_harness import tree
 from test_cli import enrich, in_process_env
 
 OLDER_ALBUM = "7aDBFWp72Pz4NZEtVBANi9"  # Spotify only: MusicBrainz does not know it

@@ -15,7 +15,7 @@ import pytest
 from models import Album, Artist, EnrichmentLog, Track
 from workers.fake_upstream import DISCOGS, SPOTIFY_API
 
-from app_harness import app, fake, tree  # noqa: F401  (fixtures)
+from app_harness import tree
 
 MASSIVE_ATTACK = "5265"  # 22 images; the primary, 600x399, is not the largest (a secondary 600x1142)
 PERSUADER = "1"  # discogs_client's recorded artist 1: one secondary image, no primary
@@ -189,7 +189,8 @@ def test_spotify_404_and_401_bodies_are_the_real_ones(app, fake):
     assert limited.status_code == 429 and limited.headers["Retry-After"] == "2"
     assert limited.json() == {"error": {"status": 429, "message": "API rate limit exceeded"}}
     fake.fail(DISCOGS + "/artists", "rate_limit", times=1)
-    discogs = httpx.get(fake.url + DISCOGS + "/artists/1", headers={"Authorization": "Discogs token=" + fake.env()["DISCOGS_TOKEN"]})
+    discogs_auth = {"Authorization": "Discogs token=" + fake.env()["DISCOGS_TOKEN"]}
+    discogs = httpx.get(fake.url + DISCOGS + "/artists/1", headers=discogs_auth)
     assert discogs.status_code == 429 and discogs.json() == {"message": "You are making requests too quickly."}
-    gone = httpx.get(fake.url + DISCOGS + "/artists/999999999", headers={"Authorization": "Discogs token=" + fake.env()["DISCOGS_TOKEN"]})
+    gone = httpx.get(fake.url + DISCOGS + "/artists/999999999", headers=discogs_auth)
     assert gone.status_code == 404 and gone.json() == {"message": "Artist not found."}

@@ -9,7 +9,6 @@ from .exchange import Call, Reply, json_reply
 from .sample import discogs_base_name, normalize
 from .state import FakeState
 
-
 # What Discogs says for these statuses, whatever the fault's own words.
 MESSAGES = {
     401: "You must authenticate to access this resource.",

@@ -24,14 +24,16 @@ from typing import Any, Callable, Optional
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from .cloudflare_routes import handle_cloudflare
-from .discogs_routes import error_body as discogs_error_body, handle_discogs
+from .discogs_routes import error_body as discogs_error_body
+from .discogs_routes import handle_discogs
 from .exchange import Call, Reply, json_reply
 from .faults import FaultRegistry, canned_reply, plain_error_body
 from .image_routes import handle_cover_art, handle_images
 from .musicbrainz_routes import error_body as musicbrainz_error_body
 from .musicbrainz_routes import handle_musicbrainz
 from .sample import SampleCatalog
-from .spotify_routes import error_body as spotify_error_body, handle_spotify_accounts, handle_spotify_api
+from .spotify_routes import error_body as spotify_error_body
+from .spotify_routes import handle_spotify_accounts, handle_spotify_api
 from .state import FakeCredentials, FakeState
 from .wire import send_reply, send_truncated, stream_body
 

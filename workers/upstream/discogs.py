@@ -7,8 +7,8 @@ from typing import Any, Optional
 from models.settings import Settings
 
 from .errors import MissingCredentials
-from .tolerant import Reader
 from .http import RateLimitedClient
+from .tolerant import Reader
 
 SERVICE = "discogs"
 READ = Reader(SERVICE)

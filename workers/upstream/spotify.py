@@ -18,8 +18,8 @@ import httpx
 from models.settings import Settings
 
 from .errors import MissingCredentials, PermanentUpstreamError, RetryableUpstreamError
-from .tolerant import Reader
 from .http import ClientBase, OnRequest, ServiceClient
+from .tolerant import Reader
 
 SERVICE = "spotify"
 READ = Reader(SERVICE)
