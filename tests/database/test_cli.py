@@ -21,7 +21,7 @@ import redis
 
 from models import Album, AlbumArtist, Artist, EnrichmentLog, Track, album_artists, utcnow
 
-from conftest import REDIS_TEST_URL
+from services import REDIS_TEST_URL
 
 UNREACHABLE_DB = "postgresql://root@127.0.0.1:1/x"
 UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"

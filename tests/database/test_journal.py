@@ -29,9 +29,9 @@ from middleware.job_log.journal import RedisJournal
 from middleware.job_log.rows import REJECTED_CODE, JobLogRow
 from models import EnrichmentLog
 
-from conftest import REDIS_TEST_URL
 from linking_harness import rows, wait_for
 from process_harness import ROOT, TESTS
+from services import REDIS_TEST_URL
 
 STREAM = "test:job-log"
 

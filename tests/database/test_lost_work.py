@@ -16,8 +16,8 @@ from middleware.job_log.rows import ROW_COLUMNS
 from models import EnrichmentLog
 from models.base import utcnow
 
-from conftest import REDIS_TEST_URL
 from linking_harness import wait_for
+from services import REDIS_TEST_URL
 from tree_actors import declare
 
 Log = EnrichmentLog

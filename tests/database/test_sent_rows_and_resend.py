@@ -216,8 +216,8 @@ def test_enrich_resend_refuses_a_succeeded_job_in_one_line(pg_db, pg_url):
     import subprocess
     import sys
 
-    from conftest import REDIS_TEST_URL
     from process_harness import ROOT, shell_env
+    from services import REDIS_TEST_URL
 
     Log.create(job_id="done-job", operation="enrichment:album", status="success", is_root_job=True,
                message={"actor": "check_album_enrichment", "queue": "default", "args": [], "kwargs": {},

@@ -12,9 +12,9 @@ from dramatiq.brokers.redis import RedisBroker
 from models import Album, EnrichmentLog, Track
 
 from app_harness import add_album
-from conftest import REDIS_TEST_URL
 from linking_harness import wait_for
 from process_harness import WorkerProcess, procfile_command, shell_env
+from services import REDIS_TEST_URL
 
 pytestmark = pytest.mark.slow
 

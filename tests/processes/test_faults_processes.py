@@ -28,10 +28,9 @@ from dramatiq.brokers.redis import RedisBroker
 from models import Album, Artist, EnrichmentLog, Track
 
 from app_harness import add_album
-from conftest import REDIS_TEST_URL
 from linking_harness import wait_for
 from process_harness import WorkerProcess
-from services import restart_postgres, restart_redis
+from services import REDIS_TEST_URL, restart_postgres, restart_redis
 
 pytestmark = pytest.mark.slow
 

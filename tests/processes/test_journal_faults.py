@@ -17,10 +17,9 @@ import redis
 
 from models import EnrichmentLog
 
-from conftest import REDIS_TEST_URL
 from linking_harness import wait_for
 from process_harness import WorkerProcess
-from services import pg_ctl, wait_for_postgres
+from services import REDIS_TEST_URL, pg_ctl, wait_for_postgres
 
 pytestmark = pytest.mark.slow
 

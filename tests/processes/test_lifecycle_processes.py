@@ -24,10 +24,9 @@ from models import EnrichmentLog
 from models.timeline import get_tree, list_roots
 
 from app_harness import add_album
-from conftest import REDIS_TEST_URL
 from linking_harness import wait_for
 from process_harness import ROOT, WorkerProcess, shell_env
-from services import restart_redis
+from services import REDIS_TEST_URL, restart_redis
 
 pytestmark = pytest.mark.slow
 

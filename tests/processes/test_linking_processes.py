@@ -11,9 +11,9 @@ import redis
 
 from models import EnrichmentLog
 
-from conftest import PG_ADMIN_URL, REDIS_TEST_URL
 from linking_harness import wait_for
 from process_harness import WorkerProcess
+from services import PG_ADMIN_URL, REDIS_TEST_URL
 
 pytestmark = pytest.mark.slow
 

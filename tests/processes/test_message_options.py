@@ -20,9 +20,9 @@ from middleware.job_log.row_values import shown
 from models import EnrichmentLog
 from models.job_log import FINAL_STATUSES
 
-from conftest import REDIS_TEST_URL
 from linking_harness import wait_for
 from process_harness import WorkerProcess
+from services import REDIS_TEST_URL
 
 pytestmark = pytest.mark.slow
 

@@ -27,9 +27,9 @@ from models import EnrichmentLog
 from workers.fake_upstream import FakeCredentials, FakeUpstream
 
 from app_harness import add_album
-from conftest import REDIS_TEST_URL
 from linking_harness import wait_for
 from process_harness import ROOT, WorkerProcess, shell_env
+from services import REDIS_TEST_URL
 from test_app_processes import all_acked, send_root
 
 pytestmark = pytest.mark.slow
