@@ -79,3 +79,17 @@ def postgres_pid(admin_conn) -> int:
 
 def redis_pid(client) -> int:
     return int(client.info("server")["process_id"])
+
+
+def thread_seconds(threads: dict[int, list[int]]) -> float:
+    """CPU seconds used so far by the given threads ({pid: [native thread ids]}); a gone one counts 0."""
+    total = 0.0
+    for pid, tids in threads.items():
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / _TICKS
+    return total
