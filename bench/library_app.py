@@ -42,8 +42,8 @@ bind_database(os.environ["DATABASE_URL"])
 broker = RedisBroker(url=os.environ["REDIS_URL"],
                      middleware=[MessageOptions(), ActorArguments(), *(m() for m in default_middleware)])
 broker.add_middleware(DatabaseConnections())
-broker.add_middleware(JobLinking())
 broker.add_middleware(ThreadIds())  # the benchmark's own: tells it which threads are the drainer's
+broker.add_middleware(JobLinking())
 dramatiq.set_broker(broker)
 
 

@@ -3,7 +3,8 @@
 JobLinking's drainer runs on a thread of each worker process, so its CPU is
 only told apart from the jobs' per thread: at boot this middleware writes the
 native ids of those threads to ``$BENCH_THREAD_DIR/<pid>``, one per line.
-Added after JobLinking, whose ``after_worker_boot`` starts them.
+Added before JobLinking: Dramatiq runs the ``after_*`` hooks in reverse order, so
+this one runs after JobLinking's ``after_worker_boot`` has started them.
 """
 
 import os
