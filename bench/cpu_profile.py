@@ -17,6 +17,9 @@ import subprocess
 import sys
 from collections import Counter
 
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_PRODUCT = (f"{_ROOT}/middleware/", f"{_ROOT}/workers/")  # not Dramatiq's own dramatiq/middleware/
+
 # (part, files any of whose frames put the stack in it), in order; a file is matched by the end of its path.
 _DRAINER = ("job_log/drainer.py",)
 _DRAINER_PARTS = (
@@ -62,7 +65,7 @@ def categorize(frames: list[str]) -> str:
         return next((part for part, needles in _DRAINER_PARTS if _any(frames, needles)), "drainer (other)")
     if _any(frames, _HOOKS):
         return next((part for part, needles in _HOOK_PARTS if _any(frames, needles)), "hooks (other)")
-    if _any(frames, ("/middleware/", "/workers/")):
+    if _any(frames, _PRODUCT):
         return "other product middleware"
     return "Dramatiq and the rest"
 

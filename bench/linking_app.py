@@ -22,6 +22,7 @@ if os.environ.get("BENCH_NO_OTEL") == "1":
 import dramatiq  # noqa: E402
 from dramatiq.brokers.redis import RedisBroker  # noqa: E402
 
+from bench.thread_ids import ThreadIds  # noqa: E402
 from middleware import DatabaseConnections, JobLinking, MessageOptions  # noqa: E402
 from models import bind_database, load_settings  # noqa: E402
 from workers.log_buffer import DrainLogsAtShutdown  # noqa: E402
@@ -52,6 +53,7 @@ if os.environ.get("BENCH_LINKING") == "1":
     tracing = tracing_middleware(settings, secret_values(settings))
     if tracing is not None:
         broker.add_middleware(tracing)
+    broker.add_middleware(ThreadIds())  # the benchmark's own: tells it which threads are the drainer's
     broker.add_middleware(JobLinking())
 dramatiq.set_broker(broker)
 

@@ -1,28 +1,39 @@
-"""Messages per second through real Dramatiq workers, with and without JobLinking.
+"""Messages per second through real Dramatiq workers, with and without JobLinking, and what each job costs.
 
     .venv/bin/python bench/linking_benchmark.py [--noop 20000] [--io 4000] [--rounds 3]
-        [--log-lines all,finished,none]
+        [--modes plain,library,project] [--profile]
 
 For each actor (a no-op and a 20 ms sleep), each round runs every mode one
-after the other (plain Dramatiq, then JobLinking with each choice of per-job
-log lines), so a machine that gets busier slows every mode alike.  A run
-fills the Redis queue, starts ``dramatiq`` with 2 processes x 8 threads and
-times from the moment both processes are ready until the queue is empty.
-With linking it then waits until every row has reached PostgreSQL (and checks
-that every message has exactly one ``success`` row) before reading the CPU
-used, so the drain is paid for in the figures.
+after the other, so a machine that gets busier slows every mode alike; the
+first mode is the reference of the ratios.  By default: plain Dramatiq,
+``library`` (JobLinking as docs/library.md adds it to a user's RedisBroker,
+Dramatiq's own stdlib logging at INFO, structlog rendering into it:
+bench/library_app.py) and ``project`` (the product's own wiring, as
+``dramatiq workers.worker`` runs it: bench/project_app.py).  ``django`` adds
+django-dramatiq 0.15's AdminMiddleware as the peer reference (a bench-only
+install: pip install "django-dramatiq==0.15.*").
 
-Printed per round and as the median of the rounds: messages/s, the ratio
-linked / plain, CPU per message of the workers, of PostgreSQL (only the
-benchmark's own cluster, from /proc) and of Redis, and PostgreSQL commits per
-message (``pg_stat_database.xact_commit``), and the producer's sends per second
-(timed on their own: with linking, each send appends the job's queued row).
+A run fills the Redis queue with one producer thread (timed: sends/s), starts
+``dramatiq`` with 2 processes x 8 threads and times from the moment both
+processes are ready until the queue is empty (msg/s) and until every row is
+final in the database (e2e msg/s; it checks one final row per message).
+Printed per round and as the median of the rounds, per message: CPU of the
+workers (without the drainer threads), of JobLinking's drainer and sweeper
+threads, of PostgreSQL and Redis (the benchmark's own servers, from /proc,
+the sends included) and of the producer, and their sum; row inserts and
+updates (pg_stat_user_tables) and commits (pg_stat_database); and the p95
+row-visibility lag from the hooks: from each send's return to the commit of
+its queued row, and from the end hook (the row's completed_at) to the commit
+of its final row (both need track_commit_timestamp = on on the cluster).
 
-``--modes`` runs other modes instead, for both actors, against the first
-one: ``linked`` (all lines; OpenTelemetry installed but not configured),
-``linked-no-otel`` (its imports fail, as without the otel extra), ``traced``
-(spans exported over OTLP/HTTP to a local receiver) and ``metered``
-(Prometheus metrics on), e.g. ``--modes linked-no-otel,linked,traced,metered --io 0``.
+``--profile`` also samples the workers with py-spy (pip install py-spy) and
+prints where their CPU per job goes (bench/cpu_profile.py).  ``--log-lines
+all,finished,none`` runs the earlier comparison of the per-job log lines
+instead; the observability modes: ``linked`` (all lines; OpenTelemetry
+installed but not configured), ``linked-no-otel`` (its imports fail, as
+without the otel extra), ``traced`` (spans exported over OTLP/HTTP to a local
+receiver) and ``metered`` (Prometheus metrics on), e.g. ``--modes
+linked-no-otel,linked,traced,metered --io 0``.
 
 Point it at your own services: BENCH_POSTGRES_ADMIN_URL (a superuser URL,
 default postgresql://root@127.0.0.1:5432/postgres) and BENCH_REDIS_URL
