@@ -70,7 +70,7 @@ def categorize(frames: list[str]) -> str:
     return "Dramatiq and the rest"
 
 
-def start(pid: int, out: str, rate: int = 100) -> subprocess.Popen:
+def start(pid: int, out: str, rate: int = 500) -> subprocess.Popen:
     """py-spy sampling ``pid`` and its children (``raw`` collapsed stacks to ``out``) until ``stop``."""
     beside = os.path.join(os.path.dirname(sys.executable), "py-spy")  # in the benchmark's venv
     py_spy = beside if os.path.exists(beside) else shutil.which("py-spy") or "py-spy"
