@@ -19,6 +19,8 @@ from collections import Counter
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _PRODUCT = (f"{_ROOT}/middleware/", f"{_ROOT}/workers/")  # not Dramatiq's own dramatiq/middleware/
+# The product's dead-lettering consumer wraps Dramatiq's: what runs below it is Dramatiq's consumer.
+_CONSUMER = ("dramatiq/worker.py:ConsumerThread", "workers/redis_broker.py")
 
 # (part, files any of whose frames put the stack in it), in order; a file is matched by the end of its path.
 _DRAINER = ("job_log/drainer.py",)
@@ -30,10 +32,13 @@ _DRAINER_PARTS = (
     ("drainer: fold", ("job_log/drainer.py:fold", "job_log/drainer.py:add")),
     ("drainer: Redis reads and acks", ("/redis/",)),
 )
+# The dramatiq parent process relays each line its worker processes log (without --skip-logging).
+_LOG_LINES = ("/logging/", "/structlog/", "workers/log_buffer.py", "workers/logging_setup.py",
+              "dramatiq/cli.py:watch_logs")
 _HOOKS = ("middleware/job_linking.py", "middleware/job_log/", "middleware/job_context.py",
           "middleware/linking_options.py")
 _HOOK_PARTS = (
-    ("log lines", ("/logging/", "/structlog/", "workers/log_buffer.py", "workers/logging_setup.py")),
+    ("log lines", _LOG_LINES),
     ("start-row hold", ("job_log/start_rows.py",)),
     ("journal append", ("job_log/journal.py", "/redis/")),
     ("building the row", ("job_log/rows.py", "job_log/row_values.py", "middleware/json_text.py",
@@ -41,7 +46,8 @@ _HOOK_PARTS = (
 )
 PARTS = ("hooks (other)", "building the row", "journal append", "start-row hold", "log lines",
          "drainer: decode", "drainer: fold", "drainer: SQL", "drainer: Redis reads and acks", "drainer (other)",
-         "root update", "lost-work sweeper", "other product middleware", "Dramatiq and the rest")
+         "root update", "lost-work sweeper", "other product middleware", "log lines relayed by dramatiq",
+         "Dramatiq: consumer threads", "Dramatiq: worker threads and the rest")
 
 
 def _frames(stack: str) -> list[str]:
@@ -65,9 +71,13 @@ def categorize(frames: list[str]) -> str:
         return next((part for part, needles in _DRAINER_PARTS if _any(frames, needles)), "drainer (other)")
     if _any(frames, _HOOKS):
         return next((part for part, needles in _HOOK_PARTS if _any(frames, needles)), "hooks (other)")
+    if _any(frames, ("dramatiq/cli.py:watch_logs",)):
+        return "log lines relayed by dramatiq"
+    if _any(frames, _CONSUMER):
+        return "Dramatiq: consumer threads"
     if _any(frames, _PRODUCT):
         return "other product middleware"
-    return "Dramatiq and the rest"
+    return "Dramatiq: worker threads and the rest"
 
 
 def start(pid: int, out: str, rate: int = 500) -> subprocess.Popen:
