@@ -50,7 +50,7 @@ from ..fork_reset import reset_in_forked_children
 from ..observability import observe_root_degraded
 from . import upsert
 from .journal import Entry, Journal, JournalUnavailable, with_datetimes
-from .root_status import count_failed_children, turned_degraded
+from .root_status import already_counted, count_failed_children, turned_degraded
 from .rows import JobLogRow
 
 logger = structlog.get_logger("middleware.job_log_drainer")
@@ -412,8 +412,8 @@ class Drainer:
                 [failing_ids],
             )
         before = upsert.statuses_of(failing_ids, lock=postgres, db=db)
-        # Count a child's failure on its root only when this write is what makes it failed.
-        newly_failed = [job for job in failing if before.get(job.row["job_id"]) != upsert.FAILED]
+        # Count a child's failure on its root only when this write is what makes it failed (or lost).
+        newly_failed = [job for job in failing if not already_counted(before.get(job.row["job_id"]))]
         deferred = self._waiting_for_root(db, jobs, newly_failed) if wait_for_root else []
         waiting = {id(job) for job in deferred}
         ready = [job.row for job in jobs if id(job) not in waiting]

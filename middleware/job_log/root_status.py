@@ -11,7 +11,8 @@ status is kept in ``own_status``.  Stated as what each write does:
    ``failed_children``; a root that had finished well turns ``degraded``
    (``count_failed_children``, in the same transaction as the child's row).
    The drainer decides whether the write is what makes the row failed
-   (a failure applied twice counts once).
+   (a failure applied twice counts once, and a ``failed`` end arriving after the sweeper's
+   ``lost`` is not counted again: ``already_counted``).
 2. A root's own write stores ``degraded`` instead of a status that finished
    well while ``failed_children`` > 0 (``status_on_own_write``, in the upsert).
    Whichever of 1 and 2 lands second turns the root degraded.
@@ -37,7 +38,7 @@ from peewee import Case
 
 from models.base import utcnow
 from models.database import is_postgres
-from models.job_log import DEGRADABLE_STATUSES, DEGRADED, FAILED, PENDING_STATUSES, EnrichmentLog
+from models.job_log import DEGRADABLE_STATUSES, DEGRADED, FAILED, FAILED_STATUSES, PENDING_STATUSES, EnrichmentLog
 
 T = EnrichmentLog
 TAKE_BACK_TRIGGER = "enrichment_logs_failed_child_recovered"  # rule 3, in the database (migration 0008)
@@ -46,6 +47,12 @@ TAKE_BACK_TRIGGER = "enrichment_logs_failed_child_recovered"  # rule 3, in the d
 def counts_against_root(status: str) -> bool:
     """Rule 1: whether a child's write with this status is counted on its root (``lost`` is the sweeper's)."""
     return status == FAILED
+
+
+def already_counted(status: Optional[str]) -> bool:
+    """Rule 1: whether a child's row in ``status`` is already counted on its root (``failed`` by a
+    drainer, ``lost`` by the sweeper), so that a failure written over it is not counted again."""
+    return status in FAILED_STATUSES
 
 
 def status_on_own_write(written, failed_children):
@@ -99,5 +106,5 @@ def count_failed_children(counts: dict[str, int], db=None) -> dict[str, Optional
     return {job_id: (operation, status, failed) for job_id, operation, status, failed in cursor.fetchall()}
 
 
-__all__ = ["TAKE_BACK_TRIGGER", "counts_against_root", "status_on_own_write", "turned_degraded",
+__all__ = ["TAKE_BACK_TRIGGER", "counts_against_root", "already_counted", "status_on_own_write", "turned_degraded",
            "count_failed_child", "count_failed_children"]

@@ -23,7 +23,7 @@ import peewee
 from peewee import EXCLUDED, SQL, Case, Function, JSONField, Select, UUIDField, fn
 
 from models.database import is_postgres
-from models.job_log import FAILED, JOB_ID_PRESENT, QUEUED, RETRYING, RUNNING, EnrichmentLog
+from models.job_log import JOB_ID_PRESENT, QUEUED, RETRYING, RUNNING, EnrichmentLog
 
 from ..json_text import json_text
 from .root_status import status_on_own_write
@@ -255,4 +255,4 @@ def existing_roots(job_ids: list[str], db=None) -> set[str]:
     return {job_id for (job_id,) in query.tuples().execute(db or T._meta.database)}
 
 
-__all__ = ["FAILED", "merge_rows", "order_key", "upsert_rows", "statuses_of", "existing_roots"]
+__all__ = ["merge_rows", "order_key", "upsert_rows", "statuses_of", "existing_roots"]

@@ -187,3 +187,27 @@ def test_a_running_job_whose_end_was_lost_with_redis_is_marked_lost_but_not_one_
     assert lost.last_error.startswith("started, but its end was never recorded, and its message not found in Redis")
     assert rows[held.message_id].status == "running"
     assert rows[root.message_id].status == "degraded"
+
+
+def test_a_lost_child_whose_failed_end_arrives_later_is_counted_once(broker):
+    """The sweeper marked a child lost (one failure on its root); then its worker's `failed` end is drained."""
+    root = broker.tree_root.send(1)
+    Log.update(status="success", completed_at=Log.created_at).where(Log.job_id == root.message_id).execute()
+    child = broker.tree_leaf.send_with_options(args=(0.1,), parent_job_id=root.message_id)
+    linking = broker.linking
+    assert linking.job_log.flush(10)
+    queued = Log.select().where(Log.job_id == child.message_id).dicts().get()
+    drop_message(broker, child)
+    assert sweeper_of(broker, grace_seconds=0).run_once() == 1
+    assert Log.get(Log.job_id == root.message_id).failed_children == 1
+
+    now = utcnow()
+    failed = {name: queued[name] for name in ROW_COLUMNS}
+    failed.update(status="failed", error_code="upstream_error", last_error="UpstreamError: 503",
+                  started_at=now, completed_at=now, updated_at=now, duration_ms=5)
+    linking.job_log.append(failed, root.message_id)  # as JobLinking sends a child's failure: counted on its root
+    assert linking.job_log.flush(10)
+
+    rows = {r.job_id: r for r in Log.select()}
+    assert (rows[child.message_id].status, rows[child.message_id].error_code) == ("failed", "upstream_error")
+    assert (rows[root.message_id].status, rows[root.message_id].failed_children) == ("degraded", 1)
