@@ -5,7 +5,8 @@ under the root job that started it, and moved forward as workers run it.
     broker.add_middleware(JobLinking())
 
 Add it last, after Dramatiq's defaults and ``MessageOptions`` (which checks
-the options it reads): its ``before_*`` hooks then run after everyone else's,
+every option; JobLinking checks the ones it reads again, by the same rules,
+so it is safe alone): its ``before_*`` hooks then run after everyone else's,
 and its verdict on a failed attempt is read in ``before_ack``/``before_nack``,
 once Retries has decided whether to retry.
 
@@ -35,6 +36,7 @@ from .job_log.row_values import MAX_TRIGGERED_BY, from_millis, is_job_id, job_id
 from .job_log.rows import due_at, message_entity, operation_of
 from .job_log.upsert import merge_rows
 from .linking_options import check_actor
+from .message_options import LINKING_CHECKS, drop_bad_options
 from .observability import observe_journal
 
 logger = structlog.get_logger("middleware.job_linking")
@@ -204,7 +206,9 @@ class JobLinking(Middleware):
     # -- internals -------------------------------------------------------------
 
     def _start_job(self, broker, message) -> JobState:
-        options = message.options  # checked by MessageOptions, first in the stack
+        # MessageOptions, first in the stack, has checked these already; JobLinking may be used without it.
+        drop_bad_options(broker, message, LINKING_CHECKS)
+        options = message.options
         parent = options.get("parent_job_id")
         attempt = options.get("retries", 0)
         # Retries re-enqueue these same options: the first attempt's start travels

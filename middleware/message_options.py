@@ -135,6 +135,22 @@ CHECKS: dict[str, Check] = {
 }
 
 
+# The options JobLinking reads: it checks them itself, for a stack without MessageOptions.
+LINKING_CHECKS: dict[str, Check] = {name: CHECKS[name] for name in (
+    "parent_job_id", "first_started_at", "triggered_by", "started_by", "retries")}
+
+
+def drop_bad_options(broker, message, checks: dict[str, Check]) -> None:
+    """Delete each option of ``message`` that ``checks`` finds bad, with a WARNING naming it and why."""
+    options = message.options
+    for name in [name for name in options if name in checks]:  # a message sets few options
+        problem = checks[name](options[name], broker, message)
+        if problem:
+            logger.warning("ignoring bad message option", option=name, job_id=str(message.message_id)[:MAX_ID_LENGTH],
+                           actor=str(message.actor_name)[:MAX_ID_LENGTH], bad_value=shown(options[name]), problem=problem)
+            del options[name]
+
+
 class MessageOptions(Middleware):
     """Drops every message option of the wrong type or range, with a WARNING naming it.
 
@@ -158,13 +174,7 @@ class MessageOptions(Middleware):
         self.checks = CHECKS if checks is None else checks
 
     def before_process_message(self, broker, message):
-        options = message.options
-        for name in [name for name in options if name in self.checks]:  # a message sets few options
-            problem = self.checks[name](options[name], broker, message)
-            if problem:
-                logger.warning("ignoring bad message option", option=name, job_id=str(message.message_id)[:MAX_ID_LENGTH],
-                               actor=str(message.actor_name)[:MAX_ID_LENGTH], bad_value=shown(options[name]), problem=problem)
-                del options[name]
+        drop_bad_options(broker, message, self.checks)
         timestamp = message.message_timestamp
         if not isinstance(timestamp, int) or isinstance(timestamp, bool) or not 0 <= timestamp <= LATEST_TIMESTAMP_MS:
             # A message is frozen: its timestamp is replaced by now (as Dramatiq does for a bad ``eta``).

@@ -375,7 +375,8 @@ class Drainer:
         row = JobLogRow.rejected(job.row, f"the database refused this job's log row ({error}); "
                                           f"the full row is kept in {self.journal.where}").as_dict()
         try:
-            self._commit([JobWrite(row, job.failed_child_of, job.entries)], wait_for_root=False)
+            counted_on = job.failed_child_of if row["parent_job_id"] is not None else None  # a root now
+            self._commit([JobWrite(row, counted_on, job.entries)], wait_for_root=False)
         except Exception as second:
             logger.error("even the minimal job log row was refused", job_id=row.get("job_id"),
                          error=f"{type(second).__name__}: {first_line(second)}")

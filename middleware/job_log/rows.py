@@ -36,6 +36,7 @@ from models.job_log import (
     QUEUED,
     RETRYING,
     RUNNING,
+    STATUSES,
 )
 
 from ..job_context import random_uuid
@@ -161,14 +162,26 @@ class JobLogRow:
 
     @classmethod
     def rejected(cls, row: dict[str, Any], why: str) -> JobLogRow:
-        """A row the database refused, reduced to what identifies the job and its status, ``why`` its error."""
-        keep = ("id", "job_id", "parent_job_id", "is_root_job", "status", "retry_count", "enqueued_at",
-                "started_at", "completed_at", "created_at", "updated_at")
+        """A row the database refused, reduced to what identifies the job and its status, ``why`` its error.
+
+        It must always land: it keeps the engine's own values (id, status, times), and each value a
+        producer or an actor influenced only once it passes the rule every write follows (a parent
+        that cannot be one makes the job a root; the operation as plain bounded text)."""
+        keep = ("id", "job_id", "enqueued_at", "started_at", "completed_at", "created_at", "updated_at")
+        parent = row.get("parent_job_id")
+        if parent_problem(parent, row.get("job_id")):
+            parent = None
+        status = row.get("status")
+        retry_count = row.get("retry_count")
         return cls(
             **{name: row.get(name) for name in keep},
-            operation=str(row.get("operation") or "unknown")[:MAX_OPERATION].replace("\x00", ""),
+            parent_job_id=parent,
+            is_root_job=parent is None,
+            status=status if status in STATUSES else FAILED,
+            retry_count=retry_count if valid_attempt(retry_count) else 0,
+            operation=operation_of({}, row.get("operation") or "unknown"),
             error_code=REJECTED_CODE,
-            last_error=why.replace("\x00", "")[:MAX_ERROR_TEXT],
+            last_error=plain_json(why)[:MAX_ERROR_TEXT],
         )
 
     @classmethod

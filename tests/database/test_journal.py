@@ -226,6 +226,23 @@ def test_a_row_the_database_refuses_is_put_aside_and_the_job_still_ends(pg_db, c
     assert len(journal.rejected()) == 1 and journal.rejected_count() == 1
 
 
+def test_the_minimal_row_of_a_refused_write_lands_whatever_the_producer_sent(pg_db, client):
+    """A write from a worker without the option checks: a parent PostgreSQL cannot store, NULs, a bad count."""
+    journal = RedisJournal(client, STREAM)
+    bad_parent = "p" * 500
+    journal.append(row("hostile", "failed", bad_parent, operation="op\x00", retry_count=-3,
+                       last_error="boom\x00"), bad_parent)
+    drainer = Drainer(journal, pg_db, root_wait=0)  # no such root will come
+    drain_all(drainer)
+    drainer.stop(timeout=0)
+    [refused] = rows().values()
+    assert (refused.job_id, refused.status, refused.error_code) == ("hostile", "failed", REJECTED_CODE)
+    assert (refused.is_root_job, refused.parent_job_id, refused.retry_count) == (True, None, 0)
+    assert refused.operation == "op"
+    [(_, entry, _)] = journal.rejected()
+    assert entry.row["parent_job_id"] == bad_parent  # the full write is kept as it came
+
+
 @pytest.fixture
 def redis_app(pg_db, client, monkeypatch):
     """A RedisBroker with JobLinking and an in-process worker; the ack is retried every 0.2 s."""
