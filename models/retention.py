@@ -3,7 +3,9 @@
 A tree goes only as a whole, and only when complete (no row ``queued``,
 ``running`` or ``retrying``) with its last completion before the cutoff.
 Legacy rows without a job id (from before job linking; nothing can point
-at them) go by their ``created_at``.
+at them) go by their ``created_at``.  Orphans, child rows whose root row no
+longer exists (deleted by hand, or a tree pruned before a late child's row
+landed), go by their completion, once they have ended: no tree shows them.
 
 Roots are read oldest first through the partial index over roots
 ``(created_at, id)`` (a tree completes after its root was created, so only
@@ -20,10 +22,11 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from peewee import Case, fn
+from peewee import SQL, Case, fn
 
 from .database import is_postgres
 from .job_log import PENDING_STATUSES, EnrichmentLog
@@ -37,8 +40,21 @@ class PruneReport:
     trees: int = 0  # whole trees deleted (or that would be, in a dry run)
     rows: int = 0  # every row deleted, roots, children and legacy rows
     legacy_rows: int = 0  # rows without a job id, by created_at
+    orphan_rows: int = 0  # ended child rows whose root row no longer exists, by completion
     batches: int = 0
     longest_transaction_seconds: float = 0.0  # one batch's delete (or count, in a dry run)
+
+    def add_batch(self, started: float, progress: Optional[Callable[[PruneReport], None]], *, trees: int = 0,
+                  rows: int = 0, legacy: int = 0, orphans: int = 0) -> None:
+        """Count one batch (begun at ``started``, a monotonic time) and tell ``progress``."""
+        self.trees += trees
+        self.rows += rows
+        self.legacy_rows += legacy
+        self.orphan_rows += orphans
+        self.batches += 1
+        self.longest_transaction_seconds = max(self.longest_transaction_seconds, time.monotonic() - started)
+        if progress is not None:
+            progress(self)
 
 
 def _roots_before(cutoff: dt.datetime, after: Optional[tuple], limit: int) -> list[tuple]:
@@ -92,9 +108,48 @@ def _delete_batch(db, roots: list[tuple], cutoff: dt.datetime) -> tuple[int, int
     return len(finished), rows + legacy, legacy
 
 
+def _orphans(cutoff: dt.datetime, after: Optional[uuid.UUID], limit: int) -> tuple[list[uuid.UUID], Optional[uuid.UUID]]:
+    """The next ``limit`` ended child rows (by id) that completed before ``cutoff``: (those whose root row
+    is gone, the last id read), or ([], None) at the end."""
+    query = (Log.select(Log.id, Log.parent_job_id)
+             .where(Log.parent_job_id.is_null(False) & Log.status.not_in(PENDING_STATUSES)
+                    & (fn.COALESCE(Log.completed_at, Log.updated_at) < cutoff))
+             .order_by(Log.id).limit(limit))
+    if after is not None:
+        query = query.where(Log.id > after)
+    children = list(query.tuples())
+    if not children:
+        return [], None
+    parents = {parent for _, parent in children}
+    present = {job_id for (job_id,) in Log.select(Log.job_id).where(Log.job_id.in_(parents)).tuples()}
+    return [row_id for row_id, parent in children if parent not in present], children[-1][0]
+
+
+def _delete_orphans(ids: list[uuid.UUID]) -> int:
+    """Delete these rows if their root row is still missing (checked again in the statement itself)."""
+    root = Log.alias()
+    return (Log.delete()
+            .where(Log.id.in_(ids) & ~fn.EXISTS(root.select(SQL("1")).where(root.job_id == Log.parent_job_id)))
+            .execute())
+
+
 def prune(cutoff: dt.datetime, *, dry_run: bool = False, batch_roots: int = DEFAULT_BATCH_ROOTS,
           progress: Optional[Callable[[PruneReport], None]] = None) -> PruneReport:
-    """Delete (or, with ``dry_run``, count) every complete tree that completed before ``cutoff``."""
+    """Delete (or, with ``dry_run``, count) every complete tree that completed before ``cutoff``, then the
+    ended orphans that did."""
+    report = _prune_trees(cutoff, dry_run, batch_roots, progress)
+    after = None
+    while True:
+        started = time.monotonic()
+        orphans, after = _orphans(cutoff, after, batch_roots * 10)
+        if after is None:
+            return report
+        deleted = len(orphans) if dry_run or not orphans else _delete_orphans(orphans)
+        report.add_batch(started, progress, rows=deleted, orphans=deleted)
+
+
+def _prune_trees(cutoff: dt.datetime, dry_run: bool, batch_roots: int,
+                 progress: Optional[Callable[[PruneReport], None]]) -> PruneReport:
     db = Log._meta.database
     report = PruneReport()
     after = None
@@ -110,13 +165,7 @@ def prune(cutoff: dt.datetime, *, dry_run: bool = False, batch_roots: int = DEFA
             trees, rows = len(finished), rows + legacy
         else:
             trees, rows, legacy = _delete_batch(db, roots, cutoff)
-        report.trees += trees
-        report.rows += rows
-        report.legacy_rows += legacy
-        report.batches += 1
-        report.longest_transaction_seconds = max(report.longest_transaction_seconds, time.monotonic() - started)
-        if progress is not None:
-            progress(report)
+        report.add_batch(started, progress, trees=trees, rows=rows, legacy=legacy)
 
 
 __all__ = ["PruneReport", "prune", "DEFAULT_BATCH_ROOTS"]

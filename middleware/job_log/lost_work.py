@@ -12,6 +12,11 @@ error code ``message_lost``), and counts against its root like a failure.
 after such a restart is marked too; its end, when it comes, replaces ``lost``
 and the root takes the failure back.)
 
+A legacy row (written before job linking, without a job id) that is still
+pending past the grace is marked ``lost`` too, its reason saying so: no
+message can be looked for without an id, and no worker of today will ever
+end such a row, so without this its tree (of one) would stay pending for ever.
+
 Where a message can be, by its Redis broker's layout (``dramatiq.brokers.redis``):
 ``<ns>:<queue>.msgs`` holds the body of every message in the queue AND of
 every message in a worker's unacked set; ``<ns>:<queue>.DQ.msgs`` holds the
@@ -134,7 +139,7 @@ class LostWorkSweeper:
             if overdue:
                 after = overdue[-1][0]
                 present = self._message_ids_in_redis({self._queue_of(row) for row in overdue})
-                missing += [row for row in overdue if row[1] not in present]
+                missing += [row for row in overdue if row[1] is None or row[1] not in present]
             if len(overdue) < self.batch_size:
                 return missing
 
@@ -162,7 +167,7 @@ class LostWorkSweeper:
         due = Case(None, [(Log.status == RUNNING, Log.updated_at)], fn.COALESCE(Log.due_at, Log.updated_at))
         query = (
             Log.select(Log.id, Log.job_id, Log.parent_job_id, Log.status, Log.retry_count, Log.updated_at, Log.message)
-            .where(Log.status.in_((QUEUED, RETRYING, RUNNING)) & (due < cutoff) & Log.job_id.is_null(False))
+            .where(Log.status.in_((QUEUED, RETRYING, RUNNING)) & (due < cutoff))
             .order_by(Log.id)
             .limit(self.batch_size)
         )
@@ -187,7 +192,10 @@ class LostWorkSweeper:
                     found.update(m.decode("utf-8", "replace") for m in _MESSAGE_ID.findall(body))
         return found
 
-    def _reason(self, queue: str, status: str) -> str:
+    def _reason(self, queue: str, status: str, job_id: Optional[str]) -> str:
+        if job_id is None:
+            return (f"legacy row from before job linking, still {status} past the grace period: it has no job id, "
+                    "so its message cannot be looked for, and no worker will end it")
         ns = self.broker.namespace
         where = (f"message not found in Redis: not in queue {queue!r} nor in any worker's unacked set "
                  f"({ns}:{queue}.msgs), nor in its delay queue ({ns}:{dq_name(queue)}.msgs)")
@@ -202,7 +210,7 @@ class LostWorkSweeper:
         marked = 0
         for row in rows:
             row_id, job_id, parent, status, retry_count, updated_at, _ = row
-            reason = self._reason(self._queue_of(row), status)
+            reason = self._reason(self._queue_of(row), status, job_id)
             lost = JobLogRow.lost(job_id, parent, retry_count, reason)
             with self.database.atomic():
                 changed = (

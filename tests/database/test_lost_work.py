@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import threading
 
@@ -211,3 +212,24 @@ def test_a_lost_child_whose_failed_end_arrives_later_is_counted_once(broker):
     rows = {r.job_id: r for r in Log.select()}
     assert (rows[child.message_id].status, rows[child.message_id].error_code) == ("failed", "upstream_error")
     assert (rows[root.message_id].status, rows[root.message_id].failed_children) == ("degraded", 1)
+
+
+def test_a_legacy_row_stuck_running_is_marked_lost_after_the_grace(broker):
+    """Rows from before job linking have no job id: nothing can look for their message, nothing ends them."""
+    long_ago = utcnow() - dt.timedelta(hours=2)
+    stuck = Log.create(job_id=None, operation="enrichment:track", is_root_job=True, status="running",
+                       started_at=long_ago, created_at=long_ago, updated_at=long_ago)
+    ended = Log.create(job_id=None, operation="enrichment:track", is_root_job=True, status="success",
+                       completed_at=long_ago, created_at=long_ago, updated_at=long_ago)
+    recent = Log.create(job_id=None, operation="enrichment:track", is_root_job=True, status="running")
+    Log.update(updated_at=long_ago).where(Log.id.in_([stuck.id, ended.id])).execute()  # save() stamps now
+
+    assert sweeper_of(broker, grace_seconds=600).run_once() == 1
+    rows = {r.id: r for r in Log.select()}
+    lost = rows[stuck.id]
+    assert (lost.status, lost.error_code) == ("lost", "message_lost")
+    assert lost.completed_at is not None
+    assert lost.last_error.startswith("legacy row from before job linking, still running past the grace period")
+    assert rows[ended.id].status == "success"
+    assert rows[recent.id].status == "running"  # within the grace
+    assert sweeper_of(broker, grace_seconds=600).run_once() == 0  # lost is final

@@ -76,14 +76,14 @@ def test_enrich_prune_prints_what_it_deleted_and_dry_run_changes_nothing(db, cap
     build_trees()
     count = Log.select().count()
     assert main(["prune", "--older-than", "30d", "--dry-run"], settings=load_settings()) == 0
-    assert capsys.readouterr().out.startswith("would delete 6 trees and 20 rows (1 legacy) completed before")
+    assert capsys.readouterr().out.startswith("would delete 6 trees and 20 rows (1 legacy, 0 orphaned) completed before")
     assert Log.select().count() == count
     assert main(["prune", "--older-than", "30d"], settings=load_settings()) == 0
-    assert capsys.readouterr().out.startswith("deleted 6 trees and 20 rows (1 legacy) completed before")
+    assert capsys.readouterr().out.startswith("deleted 6 trees and 20 rows (1 legacy, 0 orphaned) completed before")
     assert Log.select().count() == count - 20
     # Now the recent ones too, but never the pending ones.
     assert main(["prune", "--older-than", "1h"], settings=load_settings()) == 0
-    assert capsys.readouterr().out.startswith("deleted 2 trees and 5 rows (1 legacy)")
+    assert capsys.readouterr().out.startswith("deleted 2 trees and 5 rows (1 legacy, 0 orphaned)")
     assert set(tree_sizes()) == {"old-with-queued", "old-with-retrying", "old-root-queued"}
 
 
@@ -94,3 +94,25 @@ def test_a_pending_child_written_after_the_dry_run_keeps_its_tree(db):
     Log.update(status="queued", completed_at=None).where(Log.job_id == "tree-child-0").execute()
     assert prune(days_ago(30)).trees == 0
     assert tree_sizes() == {"tree": 3}
+
+
+def test_ended_children_whose_root_row_is_gone_are_pruned_by_age(db, capsys):
+    make_tree("whole", 40, [("success", 39)])
+    make_tree("kept", 2, [("success", 1)])
+    for name, status, done in [("old-ended", "failed", 40), ("old-pending", "running", 40), ("recent", "success", 1)]:
+        Log.create(job_id=f"orphan-{name}", parent_job_id="deleted-root", operation="enrichment:track", status=status,
+                   completed_at=None if status == "running" else days_ago(done))
+    Log.update(updated_at=days_ago(40)).where(Log.job_id == "orphan-old-pending").execute()
+    Log.create(job_id="waiting-for-root", parent_job_id="root-not-written-yet", operation="enrichment:track",
+               status="success", completed_at=NOW)  # a root's row may land after its child's
+
+    dry = prune(days_ago(30), dry_run=True, batch_roots=1)
+    assert (dry.trees, dry.orphan_rows) == (1, 1)
+    report = prune(days_ago(30), batch_roots=1)
+    assert (report.trees, report.rows, report.orphan_rows) == (1, 3, 1)
+    left = {r.job_id for r in Log.select()}
+    assert "orphan-old-ended" not in left and not {"whole", "whole-child-0"} & left
+    assert {"orphan-old-pending", "orphan-recent", "waiting-for-root", "kept", "kept-child-0"} <= left
+    Log.update(status="lost", completed_at=days_ago(31)).where(Log.job_id == "orphan-old-pending").execute()
+    assert main(["prune", "--older-than", "30d"], settings=load_settings()) == 0  # once the sweeper ended it
+    assert capsys.readouterr().out.startswith("deleted 0 trees and 1 row (0 legacy, 1 orphaned) completed before")

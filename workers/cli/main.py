@@ -277,7 +277,7 @@ def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
     report = prune(cutoff, dry_run=args.dry_run)
     verb = "would delete" if args.dry_run else "deleted"
     print(f"{verb} {report.trees} tree{'s' if report.trees != 1 else ''} and {report.rows} "
-          f"row{'s' if report.rows != 1 else ''} ({report.legacy_rows} legacy) completed before "
+          f"row{'s' if report.rows != 1 else ''} ({report.legacy_rows} legacy, {report.orphan_rows} orphaned) completed before "
           f"{cutoff:%Y-%m-%d %H:%M:%S} UTC, in {report.batches} batch{'es' if report.batches != 1 else ''}")
     return 0
 
@@ -410,7 +410,8 @@ def _add_log_commands(sub) -> None:
     p.add_argument("--port", type=_port, default=8080, help="port to listen on (default 8080)")
     p = _add(sub, "prune", cmd_prune,
              "delete whole trees that are complete (no job queued, running or retrying) and completed before the "
-             "cutoff, every row of them, in short batches; legacy rows without a job id go by their created_at. "
+             "cutoff, every row of them, in short batches; legacy rows without a job id go by their created_at, and "
+             "ended child rows whose root row no longer exists by their completion. "
              "Prints how many trees and rows it deleted.",
              "enrich prune --older-than 30d --dry-run")
     p.add_argument("--older-than", type=_age, metavar="AGE",
