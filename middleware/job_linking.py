@@ -114,12 +114,14 @@ class JobLinking(Middleware):
     # -- worker lifecycle --------------------------------------------------------------
 
     def before_worker_boot(self, broker, worker):
-        """Refuse to start (one line, nothing consumed) when the database cannot take the job log."""
+        """Refuse to start (one line, nothing consumed) when the database cannot take the job log;
+        warn (one line) when the broker's Redis would forget everything on a restart."""
         try:
             self.job_log.check_database()
         except JobLogRefused as exc:
             print(f"JobLinking: refusing to start: {exc}", file=sys.stderr, flush=True)
             raise SystemExit(3) from None
+        self.job_log.bind(broker).warn_if_redis_keeps_nothing("worker")
 
     def after_worker_boot(self, broker, worker):
         self.job_log.bind(broker).start_draining()

@@ -26,7 +26,8 @@ from models.settings import job_log_settings
 
 from . import database as log_database
 from .drainer import Drainer
-from .journal import Entry, Journal, JournalUnavailable, MemoryJournal, journal_for, redis_journal
+from .journal import Entry, Journal, JournalUnavailable, MemoryJournal, RedisJournal, journal_for, redis_journal
+from .redis_persistence import warn_if_redis_keeps_nothing
 from .rows import JobLogRow
 from .start_rows import StartRows
 
@@ -154,6 +155,11 @@ class JobLog:
     def check_database(self) -> None:
         """JobLogRefused (one line) when the database cannot take the job log: unreachable, not migrated."""
         log_database.refuse_unless_ready(self.database)
+
+    def warn_if_redis_keeps_nothing(self, process: str) -> bool:
+        """One WARNING when the journal's Redis has no persistence at all (``redis_persistence``)."""
+        journal = self.journal
+        return isinstance(journal, RedisJournal) and warn_if_redis_keeps_nothing(journal.client, process)
 
     def start_draining(self, always: bool = False) -> None:
         """Drain on a thread of this process when ``drain_in_workers`` (or ``always``, or without Redis)."""

@@ -28,7 +28,7 @@ from workers.fake_upstream import FakeCredentials, FakeUpstream
 
 from app_harness import add_album
 from linking_harness import wait_for
-from process_harness import ROOT, WorkerProcess, shell_env
+from process_harness import ROOT, WorkerProcess, free_port, shell_env
 from services import REDIS_TEST_URL
 from test_app_processes import all_acked, send_root
 
@@ -41,12 +41,6 @@ CREDENTIALS = FakeCredentials(
     spotify_client_secret="3f9a1c7e5b2d4f8a9c0e1b3d5f7a9c2e",
 )
 SECRETS = [CREDENTIALS.discogs_token, CREDENTIALS.spotify_client_id, CREDENTIALS.spotify_client_secret]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class OTLPReceiver:

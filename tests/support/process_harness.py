@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -11,6 +12,12 @@ from pathlib import Path
 
 TESTS = Path(__file__).resolve().parent  # tests/support: the apps `dramatiq` loads are here
 ROOT = TESTS.parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def procfile_command(process_type: str) -> str:

@@ -50,6 +50,7 @@ def cmd_drain(args: argparse.Namespace, settings: Settings) -> int:
         job_log.check_database()
     except JobLogRefused as exc:
         raise CommandError(f"refusing to start: {exc}") from None
+    job_log.warn_if_redis_keeps_nothing("enrich drain")
     _serve_metrics(job_log, settings)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: job_log.request_stop())
