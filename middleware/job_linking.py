@@ -19,12 +19,14 @@ to the database).
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from typing import Any, Callable, Iterable, Optional
 
 import structlog
 from dramatiq.errors import ActorNotFound, ConnectionClosed
 from dramatiq.middleware import Middleware, MiddlewareError
+from dramatiq.worker import ConsumerThread
 
 from models.job_log import FAILED, RETRYING, RUNNING, SKIPPED
 from models.settings import JOB_LOG_LINES, ConfigError, job_log_settings
@@ -138,8 +140,10 @@ class JobLinking(Middleware):
             job.retry_enqueued = True  # Retries put this very message back on the queue
             job.retry_due = due_at(message, delay)
             return
-        if delay is None and "eta" in message.options:
-            return  # a delayed message moved to its queue once due: its row was written when it was sent
+        if delay is None and isinstance(threading.current_thread(), ConsumerThread):
+            # A delayed message (a retry after its backoff too) moved to its queue once due, by
+            # the worker's consumer thread, which deletes its ``eta`` first: its row says so already.
+            return
         self._record_sent(broker, message, delay, wait=job is None)
 
     def _record_sent(self, broker, message, delay, wait: bool) -> None:

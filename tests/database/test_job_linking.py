@@ -134,6 +134,43 @@ def test_retried_job_keeps_one_row_and_ends_success(harness):
     assert row.sources == ["musicbrainz"] and row.api_call_count == 1
 
 
+def test_a_due_retry_or_delayed_message_writes_no_second_queued_row(harness, monkeypatch):
+    """The worker's consumer thread moves a due message to its queue: its row was written when it was sent."""
+    job_log = harness.linking.job_log
+    queued_writes, applied_at_once = [], []
+    append, apply_now = job_log.append, job_log.apply_now
+
+    def counting_append(row, *args):
+        if getattr(row, "status", None) == "queued":
+            queued_writes.append(row.job_id)
+        return append(row, *args)
+
+    def counting_apply_now(written):
+        applied_at_once.extend(written)
+        return apply_now(written)
+
+    monkeypatch.setattr(job_log, "append", counting_append)
+    monkeypatch.setattr(job_log, "apply_now", counting_apply_now)
+    attempts = []
+
+    @harness.actor(max_retries=3)
+    def flaky():
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise ConnectionError("upstream 503")
+
+    @harness.actor
+    def later():
+        pass
+
+    retried, delayed = flaky.send(), later.send_with_options(delay=50)
+    harness.start().drain()
+    assert len(attempts) == 3
+    assert sorted(queued_writes) == sorted([retried.message_id, delayed.message_id])  # one each, at send
+    assert len(applied_at_once) == 2  # the sends, outside any job; never the consumer thread's moves
+    assert {r.status for r in rows().values()} == {"success"}
+
+
 def test_retrying_status_is_visible_between_attempts(harness):
     gate = threading.Event()
 
