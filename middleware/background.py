@@ -8,7 +8,9 @@
 Every background thread of the product (the job-log drainer and its lost-work
 sweep, the held start rows, the journal metrics, the buffered log lines) is
 one of these, so each gets the same care: an exception is logged with its
-traceback and the loop goes on (a thread never dies silently), ``stop()``
+traceback and the loop goes on (a thread never dies silently), except a
+service being down (``outages``), said once when it starts and once when
+it ends, not with a traceback every round; ``stop()``
 ends it at its next pause, and a forked child starts with none running (a
 thread does not survive a fork).
 """
@@ -16,9 +18,12 @@ thread does not survive a fork).
 from __future__ import annotations
 
 import threading
+import time
 from typing import Callable, Optional
 
 import structlog
+
+from models.error_text import first_line
 
 from .fork_reset import reset_in_forked_children
 
@@ -34,14 +39,20 @@ class BackgroundLoop:
         seconds to pause before the next one (0: at once); None pauses ``interval``.
       interval(float): Seconds between two rounds; read before every pause, so it may be changed.
       first_pause(bool): Pause before the first round too.  Defaults to False.
+      outages(tuple[type[Exception], ...]): Exceptions that mean a service is
+        down: the first round failing so logs one WARNING (without a
+        traceback), the next round that succeeds one line that it ended.
+        Defaults to none.
     """
 
     def __init__(self, name: str, step: Callable[[], Optional[float]], interval: float,
-                 first_pause: bool = False) -> None:
+                 first_pause: bool = False, outages: tuple[type[Exception], ...] = ()) -> None:
         self.name = name
         self.step = step
         self.interval = interval
         self.first_pause = first_pause
+        self.outages = outages
+        self._down_since: Optional[float] = None
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._lock = threading.Lock()
@@ -76,12 +87,29 @@ class BackgroundLoop:
         while not self._stop.is_set():
             try:
                 pause = self.step()
+            except self.outages as exc:
+                self._note_outage(exc)
+                pause = None
             except Exception:  # logged, and the next round tries again: never a silently dead thread
                 logger.exception(f"{self.name}: a round failed; the next one tries again")
                 pause = None
+            else:
+                self._note_recovery()
             pause = self.interval if pause is None else pause
             if pause > 0 and self._stop.wait(pause):
                 return
+
+    def _note_outage(self, exc: Exception) -> None:
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            logger.warning(f"{self.name}: a service it needs is down; its rounds wait for it, said again "
+                           "when it is back", error=f"{type(exc).__name__}: {first_line(exc)}")
+
+    def _note_recovery(self) -> None:
+        if self._down_since is not None:
+            logger.warning(f"{self.name}: the service is back; its rounds go on",
+                           down_for_seconds=round(time.monotonic() - self._down_since, 1))
+            self._down_since = None
 
     def request_stop(self) -> None:
         """Make the loop end after the round in progress (safe from a signal handler)."""
@@ -99,3 +127,4 @@ class BackgroundLoop:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = None
+        self._down_since = None

@@ -20,6 +20,7 @@ from middleware import DatabaseConnections, JobLinking
 
 from linking_harness import wait_for
 from process_harness import ROOT, free_port, shell_env
+from services import SeparateRedis
 
 WARNING = "Redis keeps nothing across a restart"
 
@@ -33,24 +34,12 @@ def own_redis(tmp_path):
         port = free_port()
         folder = tmp_path / f"redis-{port}"
         folder.mkdir()
-        servers.append(subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                                         "--dir", str(folder), *settings],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        client = redis.Redis(port=port)
-        wait_for(lambda: _answers(client), timeout=20, interval=0.05)
-        return f"redis://127.0.0.1:{port}/0"
+        servers.append(SeparateRedis(folder, port, *settings))
+        return servers[-1].url
 
     yield start
     for server in servers:
-        server.terminate()
-        server.wait(10)
-
-
-def _answers(client) -> bool:
-    try:
-        return client.ping()
-    except redis.ConnectionError:
-        return False
+        server.stop()
 
 
 def worker_boot_logs(url: str, pg_db) -> list[dict]:

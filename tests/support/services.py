@@ -120,3 +120,27 @@ def restart_redis(down_for: float) -> None:
         time.sleep(down_for)
     finally:
         start_redis()
+
+
+class SeparateRedis:
+    """A redis-server of a test's own with the given settings (``--appendonly no``...), on a free port,
+    in ``folder``: for tests of what a Redis is set to, which must not change the suite's Redis."""
+
+    def __init__(self, folder, port: int, *settings: str) -> None:
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.process = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                                         "--dir", str(folder), *settings],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis(port=port, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
+
+        def answers() -> bool:
+            try:
+                return client.ping()
+            except redis.RedisError:
+                return False
+
+        _wait(answers, timeout=20, interval=0.05)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
