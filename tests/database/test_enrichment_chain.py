@@ -50,6 +50,7 @@ def test_album_enrichment_builds_one_flat_tree(app):
 
     album = Album.get_by_id(album.id)
     assert album.musicbrainz_id == HOMOGENIC_MBID
+    assert album.cover_art_url == app.fake.cover_art_url(HOMOGENIC_MBID)  # COVERART_URL from fake.env()
     assert album.release_date and album.data_quality in ("medium", "high")
     assert album.enrichment_status == "completed"
     assert album.cached_image_path and os.path.exists(album.cached_image_path)

@@ -77,7 +77,7 @@ def app(db, fake, tmp_path):
     env = {name: value for name, value in os.environ.items()
            if name not in ("CLOUDFLARE_ACCOUNT_ID", "CLOUDFLARE_API_TOKEN")}
     env.update(fake.env(cloudflare=False))
-    env.update(COVERART_URL=fake.url + "/coverartarchive", IMAGE_CACHE_DIR=str(tmp_path / "images"),
+    env.update(IMAGE_CACHE_DIR=str(tmp_path / "images"),
                MUSICBRAINZ_MIN_INTERVAL="0.02", DISCOGS_MIN_INTERVAL="0.02")
     before = workers_app.settings()
     broker = workers_app.broker()

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from models import load_settings
 from workers.fake_upstream import FAULT_KINDS, FakeCredentials, FakeUpstream
 from workers.upstream import sniff_image
 
@@ -191,11 +192,18 @@ def test_standalone_prints_the_environment_and_serves():
     try:
         banner = process.stdout.readline()
         assert "SAMPLE DATA" in banner
-        lines = [process.stdout.readline() for _ in range(11)]
+        lines = [process.stdout.readline() for _ in range(12)]
         exports = dict(line[len("export ") :].strip().split("=", 1) for line in lines if line.startswith("export "))
-        assert {"MUSICBRAINZ_URL", "DISCOGS_URL", "SPOTIFY_API_URL", "SPOTIFY_ACCOUNTS_URL", "CLOUDFLARE_API_URL"} <= set(exports)
+        assert {"MUSICBRAINZ_URL", "DISCOGS_URL", "SPOTIFY_API_URL", "SPOTIFY_ACCOUNTS_URL", "CLOUDFLARE_API_URL",
+                "COVERART_URL"} <= set(exports)
         base = exports["MUSICBRAINZ_URL"].rsplit("/musicbrainz", 1)[0]
         assert httpx.get(base + "/_control/health", timeout=5).json()["sample_data"] is True
+        # The workers read it: covers come from the fake, never the real Cover Art Archive.
+        settings = load_settings(exports)
+        assert settings.coverart_url == exports["COVERART_URL"] and settings.coverart_url.startswith(base)
+        cover = httpx.get(f"{settings.coverart_url}/release-group/810272e0-aef1-3d85-b2d3-e512e87fc38c/front",
+                          timeout=5, follow_redirects=True)
+        assert cover.status_code == 200 and cover.headers["content-type"].startswith("image/")
     finally:
         process.terminate()
         process.wait(timeout=5)

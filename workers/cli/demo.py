@@ -108,11 +108,9 @@ def _start_fake():
 
 def _on_fake(settings: Settings, fake) -> Settings:
     """``settings`` pointing every client at the fake, with its sample credentials (no Cloudflare: the local cache)."""
-    from ..fake_upstream import COVER_ART
-
     # The fake names its environment variables after the settings: MUSICBRAINZ_URL is musicbrainz_url.
     upstream = {name.lower(): value for name, value in fake.env(credentials=True, cloudflare=False).items()}
-    return dataclasses.replace(settings, **upstream, coverart_url=fake.url + COVER_ART)
+    return dataclasses.replace(settings, **upstream)
 
 
 def _break_things(fake) -> None:

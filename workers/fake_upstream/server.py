@@ -181,6 +181,7 @@ class FakeUpstream:
             "SPOTIFY_API_URL": self.url + SPOTIFY_API,
             "SPOTIFY_ACCOUNTS_URL": self.url + SPOTIFY_ACCOUNTS,
             "CLOUDFLARE_API_URL": self.url + CLOUDFLARE,
+            "COVERART_URL": self.url + COVER_ART,
         }
         creds = self.state.credentials
         if credentials:
