@@ -129,7 +129,9 @@ class JobLinking(Middleware):
         self.job_log.bind(broker).start_draining()
         observe_journal(self.job_log.stats)  # the enrich_journal_* metrics, when metrics are on
 
-    def before_worker_shutdown(self, broker, worker):
+    def after_worker_shutdown(self, broker, worker):
+        # After, not before: the worker threads finish the jobs they run first, and their ends must be
+        # drained too (with every worker stopping, no other drainer may be left to apply them).
         self.job_log.stop()
 
     # -- linking -------------------------------------------------------------
