@@ -65,6 +65,13 @@ def resend_job(broker: dramatiq.Broker, job_id: str) -> str:
     return row.job_id
 
 
+def retries_for_resend(job_id: str) -> int | None:
+    """The ``retries`` a message of job ``job_id`` is sent again with (as ``message_to_resend`` sets it), so that
+    its ``queued`` row moves its final row forward; None when the job log has no row for it."""
+    row = Log.select(Log.retry_count).where(Log.job_id == job_id).first()
+    return row.retry_count + 1 if row is not None else None
+
+
 def resend_tree(broker: dramatiq.Broker, root_job_id: str) -> list[str]:
     """Send every failed or lost job of one tree again; returns their job ids (the root's first).
 
@@ -91,4 +98,4 @@ def resend_tree(broker: dramatiq.Broker, root_job_id: str) -> list[str]:
     return [message.message_id for message in messages]
 
 
-__all__ = ["ResendRefused", "resend_job", "resend_tree"]
+__all__ = ["ResendRefused", "resend_job", "resend_tree", "retries_for_resend"]
