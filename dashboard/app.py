@@ -36,6 +36,7 @@ from models.timeline import entity_history, get_tree, job_activity, list_roots
 from . import present
 from .filters import WINDOWS, BadRequest, RootFilters
 from .journal_status import LIST_COMMAND, REPLAY_COMMAND, JournalReader
+from .queues import QueuePages
 from .security import Csrf, PasswordRequired, SecurityHeaders
 
 HERE = Path(__file__).parent
@@ -57,7 +58,8 @@ def _visible(value):
 def _templates() -> Jinja2Templates:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
                              finalize=_visible, trim_blocks=True, lstrip_blocks=True)
-    env.globals.update(fmt_ms=present.fmt_ms, fmt_time=present.fmt_time, STATUSES=STATUSES, WINDOWS=WINDOWS,
+    env.globals.update(fmt_ms=present.fmt_ms, fmt_time=present.fmt_time, fmt_epoch=present.fmt_epoch,
+                       STATUSES=STATUSES, WINDOWS=WINDOWS,
                        is_active_root=present.is_active_root)
     return Jinja2Templates(env=env)
 
@@ -231,6 +233,7 @@ class Dashboard:
             Route("/api/roots", _reads(self.api_roots)),
             Route("/api/trees/{job_id}", _reads(self.api_tree)),
             Route("/api/entities/{entity_type}/{entity_id}", _reads(self.api_entity)),
+            *QueuePages(self, _error).routes(_reads),
             *entity_pages,
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ]

@@ -29,6 +29,11 @@ def fmt_time(moment: Optional[dt.datetime]) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S") if moment else "–"
 
 
+def fmt_epoch(seconds: Optional[float]) -> str:
+    """Epoch seconds (a message's timestamps) as UTC, like ``fmt_time``."""
+    return fmt_time(dt.datetime.fromtimestamp(seconds, dt.timezone.utc)) if seconds is not None else "–"
+
+
 _PATHS = {"album": "albums", "artist": "artists", "track": "tracks"}
 
 

@@ -64,6 +64,13 @@ class _Metrics:
         self.journal_oldest_age = Gauge(
             "enrich_journal_oldest_entry_age_seconds", "Age of the oldest row waiting in the journal.",
             registry=registry, multiprocess_mode="livemax")
+        # Every process reads the same broker: maxed over live processes, as the journal's figures.
+        self.queue_messages = Gauge(
+            "enrich_queue_messages", "Messages in a Dramatiq queue on the broker, by state (ready, fetched, delayed, "
+            "dead).", ["queue", "state"], registry=registry, multiprocess_mode="livemax")
+        self.queue_oldest_age = Gauge(
+            "enrich_queue_oldest_age_seconds", "Age of the oldest message of a queue's state (ready, delayed, dead).",
+            ["queue", "state"], registry=registry, multiprocess_mode="livemax")
         self.journal_drained = Counter(
             "enrich_journal_drained_rows_total", "Journal rows written to the database.", registry=registry)
         self.journal_refused = Counter(
@@ -178,6 +185,53 @@ def observe_journal(stats: JournalStats, interval: float = 5.0) -> None:
     _journal.interval = interval
     _journal.forget_totals()  # a new journal's totals count from its own start
     _journal.start_if_ready()
+
+
+QueueStats = Callable[[], list]
+
+
+class _QueueObserver:
+    """Copies ``stats()`` (``workers.queues.QueueSummary`` items) into the queue gauges every ``interval`` s."""
+
+    def __init__(self) -> None:
+        self.stats: Optional[QueueStats] = None
+        self._loop = BackgroundLoop("queue-metrics", self.refresh, interval=15.0)
+
+    def refresh(self) -> None:
+        if _metrics is None or self.stats is None:
+            return
+        for summary in self.stats():
+            for state, count in summary.counts.items():
+                _metrics.queue_messages.labels(summary.name, state).set(count)
+            for state, age in summary.oldest_age_seconds.items():
+                _metrics.queue_oldest_age.labels(summary.name, state).set(age or 0)
+
+    def start(self, stats: QueueStats, interval: float) -> None:
+        self.stats = stats
+        self._loop.interval = interval
+        if _metrics is not None:
+            self._loop.start()
+
+    def stop(self) -> None:
+        self._loop.stop()
+
+
+_queues = _QueueObserver()
+
+
+def observe_queues(stats: QueueStats, interval: float = 15.0) -> None:
+    """Export the broker's queues: ``stats()`` returns each queue's counts and oldest ages by state, read every
+    ``interval`` seconds on a thread of its own while metrics are on (call it after ``enable_metrics``)."""
+    _queues.start(stats, interval)
+
+
+def stop_queue_metrics() -> None:
+    _queues.stop()
+
+
+def refresh_queue_metrics() -> None:
+    """Read the queues' figures now (what the background thread does every interval)."""
+    _queues.refresh()
 
 
 def refresh_journal_metrics() -> None:

@@ -21,6 +21,7 @@ from models.settings import redact_url
 from .catalog_status import CatalogStatus
 from .log_buffer import DrainLogsAtShutdown
 from .logging_setup import secret_values
+from .queue_metrics import QueueMetrics
 from .redis_broker import DeadLetteringRedisBroker
 from .telemetry import tracing_middleware
 
@@ -60,7 +61,7 @@ def middleware_stack(settings: Settings) -> list[dramatiq.Middleware]:
         # The database connection of a worker thread handed back after each message.
         DatabaseConnections(),
         # Ours, before JobLinking: it reads current_job() while JobLinking still holds it.
-        *([JobMetrics()] if metrics else []),
+        *([JobMetrics(), QueueMetrics()] if metrics else []),
         # Before JobLinking: it reads the job's final outcome while JobLinking still holds the job.
         CatalogStatus(),
         # A span per attempt, current while JobLinking logs the attempt's lines.

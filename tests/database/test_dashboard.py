@@ -6,14 +6,11 @@ escaping, on rows written as the middleware writes them.
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import datetime as dt
 import json
 import re
 import time
 
-import httpx
 import pytest
 import redis
 
@@ -27,27 +24,7 @@ from workers.cli.main import main as enrich_main
 
 from dashboard_data import album, album_tree, insert, job
 from services import REDIS_TEST_URL
-
-
-class Web:
-    """httpx against the ASGI app, one request at a time (sync handlers run in Starlette's thread pool)."""
-
-    def __init__(self, app):
-        self.app = app
-
-    def request(self, method: str, path: str, **kwargs) -> httpx.Response:
-        async def send():
-            transport = httpx.ASGITransport(app=self.app, raise_app_exceptions=False)
-            async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as web:
-                return await web.request(method, path, **kwargs)
-
-        return asyncio.run(send())
-
-    def get(self, path: str, **kwargs) -> httpx.Response:
-        return self.request("GET", path, **kwargs)
-
-    def post(self, path: str, **kwargs) -> httpx.Response:
-        return self.request("POST", path, **kwargs)
+from web_client import Web, basic
 
 
 def client(**settings) -> Web:
@@ -59,10 +36,6 @@ def client(**settings) -> Web:
 def enrich(*args: str) -> int:
     """The ``enrich`` command in this process, on its database and logs (the test's)."""
     return enrich_main(list(args), settings=load_settings())
-
-
-def basic(password: str, user: str = "operator") -> dict:
-    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
 
 @pytest.fixture

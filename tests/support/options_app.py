@@ -27,3 +27,15 @@ def holds(seconds: float):
 @dramatiq.actor
 def takes_one(album_id: str):
     raise TypeError(f"raised inside the actor for {album_id}")
+
+
+@dramatiq.actor(max_retries=0)
+def fails_while_flag(key: str):
+    """Fails while the Redis key ``key`` exists (tests/processes/test_queues_processes.py dead-letters it)."""
+    import redis
+
+    from services import REDIS_TEST_URL
+
+    if redis.Redis.from_url(REDIS_TEST_URL).exists(key):
+        raise RuntimeError(f"flag {key} is set")
+    record("success", reason="flag gone")
