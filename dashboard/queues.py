@@ -127,7 +127,7 @@ class QueuePages:
         action, one = request.path_params["action"], "message_id" in request.path_params
         if action not in ("requeue", "delete"):
             return self.error(False, 404, f"no action {action[:20]!r}: requeue or delete")
-        broker, client = dashboard.broker, dashboard.broker.client
+        broker, client = dashboard.broker, self.client
 
         def run() -> str:
             with database.connection_context():
@@ -138,10 +138,10 @@ class QueuePages:
             if one:
                 redis_id = check_message_id(request.path_params["message_id"])
                 if action == "requeue":
-                    return f"requeued job {requeue_dead(broker, queue, redis_id)}"
+                    return f"requeued job {requeue_dead(broker, client, queue, redis_id)}"
                 delete_dead(client, queue, redis_id)
                 return f"deleted {redis_id}"
-            outcome = requeue_all(broker, queue) if action == "requeue" else delete_all(client, queue)
+            outcome = requeue_all(broker, client, queue) if action == "requeue" else delete_all(client, queue)
             left = f"; {len(outcome.refused)} left: {outcome.refused[0]}" if outcome.refused else ""
             return f"{action + 'd'} {len(outcome.done)}{left}"
 

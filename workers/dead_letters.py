@@ -1,8 +1,10 @@
 """Put a dead-lettered message back on its queue, or delete it: one message or all of a queue's.
 
-    requeue_dead(broker, queue, redis_id)  -> the job id sent again
-    delete_dead(client, queue, redis_id)   -> None
-    requeue_all(broker, queue) / delete_all(client, queue) -> DeadLetterOutcome
+    requeue_dead(broker, client, queue, redis_id)  -> the job id sent again
+    delete_dead(client, queue, redis_id)           -> None
+    requeue_all(broker, client, queue) / delete_all(client, queue) -> DeadLetterOutcome
+
+``client`` is a Redis client on the broker's Redis; ``broker`` sends (with the app's middleware).
 
 A requeued message is the dead-lettered payload itself, sent through the
 broker (so JobLinking writes its ``queued`` row): the same job id, the same
@@ -65,9 +67,8 @@ def _message(broker: dramatiq.Broker, queue: str, redis_id: str, payload) -> dra
                             message_timestamp=int(time.time() * 1000))
 
 
-def requeue_dead(broker: dramatiq.Broker, queue: str, redis_id: str) -> str:
+def requeue_dead(broker: dramatiq.Broker, client, queue: str, redis_id: str) -> str:
     """Send one dead-lettered message again, then remove it from the dead-letter queue; its job id."""
-    client = broker.client
     message = _message(broker, queue, redis_id, dead_payload(client, queue, redis_id))
     broker.enqueue(message)
     forget_dead(client, queue, redis_id)
@@ -80,17 +81,17 @@ def delete_dead(client, queue: str, redis_id: str) -> None:
         raise QueueNotFound(f"no dead-lettered message {redis_id} in queue {queue}")
 
 
-def requeue_all(broker: dramatiq.Broker, queue: str) -> DeadLetterOutcome:
+def requeue_all(broker: dramatiq.Broker, client, queue: str) -> DeadLetterOutcome:
     """Requeue every dead-lettered message of ``queue``, a page at a time; the refused ones stay."""
     outcome = DeadLetterOutcome([], [])
     skip = 0
     while True:
-        ids = dead_ids(broker.client, queue, MAX_PAGE_SIZE, start=skip)
+        ids = dead_ids(client, queue, MAX_PAGE_SIZE, start=skip)
         if not ids:
             return outcome
         for redis_id in ids:
             try:
-                outcome.done.append(requeue_dead(broker, queue, redis_id))
+                outcome.done.append(requeue_dead(broker, client, queue, redis_id))
             except DeadLetterRefused as exc:
                 outcome.refused.append(str(exc))
                 skip += 1

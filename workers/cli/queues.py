@@ -114,8 +114,8 @@ def cmd_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
         redis_id = check_message_id(target) if target else None
         if action == "requeue":
             broker = app_broker(settings)
-            outcome = requeue_all(broker, queue) if args.all else None
-            done = outcome.done if outcome else [requeue_dead(broker, queue, redis_id)]
+            outcome = requeue_all(broker, client, queue) if args.all else None
+            done = outcome.done if outcome else [requeue_dead(broker, client, queue, redis_id)]
         else:
             outcome = delete_all(client, queue) if args.all else None
             if outcome is None:
