@@ -12,6 +12,7 @@ Everything reads through ``workers/queues.py`` and acts through
 
 from __future__ import annotations
 
+import time
 from typing import Callable
 from urllib.parse import quote
 
@@ -33,6 +34,7 @@ from workers.queues import (
     add_job_log,
     check_message_id,
     check_queue_name,
+    ended_per_minute,
     queue_messages,
     queue_names,
     queue_summaries,
@@ -41,6 +43,7 @@ from workers.queues import (
 from .filters import BadRequest
 
 NO_REDIS = "the dashboard has no REDIS_URL: the queues live in the workers' Redis"
+RATES_FOR = 10.0  # seconds the ended-per-minute figures are shown before the job log is read again
 REDIS_DOWN = "the broker (REDIS_URL) cannot be reached; try again shortly"
 
 
@@ -59,6 +62,7 @@ class QueuePages:
         self.error = error
         url = dashboard.settings.redis_url
         self.client = redis.Redis.from_url(url, socket_timeout=5) if url else None
+        self._rates_read: tuple[float, dict[str, float]] = (float("-inf"), {})
 
     def _queue(self, request: Request) -> str:
         name = check_queue_name(request.path_params["queue"])  # ValueError: 400
@@ -80,7 +84,16 @@ class QueuePages:
     # -- reading ------------------------------------------------------------------------------------
 
     def _summaries(self):
-        return add_ack_rates(queue_summaries(self.client))
+        return add_ack_rates(queue_summaries(self.client), self._rates())
+
+    def _rates(self) -> dict[str, float]:
+        """The job log's ended-per-minute figures, read again when older than ``RATES_FOR`` seconds: they are a
+        5-minute average, and their query grows with the jobs that ended in those minutes."""
+        read_at, rates = self._rates_read
+        if time.monotonic() - read_at > RATES_FOR:
+            rates = ended_per_minute()
+            self._rates_read = (time.monotonic(), rates)
+        return rates
 
     def _page(self, request: Request):
         queue = self._queue(request)

@@ -92,6 +92,7 @@ def disable_metrics() -> None:
     """Stop counting in this process (tests)."""
     global _metrics
     _journal.stop()
+    _queues.stop()
     _metrics = None
 
 

@@ -229,7 +229,11 @@ def _wait_for(check, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_with_actions_on_a_failed_job_is_sent_again_and_succeeds(live_db, browser, tmp_path):
+@contextlib.contextmanager
+def degraded_homogenic(live_db: str, tmp_path):
+    """A real worker enriches Homogenic while Discogs refuses Björk for good: the tree ends degraded, its
+    discogs:get-artist job failed (and dead-lettered: a permanent error is not retried).  Yields the fake
+    upstream, the root's id and the failed job."""
     redis.Redis.from_url(REDIS_TEST_URL).flushdb()
     with FakeUpstream() as fake:
         fake.fail(f"{DISCOGS}/artists/{BJORK_DISCOGS_ID}", "status", status=400, times=None)
@@ -247,30 +251,73 @@ def test_with_actions_on_a_failed_job_is_sent_again_and_succeeds(live_db, browse
                              60, "the Homogenic tree to end degraded")
             failed = [item for item in tree.items if item.status == "failed"]
             assert [item.operation for item in failed] == ["discogs:get-artist"]
-
-            with enrich_web(live_db, REDIS_URL=REDIS_TEST_URL) as url:  # read-only: no button
-                context = browser.new_context()
-                tab = context.new_page()
-                tab.goto(f"{url}/trees/{root_id}")
-                expect(tab.locator(".alert")).to_contain_text("discogs:get-artist")
-                expect(tab.locator("button")).to_have_count(0)
-                context.close()
-
-            fake.clear_faults()  # Discogs answers again
-            with enrich_web(live_db, REDIS_URL=REDIS_TEST_URL, DASHBOARD_ALLOW_ACTIONS="1",
-                            DASHBOARD_PASSWORD="pw-for-the-test") as url:
-                context = browser.new_context(http_credentials={"username": "operator", "password": "pw-for-the-test"})
-                tab = context.new_page()
-                tab.goto(f"{url}/trees/{root_id}")
-                tab.locator(".alert button", has_text="Send again").click()
-                expect(tab.locator(".notice")).to_contain_text("Sent 1 job again")
-                expect(tab.locator(".summary .complete")).to_have_text("complete", timeout=30_000)
-                resent = tab.locator("table.waterfall tr.job", has_text="discogs:get-artist")
-                expect(resent.locator(".badge")).to_have_text("success")
-                expect(tab.locator("h1 .badge")).to_have_text("success")  # the root took the failure back
-                expect(tab.locator(".alert")).to_have_count(0)
-                context.close()
+            yield fake, root_id, failed[0]
         finally:
             worker.stop()
-    row = EnrichmentLog.get(EnrichmentLog.job_id == failed[0].job_id)
+
+
+@contextlib.contextmanager
+def dashboard_tab(browser, live_db: str, actions: bool):
+    """A tab on `enrich web` over the workers' Redis: read-only, or with actions on and their password."""
+    env = {"DASHBOARD_ALLOW_ACTIONS": "1", "DASHBOARD_PASSWORD": "pw-for-the-test"} if actions else {}
+    with enrich_web(live_db, REDIS_URL=REDIS_TEST_URL, **env) as url:
+        context = browser.new_context(
+            http_credentials={"username": "operator", "password": "pw-for-the-test"} if actions else None)
+        try:
+            yield url, context.new_page()
+        finally:
+            context.close()
+
+
+def expect_tree_succeeded(tab, url: str, root_id: str) -> None:
+    """The tree completes again, its Discogs job and its root `success` (the root took the failure back)."""
+    tab.goto(f"{url}/trees/{root_id}")
+    expect(tab.locator(".summary .complete")).to_have_text("complete", timeout=30_000)
+    resent = tab.locator("table.waterfall tr.job", has_text="discogs:get-artist")
+    expect(resent.locator(".badge")).to_have_text("success")
+    expect(tab.locator("h1 .badge")).to_have_text("success")
+    expect(tab.locator(".alert")).to_have_count(0)
+
+
+def test_with_actions_on_a_failed_job_is_sent_again_and_succeeds(live_db, browser, tmp_path):
+    with degraded_homogenic(live_db, tmp_path) as (fake, root_id, failed):
+        with dashboard_tab(browser, live_db, actions=False) as (url, tab):  # read-only: no button
+            tab.goto(f"{url}/trees/{root_id}")
+            expect(tab.locator(".alert")).to_contain_text("discogs:get-artist")
+            expect(tab.locator("button")).to_have_count(0)
+
+        fake.clear_faults()  # Discogs answers again
+        with dashboard_tab(browser, live_db, actions=True) as (url, tab):
+            tab.goto(f"{url}/trees/{root_id}")
+            tab.locator(".alert button", has_text="Send again").click()
+            expect(tab.locator(".notice")).to_contain_text("Sent 1 job again")
+            expect_tree_succeeded(tab, url, root_id)
+    row = EnrichmentLog.get(EnrichmentLog.job_id == failed.job_id)
     assert (row.status, row.retry_count) == ("success", 1)
+
+
+def test_a_dead_letter_is_on_the_queues_page_and_requeued_to_success(live_db, browser, tmp_path):
+    with degraded_homogenic(live_db, tmp_path) as (fake, root_id, failed):
+        _wait_for(lambda: redis.Redis.from_url(REDIS_TEST_URL).zcard("dramatiq:default.XQ") == 1, 30,
+                  "the failed job's message in the dead-letter queue")
+        before = EnrichmentLog.get(EnrichmentLog.job_id == failed.job_id).retry_count
+        with dashboard_tab(browser, live_db, actions=False) as (url, tab):  # read-only: no button
+            tab.goto(f"{url}/queues")
+            expect(tab.locator('tr[data-queue="default"] a.dead')).to_have_text("1")
+            tab.locator('tr[data-queue="default"] a.dead').click()
+            row = tab.locator("table.messages tbody tr")
+            expect(row).to_have_count(1)
+            expect(row).to_contain_text(failed.job_id)
+            expect(row.locator(".why")).to_contain_text("400")
+            expect(tab.locator("button")).to_have_count(0)
+
+        fake.clear_faults()  # Discogs answers again
+        with dashboard_tab(browser, live_db, actions=True) as (url, tab):
+            tab.goto(f"{url}/queues/default?state=dead")
+            tab.locator("table.messages button", has_text="Requeue").click()
+            expect(tab.locator(".notice")).to_contain_text(f"requeued job {failed.job_id}")
+            expect(tab.locator("table.messages tbody tr")).to_have_count(0)
+            expect_tree_succeeded(tab, url, root_id)
+    row = EnrichmentLog.get(EnrichmentLog.job_id == failed.job_id)
+    assert (row.status, row.retry_count) == ("success", before + 1)  # sent again as a resend sends it
+    assert EnrichmentLog.select().where(EnrichmentLog.job_id == failed.job_id).count() == 1

@@ -7,6 +7,7 @@ shows; a dead letter shows why from its job's row.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import time
@@ -41,6 +42,8 @@ def queues(db):
     for n in range(120):
         client.hset("dramatiq:default.msgs", f"r{n}", _message(f"job-{n}"))
         client.rpush("dramatiq:default", f"r{n}")
+    for n in range(10):  # ten jobs of the default queue ended within the last 5 minutes: 2 a minute
+        insert({**job(f"ended-{n}", at=utcnow() - dt.timedelta(minutes=2)), "message": {"queue": "default"}})
     insert(job("dead-job", at=utcnow(), status="failed", error_code="upstream_error",
                last_error="HTTPError: 502 from MusicBrainz"))
     client.zadd("dramatiq:default.XQ", {"d1": time.time() * 1000 - 5000, "garbage": time.time() * 1000})
@@ -54,6 +57,7 @@ def test_the_queues_and_a_page_of_messages(queues):
     web = Web(create_app(Settings(redis_url=URL)))
     [default] = web.get("/api/queues").json()["queues"]
     assert default["counts"] == {"ready": 120, "fetched": 0, "delayed": 0, "dead": 2}
+    assert default["acked_per_minute"] == 2.0
     assert 85 <= default["oldest_age_seconds"]["ready"] < 200 and default["oldest_age_seconds"]["dead"] >= 4
     page = web.get("/api/queues/default?limit=50&offset=100").json()
     assert (page["total"], page["next_offset"]) == (120, None)

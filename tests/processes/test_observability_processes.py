@@ -180,6 +180,11 @@ def test_metrics_and_traces_of_an_album_tree_match_the_job_log(pg_db, pg_url, fa
             fake.requests(service=service))
     assert values(metrics, "enrich_upstream_requests_total", service="discogs", status="400") >= 1
     assert values(metrics, "enrich_upstream_requests_total", service="musicbrainz", status="503") == 1
+    # The broker's queues, read by every worker process (QueueMetrics): each state of the default queue.
+    for state in ("ready", "fetched", "delayed", "dead"):
+        assert ("enrich_queue_messages", frozenset({("queue", "default"), ("state", state)})) in metrics, state
+    for state in ("ready", "delayed", "dead"):
+        assert ("enrich_queue_oldest_age_seconds", frozenset({("queue", "default"), ("state", state)})) in metrics
     # Small label sets: no job id, entity id or credential in any label.
     ids = {r.job_id for r in rows} | {str(r.entity_id) for r in rows if r.entity_id} | {str(a.id) for a in albums}
     label_values = {v for (_, labels) in metrics for _, v in labels}

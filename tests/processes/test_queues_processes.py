@@ -81,6 +81,7 @@ def test_a_dead_letter_is_shown_with_why_and_requeued_from_the_page_to_success(w
     assert refused.status_code == 403 and redis.Redis.from_url(REDIS_TEST_URL).zcard("dramatiq:default.XQ") == 1
     answer = web.post(f"/queues/default/dead/{dead['id']}/requeue", headers=basic("pw"), data={"csrf_token": token})
     assert answer.status_code == 303 and "requeued" in answer.headers["location"]
+    assert _row(job_id).status != "failed"  # its queued row was written at the send: the failure taken back
     row = wait_for(lambda: (r := _row(job_id)) is not None and r.status == "success" and r, timeout=60)
     assert row.retry_count == 1  # sent again as a resend is: the failed row moved forward
     assert EnrichmentLog.select().where(EnrichmentLog.job_id == job_id).count() == 1

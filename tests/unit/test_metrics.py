@@ -51,6 +51,24 @@ def read(registry) -> dict:
     }
 
 
+def test_the_queue_figures_are_exported_by_queue_and_state(registry):
+    from workers.queues import QueueSummary
+
+    summaries = [QueueSummary("default", {"ready": 7, "fetched": 2, "delayed": 1, "dead": 3},
+                              {"ready": 42.5, "delayed": None, "dead": 600.0})]
+    observability.observe_queues(lambda: summaries, interval=3600)  # the thread reads once at start
+    key = ("enrich_queue_messages", (("queue", "default"), ("state", "ready")))
+    figures = wait_for(lambda: (f := read(registry)) and key in f and f)
+    assert figures[key] == 7
+    assert figures[("enrich_queue_messages", (("queue", "default"), ("state", "dead")))] == 3
+    assert figures[("enrich_queue_oldest_age_seconds", (("queue", "default"), ("state", "ready")))] == 42.5
+    assert figures[("enrich_queue_oldest_age_seconds", (("queue", "default"), ("state", "delayed")))] == 0
+    summaries[0].counts["ready"] = 0
+    observability.refresh_queue_metrics()
+    assert read(registry)[key] == 0
+    observability.stop_queue_metrics()
+
+
 def test_the_journal_figures_are_exported_from_its_stats_callable(registry):
     journal = Journal()
     observability.observe_journal(journal.stats, interval=3600)  # the thread reads once at start
