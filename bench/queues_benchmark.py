@@ -10,10 +10,12 @@ round printed, then the median.  Targets: ``/queues`` and ``/api/queues`` p95
 < 50 ms, one page of a queue's messages p95 < 100 ms.
 
 Only the benchmark's own keys are written, and they are deleted at the end
-(no FLUSHDB): point ``--redis-url`` at a Redis database of its own anyway, as
-``/queues`` lists every queue it finds there.
+(no FLUSHDB): point it at a Redis database of its own anyway (``--redis-url``,
+else ``BENCH_REDIS_URL``, else database 12 of 127.0.0.1:6379), as ``/queues``
+lists every queue it finds there; PostgreSQL: ``--admin-url``, else
+``BENCH_POSTGRES_ADMIN_URL``, else the development one.
 
-    .venv/bin/python -m bench.queues_benchmark --redis-url redis://127.0.0.1:6379/12 [--calls 100]
+    .venv/bin/python -m bench.queues_benchmark [--ready 100000] [--dead 10000] [--calls 100]
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import time
 import uuid
@@ -78,11 +81,13 @@ def fill(client, ready: int, dead: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--redis-url", required=True, help="a Redis database for the benchmark's keys")
+    parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12"),
+                        help="a Redis database for the benchmark's keys")
     parser.add_argument("--ready", type=int, default=100_000)
     parser.add_argument("--dead", type=int, default=10_000)
     parser.add_argument("--calls", type=int, default=100, help="calls per page per round (default 100)")
-    parser.add_argument("--admin-url", default=ADMIN_URL, help="a PostgreSQL URL allowed to CREATE DATABASE")
+    parser.add_argument("--admin-url", default=os.environ.get("BENCH_POSTGRES_ADMIN_URL", ADMIN_URL),
+                        help="a PostgreSQL URL allowed to CREATE DATABASE")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
     client = redis.Redis.from_url(args.redis_url)
