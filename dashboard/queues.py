@@ -116,9 +116,10 @@ class QueuePages:
     def queue(self, request: Request) -> Response:
         def read():
             page = self._page(request)
-            done = request.query_params.get("done", "")
+            done = {key: int(value) for key in ("requeued", "deleted", "left")
+                    if (value := request.query_params.get(key, "")).isdigit()}
             return self.dashboard.render(request, "queue.html", nav="queues", page=page, states=LISTED_STATES,
-                                         done=done[:200] if done else None)
+                                         done=done)
         return self._answer(request, read)
 
     def api_queue(self, request: Request) -> Response:
@@ -147,16 +148,17 @@ class QueuePages:
                 return act()
 
         def act() -> str:
+            """The redirect's query: what was done, as counts."""
             queue = self._queue(request)
             if one:
                 redis_id = check_message_id(request.path_params["message_id"])
                 if action == "requeue":
-                    return f"requeued job {requeue_dead(broker, client, queue, redis_id)}"
-                delete_dead(client, queue, redis_id)
-                return f"deleted {redis_id}"
+                    requeue_dead(broker, client, queue, redis_id)
+                else:
+                    delete_dead(client, queue, redis_id)
+                return f"{action}d=1"
             outcome = requeue_all(broker, client, queue) if action == "requeue" else delete_all(client, queue)
-            left = f"; {len(outcome.refused)} left: {outcome.refused[0]}" if outcome.refused else ""
-            return f"{action + 'd'} {len(outcome.done)}{left}"
+            return f"{action}d={len(outcome.done)}&left={len(outcome.refused)}"
 
         try:
             done = await run_in_threadpool(run)
@@ -171,7 +173,7 @@ class QueuePages:
         except peewee.OperationalError:
             return self.error(False, 503, "the database cannot be reached; try again shortly")
         queue = quote(request.path_params["queue"])
-        return RedirectResponse(f"/queues/{queue}?state=dead&done={quote(done)}", status_code=303)
+        return RedirectResponse(f"/queues/{queue}?state=dead&{done}", status_code=303)
 
     def routes(self, reads: Callable) -> list[Route]:
         actions = "{action:str}"

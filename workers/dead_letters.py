@@ -82,11 +82,15 @@ def delete_dead(client, queue: str, redis_id: str) -> None:
 
 
 def requeue_all(broker: dramatiq.Broker, client, queue: str) -> DeadLetterOutcome:
-    """Requeue every dead-lettered message of ``queue``, a page at a time; the refused ones stay."""
+    """Requeue every message of ``queue`` dead-lettered until now, a page at a time; the refused ones stay.
+
+    Only those dead-lettered before the call: one requeued that fails again at once is dead-lettered
+    again, and is not sent round and round.
+    """
     outcome = DeadLetterOutcome([], [])
-    skip = 0
+    until, skip = time.time() * 1000, 0
     while True:
-        ids = dead_ids(client, queue, MAX_PAGE_SIZE, start=skip)
+        ids = dead_ids(client, queue, until, MAX_PAGE_SIZE, start=skip)
         if not ids:
             return outcome
         for redis_id in ids:
@@ -100,9 +104,10 @@ def requeue_all(broker: dramatiq.Broker, client, queue: str) -> DeadLetterOutcom
 
 
 def delete_all(client, queue: str) -> DeadLetterOutcome:
-    """Delete every dead-lettered message of ``queue``, a page at a time."""
+    """Delete every message of ``queue`` dead-lettered until now, a page at a time."""
     outcome = DeadLetterOutcome([], [])
-    while ids := dead_ids(client, queue, MAX_PAGE_SIZE):
+    until = time.time() * 1000
+    while ids := dead_ids(client, queue, until, MAX_PAGE_SIZE):
         outcome.done.extend(redis_id for redis_id in ids if forget_dead(client, queue, redis_id))
     return outcome
 

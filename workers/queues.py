@@ -259,9 +259,11 @@ def dead_payload(client, queue: str, redis_id: str):
     return payload
 
 
-def dead_ids(client, queue: str, count: int = MAX_PAGE_SIZE, start: int = 0) -> list[str]:
-    """Up to ``count`` dead-lettered ids of ``queue``, the longest dead-lettered first."""
-    return [_str(member) for member in client.zrange(_keys(queue)["dead"], start, start + count - 1)]
+def dead_ids(client, queue: str, before_ms: float, count: int = MAX_PAGE_SIZE, start: int = 0) -> list[str]:
+    """Up to ``count`` ids of ``queue``'s messages dead-lettered before ``before_ms`` (epoch ms), from the
+    ``start``-th, the longest dead-lettered first."""
+    return [_str(member) for member in client.zrangebyscore(_keys(queue)["dead"], "-inf", before_ms,
+                                                            start=start, num=count)]
 
 
 def forget_dead(client, queue: str, redis_id: str) -> bool:

@@ -315,7 +315,7 @@ def test_a_dead_letter_is_on_the_queues_page_and_requeued_to_success(live_db, br
         with dashboard_tab(browser, live_db, actions=True) as (url, tab):
             tab.goto(f"{url}/queues/default?state=dead")
             tab.locator("table.messages button", has_text="Requeue").click()
-            expect(tab.locator(".notice")).to_contain_text(f"requeued job {failed.job_id}")
+            expect(tab.locator(".notice")).to_contain_text("Requeued 1 message.")
             expect(tab.locator("table.messages tbody tr")).to_have_count(0)
             expect_tree_succeeded(tab, url, root_id)
     row = EnrichmentLog.get(EnrichmentLog.job_id == failed.job_id)

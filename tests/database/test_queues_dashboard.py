@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from dashboard import create_app
-from models import Settings, load_settings, utcnow
+from models import EnrichmentLog, Settings, load_settings, utcnow
 from workers.cli.main import main as enrich_main
 
 from dashboard_data import insert, job
@@ -104,6 +104,23 @@ def test_a_payload_that_is_not_a_message_is_deleted_from_the_page_and_cannot_be_
     answer = web.post("/queues/default/dead/garbage/delete", headers=basic("pw"), data={"csrf_token": token})
     assert answer.status_code == 303 and queues.zrange("dramatiq:default.XQ", 0, -1) == [b"d1"]
     assert not queues.hexists("dramatiq:default.XQ.msgs", "garbage")
+    shown = web.get(answer.headers["location"], headers=basic("pw")).text
+    assert "Deleted 1 message." in shown and 'data-message-id="garbage"' not in shown
+
+
+def test_delete_all_empties_the_dead_letter_queue_and_leaves_the_rows(queues):
+    from workers import app
+
+    settings = Settings(redis_url=URL, dashboard_allow_actions=True, dashboard_password="pw")
+    web = Web(create_app(settings, app.broker()))
+    page = web.get("/queues/default?state=dead", headers=basic("pw")).text
+    token = re.search(r'name="csrf_token" value="([0-9a-f]+)"', page).group(1)
+    assert web.post("/queues/default/dead/delete", headers=basic("pw"), data={}).status_code == 403
+    answer = web.post("/queues/default/dead/delete", headers=basic("pw"), data={"csrf_token": token})
+    assert answer.status_code == 303 and "deleted=2" in answer.headers["location"]
+    assert queues.zcard("dramatiq:default.XQ") == 0 and queues.hlen("dramatiq:default.XQ.msgs") == 0
+    assert queues.llen("dramatiq:default") == 120  # the ready messages are not touched
+    assert EnrichmentLog.get(EnrichmentLog.job_id == "dead-job").status == "failed"
 
 
 def test_enrich_queues_json_and_one_line_errors(queues, monkeypatch, capsys):
@@ -117,3 +134,31 @@ def test_enrich_queues_json_and_one_line_errors(queues, monkeypatch, capsys):
     assert capsys.readouterr().err == "enrich queues: no queue named nope on the broker\n"
     assert enrich_main(["dead-letters", "--requeue", "garbage"], settings=load_settings()) == 1
     assert "is not a message" in capsys.readouterr().err and queues.zcard("dramatiq:default.XQ") == 2
+
+
+class FailsAtOnce:
+    """A broker whose every message is dead-lettered again as soon as it is sent (a job that fails at once)."""
+
+    def __init__(self, client):
+        self.client, self.sent = client, []
+
+    def get_actor(self, name):
+        return name
+
+    def enqueue(self, message):
+        self.sent.append(message)
+        redis_id = f"again-{len(self.sent)}"
+        self.client.zadd("dramatiq:default.XQ", {redis_id: time.time() * 1000 + 1})
+        self.client.hset("dramatiq:default.XQ.msgs", redis_id, message.encode())
+
+
+def test_requeue_all_sends_each_dead_letter_once_with_its_job_id_and_the_next_retries(queues):
+    from workers.dead_letters import requeue_all
+
+    broker = FailsAtOnce(queues)
+    outcome = requeue_all(broker, queues, "default")
+    assert outcome.done == ["dead-job"] and len(outcome.refused) == 1 and "garbage" in outcome.refused[0]
+    [message] = broker.sent  # dead-lettered again at once, and not sent round and round
+    assert (message.message_id, message.options["retries"]) == ("dead-job", 1)  # the row's retry_count + 1
+    assert "traceback" not in message.options and "redis_message_id" not in message.options
+    assert sorted(queues.zrange("dramatiq:default.XQ", 0, -1)) == [b"again-1", b"garbage"]
