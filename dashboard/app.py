@@ -30,6 +30,8 @@ from starlette.templating import Jinja2Templates
 
 from models import Settings, database, load_settings, utcnow
 from models.entities import get_entity
+from models.history import DEFAULT_LIMIT as HISTORY_LIMIT
+from models.history import field_history, tree_changes
 from models.job_log import DEGRADED, ENTITY_TYPES, STATUSES
 from models.timeline import entity_history, get_tree, job_activity, list_roots
 
@@ -144,6 +146,7 @@ class Dashboard:
         name = "_tree_body.html" if request.headers.get(PARTIAL_HEADER) else "tree.html"
         sent = request.query_params.get("sent", "")  # after an action: how many jobs it sent again
         return self.render(request, name, tree=tree, rows=rows, job_id=job_id, ticks=present.ticks(scale, origin),
+                           changes=tree_changes(tree.items), change_entities=present.entities_by_job(rows),
                            failed=present.failed_children(rows), active=present.is_active_tree(tree),
                            root_ref=rows[0].entity if rows and tree.root else None,
                            sent=int(sent) if sent.isdigit() else None)
@@ -157,7 +160,7 @@ class Dashboard:
             return _error(False, 404, f"no {entity_type} with id {entity_id}, and no job touched one")
         refs = present.entity_refs((r.entity_type, r.entity_id) for r in page.roots)
         return self.render(request, "entity.html", entity=entity, entity_type=entity_type, entity_id=entity_id,
-                           page=page, refs=refs, filters=filters)
+                           page=page, refs=refs, filters=filters, history=field_history(entity_type, entity_id))
 
     def overview(self, request: Request) -> Response:
         window = request.query_params.get("window", "hour")
@@ -193,6 +196,16 @@ class Dashboard:
         if entity is None and not page.roots:
             return _error(True, 404, f"no {entity_type} with id {entity_id}, and no job touched one")
         return JSONResponse({"entity": entity.as_dict() if entity else None, **page.as_dict()})
+
+    def api_history(self, request: Request) -> Response:
+        entity_type, entity_id = request.path_params["entity_type"], request.path_params["entity_id"]
+        limit = request.query_params.get("limit", str(HISTORY_LIMIT))
+        if not limit.isdigit():
+            raise BadRequest(f"limit {limit[:20]!r} is not a whole number")
+        history = field_history(entity_type, entity_id, request.query_params.get("field"), int(limit))
+        if not history.changes and get_entity(entity_type, entity_id) is None:
+            return _error(True, 404, f"no {entity_type} with id {entity_id}, and no job changed one")
+        return JSONResponse(history.as_dict())
 
     # -- actions ------------------------------------------------------------------------------------
 
@@ -234,6 +247,7 @@ class Dashboard:
             Route("/api/trees/{job_id}", _reads(self.api_tree)),
             Route("/api/entities/{entity_type}/{entity_id}", _reads(self.api_entity)),
             *QueuePages(self, _error).routes(_reads),
+            Route("/api/entities/{entity_type}/{entity_id}/history", _reads(self.api_history)),
             *entity_pages,
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ]

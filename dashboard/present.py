@@ -12,6 +12,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
+from middleware.redaction import redact_value
 from models import plain, utcnow
 from models.entities import entity_names
 from models.job_log import DEGRADED, FAILED_STATUSES, RETRYING, RUNNING, STATUSES
@@ -86,6 +87,8 @@ class Row:
 
 
 def _details(details: Optional[dict]) -> list[tuple[str, str]]:
+    """The details as (key, text) lines, redacted as the logs are (an upstream URL may carry a token)."""
+    details = redact_value(details)
     if not isinstance(details, dict):
         return [] if details is None else [("details", json.dumps(details, ensure_ascii=False))]
     return [(str(key), value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
@@ -144,6 +147,11 @@ def waterfall(tree: Tree, now: Optional[dt.datetime] = None) -> tuple[list[Row],
         rows.append(Row(item, entity, box(*wait) if wait else None, run, start, fmt_ms(span), waited,
                         _details(item.details)))
     return rows, scale, origin
+
+
+def entities_by_job(rows: list[Row]) -> dict:
+    """``{job_id: EntityRef}`` of the jobs that changed a field: the tree's changes link their entity."""
+    return {row.item.job_id: row.entity for row in rows if row.item.fields_enriched and row.entity}
 
 
 def failed_children(rows: list[Row]) -> list[Row]:

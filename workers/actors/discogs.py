@@ -88,7 +88,8 @@ def discogs_search_artist(artist_id: str):
         status="success",
         reason=f"matched Discogs artist {best['title']!r} (id {discogs_id}) with score {score:.2f}",
         fields_enriched=fields_of(changes),
-        details={**details, "discogs_id": discogs_id, "confidence": score, "matched_name": best["title"]},
+        details={**details, "discogs_id": discogs_id, "confidence": score, "matched_name": best["title"],
+                 "field_changes": changes},
     )
 
 
@@ -145,5 +146,6 @@ def discogs_get_artist(artist_id: str):
             "image_chosen": which,
             "genres": genres,
             "cache_image_sent": cache_sent,
+            "field_changes": changes,
         },
     )

@@ -95,6 +95,7 @@ def cache_image(entity: Union[Album, Artist], url: Optional[str], url_field: str
             "cache_location": stored.cache_location,
             "before_url": url,
             "after_url": after_url,
+            "field_changes": changes,
         },
     )
 

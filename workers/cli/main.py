@@ -40,6 +40,7 @@ from .common import CommandError, actor, app_broker, migrate, note, open_databas
 from .demo import demo_settings, run_demo
 from .drain import add_drain_command
 from .queues import add_queue_commands
+from .history import add_history_command
 from .run import run_here, trees_exit_status
 from .timeline import Style, follow, root_labels, roots_lines, tree_labels, tree_lines
 
@@ -435,6 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_log_commands(sub)
     add_drain_command(sub, _add)
     add_queue_commands(sub, _add)
+    add_history_command(sub, _add)
     return parser
 
 
