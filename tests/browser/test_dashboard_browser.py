@@ -105,12 +105,19 @@ def live_db(tmp_path):
     db.close_all()
 
 
-def test_after_the_demo_the_degraded_tree_shows_its_failed_child(tmp_path, page, screenshots):
-    demo = subprocess.run([sys.executable, "-m", "workers.cli", "demo"], cwd=tmp_path, env=_env(),
+@pytest.fixture(scope="module")
+def demo_db(tmp_path_factory) -> str:
+    """The URL of the database `enrich demo` built (once for the module: it takes a while)."""
+    folder = tmp_path_factory.mktemp("demo")
+    demo = subprocess.run([sys.executable, "-m", "workers.cli", "demo"], cwd=folder, env=_env(),
                           capture_output=True, text=True, timeout=180)
     assert demo.returncode == 0, demo.stderr
     assert "enrich web" in demo.stdout.splitlines()[-1]
-    with enrich_web(f"sqlite:///{tmp_path / 'enrichment-demo.db'}") as url:
+    return f"sqlite:///{folder / 'enrichment-demo.db'}"
+
+
+def test_after_the_demo_the_degraded_tree_shows_its_failed_child(demo_db, page, screenshots):
+    with enrich_web(demo_db) as url:
         page.goto(url + "/")
         expect(page.locator("table.roots tbody tr")).to_have_count(6)
         page.screenshot(path=str(screenshots / "dashboard-roots.png"), full_page=True)
@@ -131,6 +138,28 @@ def test_after_the_demo_the_degraded_tree_shows_its_failed_child(tmp_path, page,
         expect(alert).to_contain_text("HTTP 400")
         expect(page.locator("table.waterfall tr.job")).to_have_count(7)
         page.screenshot(path=str(screenshots / "dashboard-tree.png"), full_page=True)
+
+
+def test_after_the_demo_an_albums_release_date_is_in_its_history(demo_db, page, screenshots):
+    with enrich_web(demo_db) as url:
+        page.goto(url + "/?q=Homogenic")
+        page.locator("table.roots a.entity").first.click()
+        expect(page.locator("h1")).to_contain_text("Homogenic")
+        catalog = page.locator("section.catalog dl.kv")
+        release_date = catalog.locator("dt:text-is('release date') + dd").inner_text()
+        assert release_date and release_date != "–"
+
+        history = page.locator("section.history")
+        field = history.locator("h3.field:text-is('release date') + table.changes tbody tr")
+        expect(field.first.locator("td.after")).to_have_text(release_date)
+        expect(field.first.locator("td.source")).to_contain_text("MusicBrainz release")
+        expect(field.first.locator("td.source a[href^='https://musicbrainz.org/release/']")).to_have_count(1)
+        page.screenshot(path=str(screenshots / "dashboard-field-history.png"), full_page=True)
+
+        field.first.locator("a[href^='/trees/']").click()  # the job that set it opens its tree
+        changed = page.locator("section#changed")
+        expect(changed).to_contain_text("What this tree changed")
+        expect(changed.locator("tr", has_text="release date").first).to_contain_text(release_date)
 
 
 def test_a_running_tree_updates_itself_until_it_is_complete(live_db, page):
