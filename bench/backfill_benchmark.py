@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import statistics
 import threading
 import time
@@ -28,7 +29,8 @@ from migrations import apply_migrations
 from migrations.backfill import DEFAULT_BATCH_SIZE, backfill_root_jobs
 from models.database import open_database
 
-ADMIN_URL = "postgresql://root@127.0.0.1:5432/postgres"
+# BENCH_POSTGRES_ADMIN_URL points every benchmark at your own PostgreSQL (the README says so).
+ADMIN_URL = os.environ.get("BENCH_POSTGRES_ADMIN_URL", "postgresql://root@127.0.0.1:5432/postgres")
 
 # 30 % of the rows (the last three of every ten) point at the first row of their ten.
 LOAD_LEGACY_ROWS = """

@@ -31,7 +31,7 @@ from starlette.templating import Jinja2Templates
 from models import Settings, database, load_settings, utcnow
 from models.entities import get_entity
 from models.history import DEFAULT_LIMIT as HISTORY_LIMIT
-from models.history import field_history, tree_changes
+from models.history import field_history
 from models.job_log import DEGRADED, ENTITY_TYPES, STATUSES
 from models.timeline import entity_history, get_tree, job_activity, list_roots
 
@@ -47,22 +47,13 @@ MAX_JOB_ID = 100
 OVERVIEW_WINDOWS = {"hour": (dt.timedelta(hours=1), 60), "day": (dt.timedelta(days=1), 600)}  # length, bucket s
 
 
-_CONTROL = {c: chr(0x2400 + c) for c in range(32) if chr(c) not in "\t\n\r"} | {127: "\u2421"}
-
-
-def _visible(value):
-    """Stored text with its control characters drawn as symbols (␛ for ESC) before escaping; markup as is."""
-    if type(value) is str and not value.isprintable():  # Markup is a subclass: left as it is
-        return value.translate(_CONTROL)
-    return value
-
-
 def _templates() -> Jinja2Templates:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
-                             finalize=_visible, trim_blocks=True, lstrip_blocks=True)
+                             finalize=present.visible_text, trim_blocks=True, lstrip_blocks=True)
     env.globals.update(fmt_ms=present.fmt_ms, fmt_time=present.fmt_time, fmt_epoch=present.fmt_epoch,
                        STATUSES=STATUSES, WINDOWS=WINDOWS,
-                       is_active_root=present.is_active_root)
+                       is_active_root=present.is_active_root,
+                       fmt_value=present.fmt_value, pairs=present.pairs)
     return Jinja2Templates(env=env)
 
 
@@ -146,7 +137,7 @@ class Dashboard:
         name = "_tree_body.html" if request.headers.get(PARTIAL_HEADER) else "tree.html"
         sent = request.query_params.get("sent", "")  # after an action: how many jobs it sent again
         return self.render(request, name, tree=tree, rows=rows, job_id=job_id, ticks=present.ticks(scale, origin),
-                           changes=tree_changes(tree.items), change_entities=present.entities_by_job(rows),
+                           changes=present.tree_changes_view(rows),
                            failed=present.failed_children(rows), active=present.is_active_tree(tree),
                            root_ref=rows[0].entity if rows and tree.root else None,
                            sent=int(sent) if sent.isdigit() else None)

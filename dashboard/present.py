@@ -9,14 +9,33 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
-from middleware.redaction import redact_value
+from markupsafe import Markup, escape
+
+from middleware.redaction import REDACTED, is_secret_key, redact_text
 from models import plain, utcnow
 from models.entities import entity_names
+from models.history import FieldChange, tree_changes
 from models.job_log import DEGRADED, FAILED_STATUSES, RETRYING, RUNNING, STATUSES
 from models.timeline import ActivityBucket, RootSummary, TimelineItem, Tree
+
+_CONTROL = {c: chr(0x2400 + c) for c in range(32) if chr(c) not in "\t\n\r"} | {127: "\u2421"}
+
+
+def visible_text(value):
+    """Stored text with its control characters drawn as symbols (␛ for ESC) before escaping; markup as is."""
+    if type(value) is str and not value.isprintable():  # Markup is a subclass: left as it is
+        return value.translate(_CONTROL)
+    return value
+
+
+def _html(value) -> str:
+    """Stored text as HTML, as the templates write an expression (``visible_text``, then escaped)."""
+    return escape(visible_text(str(value)))
+
 
 ACTIVE = (RUNNING, RETRYING)  # a job whose bar runs on to now
 WIDTH = 1000  # SVG user units across a waterfall bar or the chart
@@ -73,25 +92,54 @@ def is_active_tree(tree: Tree) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Row:
-    """One job of the waterfall: the item, its entity, its bars in SVG units (None: not started), and
-    its times as text (formatted here: a tree of 1,000 jobs renders several times faster)."""
+    """One job of the waterfall: the item, its entity, and its bar, times and details box as HTML.
+
+    The parts drawn 1,000 times on a big tree are written here, each value escaped once: through
+    the template's expressions they cost most of the page's time.
+    """
 
     item: TimelineItem
     entity: Optional[EntityRef]
-    wait: Optional[tuple[float, float]]  # (x, width) of the queue wait
-    run: Optional[tuple[float, float]]  # (x, width) of the run time
     start: str  # "+1.2s" from the root's start, or "queued"
     took: str  # first start to the end of the last attempt (or now, while active)
     waited: str  # queue wait
-    details: list[tuple[str, str]]
+    bar: Markup  # the SVG of its queue wait and run time
+    details: Markup  # the <details> box: job id, wait, sources, fields, the row's details
+
+
+def _bar(item: TimelineItem, wait: Optional[tuple[float, float]], run: Optional[tuple[float, float]],
+         took: str, waited: str) -> Markup:
+    parts = [f'<svg viewBox="0 0 {WIDTH} 12" preserveAspectRatio="none" role="img"><title>queue wait '
+             f'{escape(waited)}, ran {escape(took)}</title>']
+    if wait:
+        parts.append(f'<rect class="wait" x="{wait[0]}" y="4" width="{wait[1]}" height="4"/>')
+    if run:
+        parts.append(f'<rect class="run s-{_html(item.status)}" x="{run[0]}" y="1" width="{run[1]}" height="10"/>')
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+def _details_box(item: TimelineItem, waited: str) -> Markup:
+    listed = ", ".join(map(str, item.sources)) or "–", ", ".join(map(str, item.fields_enriched)) or "–"
+    parts = [f'<details data-key="{_html(item.id)}"><summary>details</summary><dl class="kv">'
+             f'<dt>job id</dt><dd class="mono">{_html(item.job_id or item.id)}</dd>'
+             f'<dt>queue wait</dt><dd>{escape(waited)}</dd><dt>sources</dt><dd>{_html(listed[0])}</dd>'
+             f'<dt>fields enriched</dt><dd>{_html(listed[1])}</dd>']
+    parts += [f"<dt>{_html(key)}</dt><dd>{_html(value)}</dd>" for key, value in _details(item.details)]
+    parts.append("</dl></details>")
+    return Markup("".join(parts))
 
 
 def _details(details: Optional[dict]) -> list[tuple[str, str]]:
-    """The details as (key, text) lines, redacted as the logs are (an upstream URL may carry a token)."""
-    details = redact_value(details)
+    """The details as (key, text) lines, redacted as the logs are (an upstream URL may carry a token).
+
+    Each line's text is redacted once, as text (the patterns know JSON's "key": "value" too): walking
+    every nested value cost more than drawing the rest of a row.
+    """
     if not isinstance(details, dict):
-        return [] if details is None else [("details", json.dumps(details, ensure_ascii=False))]
-    return [(str(key), value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
+        return [] if details is None else [("details", redact_text(json.dumps(details, ensure_ascii=False)))]
+    return [(str(key), REDACTED if value and is_secret_key(str(key)) else
+             redact_text(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)))
             for key, value in details.items()]
 
 
@@ -144,14 +192,44 @@ def waterfall(tree: Tree, now: Optional[dt.datetime] = None) -> tuple[list[Row],
         entity = refs.get((item.entity_type, item.entity_id)) if item.entity_id else None
         start = "queued" if item.offset_ms is None else "+" + fmt_ms(item.offset_ms)
         waited = fmt_ms(wait[1] if wait else item.queue_wait_ms) + (" so far" if wait and run is None else "")
-        rows.append(Row(item, entity, box(*wait) if wait else None, run, start, fmt_ms(span), waited,
-                        _details(item.details)))
+        took = fmt_ms(span)
+        rows.append(Row(item, entity, start, took, waited, _bar(item, box(*wait) if wait else None, run, took, waited),
+                        _details_box(item, waited)))
     return rows, scale, origin
 
 
-def entities_by_job(rows: list[Row]) -> dict:
-    """``{job_id: EntityRef}`` of the jobs that changed a field: the tree's changes link their entity."""
-    return {row.item.job_id: row.entity for row in rows if row.item.fields_enriched and row.entity}
+def fmt_value(value, recorded: bool = True) -> str:
+    """A catalog value as a change shows it: text as is, lists and numbers as JSON, "–" when empty."""
+    if not recorded:
+        return "(not recorded)"
+    if value is None or value == "" or value == []:
+        return "–"
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def pairs(changes: list) -> list[tuple]:
+    """Changes as the changes table's (change, entity) rows, for a page about one entity: no entity column."""
+    return [(change, None) for change in changes]
+
+
+TREE_CHANGES_SHOWN = 100  # a tree's changes drawn on its page; the rest are counted by field
+
+
+@dataclass(frozen=True, slots=True)
+class TreeChanges:
+    """What a tree changed, as its page draws it: the first changes, each with its entity, and counts."""
+
+    shown: list[tuple[FieldChange, Optional[EntityRef]]]
+    total: int
+    by_field: dict[str, int]  # field -> how many changes, all of them
+
+
+def tree_changes_view(rows: list[Row]) -> TreeChanges:
+    """The tree's changes (``models.history.tree_changes``) with the entities its waterfall already named."""
+    changes = tree_changes(row.item for row in rows)
+    entities = {row.item.job_id: row.entity for row in rows if row.item.fields_enriched}
+    return TreeChanges([(c, entities.get(c.job_id)) for c in changes[:TREE_CHANGES_SHOWN]], len(changes),
+                       dict(sorted(Counter(c.field for c in changes).items())))
 
 
 def failed_children(rows: list[Row]) -> list[Row]:

@@ -53,7 +53,7 @@ def test_an_album_page_shows_each_fields_changes_newest_first_with_source_and_tr
     assert release.index("1997-06-16") < release.index("b1392450")
     assert 'href="https://open.spotify.com/album/6dVIqQ8qmQ5GBnJ9shOYGE"' in release
     assert 'href="https://musicbrainz.org/release/b1392450-e666-3926-a536-22c65f834433"' in release
-    assert re.findall(r'<td class="mono"><a href="/trees/([^"]+)"', release) == ["root-sp", "root-mb"]
+    assert re.findall(r'<td class="mono"><a class="tree" href="/trees/([^"]+)"', release) == ["root-sp", "root-mb"]
     assert "Ok computer" in history and "root-check" not in history  # a job that changed nothing is no change
     # The sources disagree on the release date, and the page says so, with each one's word.
     alert = history[history.index("The sources disagree"):history.index("</div>")]
@@ -186,3 +186,18 @@ def test_a_real_album_tree_records_who_set_the_release_date_and_from_which_relea
     assert record.release_date in changed and "discogs id" in changed
     assert f'href="/albums/{record.id}"' in changed and f'href="/artists/{artist.id}"' in changed
     assert uuid.UUID(body["entity_id"]) == record.id
+
+
+def test_a_big_trees_page_draws_its_first_changes_and_counts_them_all_by_field(db):
+    record = album("Many Tracks", "Various")
+    now = utcnow()
+    rows = [job("root-big", at=now, entity=("album", record.id))]
+    rows += [job(f"child-{n}", "root-big", at=now + dt.timedelta(milliseconds=n), entity=("album", record.id),
+                 fields_enriched=["genres", "track_count"],
+                 details={"field_changes": [change("genres", [], ["pop"]), change("track_count", n, n + 1)]})
+             for n in range(60)]
+    insert(*rows)
+    page = client().get("/trees/root-big").text
+    changed = page[page.index("What this tree changed"):]
+    assert changed.count('<td class="before">') == 100
+    assert "100 of 120 changes shown; all of them by field: genres 60, track count 60." in changed
