@@ -62,6 +62,7 @@ def test_pre_linking_database_migrates_to_head_keeping_every_row(fresh_database_
         "0010_dashboard_search_indexes",
         "0011_unlinked_rows_index",
         "0012_person_has_no_formed_year",
+        "0013_field_history_index",
     ]
 
     rows = {r.job_id: r for r in EnrichmentLog.select()}
@@ -83,6 +84,7 @@ def test_pre_linking_database_migrates_to_head_keeping_every_row(fresh_database_
         "enrichment_logs_job_id_unique",
         "enrichment_logs_entity_type_entity_id_created_at",
         "enrichment_logs_status_created_at",
+        "enrichment_logs_field_changes",
     } <= index_names
 
 
