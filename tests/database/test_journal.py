@@ -8,13 +8,11 @@ exactly once.
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import subprocess
 import sys
 import threading
 import time
-import uuid
 
 import dramatiq
 import dramatiq.worker
@@ -26,9 +24,10 @@ from dramatiq.brokers.redis import RedisBroker
 from middleware import DatabaseConnections, JobLinking
 from middleware.job_log.drainer import DatabaseDown, Drainer
 from middleware.job_log.journal import RedisJournal
-from middleware.job_log.rows import REJECTED_CODE, JobLogRow
+from middleware.job_log.rows import REJECTED_CODE
 from models import EnrichmentLog
 
+from linking_harness import journal_row as row
 from linking_harness import rows, wait_for
 from process_harness import ROOT, TESTS
 from services import REDIS_TEST_URL
@@ -43,14 +42,6 @@ def client():
     yield client
     client.flushdb()
     client.close()
-
-
-def row(job_id: str, status: str, root: str | None = None, **extra) -> dict:
-    now = dt.datetime.utcnow()
-    values = dict(id=str(uuid.uuid4()), job_id=job_id, parent_job_id=root, is_root_job=root is None,
-                  operation="test:op", status=status, enqueued_at=now, started_at=now,
-                  completed_at=None if status == "running" else now, created_at=now)
-    return JobLogRow(**{**values, **extra}).as_dict()
 
 
 def append_tree(journal: RedisJournal, root: str, children: int, failing: int) -> None:

@@ -263,9 +263,9 @@ def _drain_command(pg_url: str, tmp_path, port: int):
 
 def _journal_tree(root: str, failing: int, fine: int) -> None:
     """A root and its children as the workers append them: the failed ones counted against the root."""
-    from test_journal import row
-
     from middleware.job_log.journal import journal_for
+
+    from linking_harness import journal_row as row
 
     journal = journal_for(RedisBroker(url=REDIS_TEST_URL))
     journal.append(row(root, "running", operation="enrichment:album"))

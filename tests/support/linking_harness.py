@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
+import uuid
 
 import dramatiq
 from dramatiq import Worker
 from dramatiq.brokers.stub import StubBroker
 
 from middleware import DatabaseConnections, JobLinking, MessageOptions
+from middleware.job_log.rows import JobLogRow
 from models import EnrichmentLog
 
 
@@ -71,3 +74,12 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):
             return value
         time.sleep(interval)
     raise AssertionError("condition not met in time")
+
+
+def journal_row(job_id: str, status: str, root: str | None = None, **extra) -> dict:
+    """A job-log row as the workers append it to the journal (any column can be set)."""
+    now = dt.datetime.utcnow()
+    values = dict(id=str(uuid.uuid4()), job_id=job_id, parent_job_id=root, is_root_job=root is None,
+                  operation="test:op", status=status, enqueued_at=now, started_at=now,
+                  completed_at=None if status == "running" else now, created_at=now)
+    return JobLogRow(**{**values, **extra}).as_dict()

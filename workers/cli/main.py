@@ -39,8 +39,8 @@ from .catalog import AlbumInput, add_album, add_artist, credit_line
 from .common import CommandError, actor, app_broker, migrate, note, open_database, quiet_logs, visible
 from .demo import demo_settings, run_demo
 from .drain import add_drain_command
-from .queues import add_queue_commands
 from .history import add_history_command
+from .queues import add_queue_commands
 from .run import run_here, trees_exit_status
 from .timeline import Style, follow, root_labels, roots_lines, tree_labels, tree_lines
 
