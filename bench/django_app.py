@@ -9,7 +9,6 @@ dependency of the product: ``pip install "django-dramatiq==0.15.*"`` first.
 """
 
 import os
-import time
 from urllib.parse import unquote, urlparse
 
 import django
@@ -36,12 +35,4 @@ settings.configure(
 django.setup()  # django-dramatiq builds the broker and sets it as Dramatiq's
 broker = dramatiq.get_broker()
 
-
-@dramatiq.actor(queue_name="bench", max_retries=0)
-def noop():
-    pass
-
-
-@dramatiq.actor(queue_name="bench", max_retries=0)
-def io_20ms():
-    time.sleep(0.02)
+from bench.bench_actors import io_20ms, noop  # noqa: E402, F401  (declared on the broker set above)

@@ -9,7 +9,6 @@ settings).  Rows go to DATABASE_URL.
 """
 
 import os
-import time
 
 import dramatiq
 import structlog
@@ -46,12 +45,4 @@ broker.add_middleware(ThreadIds())  # the benchmark's own: tells it which thread
 broker.add_middleware(JobLinking())
 dramatiq.set_broker(broker)
 
-
-@dramatiq.actor(queue_name="bench", max_retries=0)
-def noop():
-    pass
-
-
-@dramatiq.actor(queue_name="bench", max_retries=0)
-def io_20ms():
-    time.sleep(0.02)
+from bench.bench_actors import io_20ms, noop  # noqa: E402, F401  (declared on the broker set above)

@@ -8,7 +8,6 @@ makes every ``opentelemetry`` import fail, as without the otel extra.
 
 import os
 import sys
-import time
 
 if os.environ.get("BENCH_NO_OTEL") == "1":
     class _NoOpenTelemetry:
@@ -57,12 +56,4 @@ if os.environ.get("BENCH_LINKING") == "1":
     broker.add_middleware(JobLinking())
 dramatiq.set_broker(broker)
 
-
-@dramatiq.actor(queue_name="bench", max_retries=0)
-def noop():
-    pass
-
-
-@dramatiq.actor(queue_name="bench", max_retries=0)
-def io_20ms():
-    time.sleep(0.02)
+from bench.bench_actors import io_20ms, noop  # noqa: E402, F401  (declared on the broker set above)

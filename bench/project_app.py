@@ -6,9 +6,7 @@ environment), with its JSON logging (the benchmark runs it with
 ``--skip-logging``, as the Procfile does), plus the benchmark's two actors.
 """
 
-import time
 
-import dramatiq
 
 from bench.thread_ids import ThreadIds
 from middleware import JobLinking
@@ -23,12 +21,4 @@ bind_database(settings.database_url, settings.db_max_connections)
 broker = app.start(settings)
 broker.add_middleware(ThreadIds(), before=JobLinking)  # the benchmark's own: tells it which threads are the drainer's
 
-
-@dramatiq.actor(queue_name="bench", max_retries=0)
-def noop():
-    pass
-
-
-@dramatiq.actor(queue_name="bench", max_retries=0)
-def io_20ms():
-    time.sleep(0.02)
+from bench.bench_actors import io_20ms, noop  # noqa: E402, F401  (declared on the broker set above)
