@@ -12,9 +12,7 @@ job stuck ``running``, or a row that is not the job's own.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import uuid
 
 import dramatiq
@@ -27,6 +25,7 @@ from workers.fake_upstream import MUSICBRAINZ
 
 from app_harness import tree
 from linking_harness import drain, wait_for
+from test_cli import enrich as run_enrich
 
 MISSING = "5f0c2a4e-8d4b-4e43-9b8e-0d6a1c2f3b4d"
 
@@ -37,12 +36,8 @@ def app_broker_is_global(app):
 
 
 def enrich(*args: str, url: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    """``python -m workers.cli ARGS`` against the test database (as tests/test_cli.py runs it)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL", "LOG_LEVEL", "NO_COLOR")}
-    env["DATABASE_URL"] = url
-    return subprocess.run(
-        [sys.executable, "-m", "workers.cli", *args], env=env, capture_output=True, text=True, timeout=timeout
-    )
+    """``python -m workers.cli ARGS`` against the test database at ``url``."""
+    return run_enrich(*args, env={"DATABASE_URL": url}, timeout=timeout)
 
 
 def snapshot() -> dict[str, set]:
