@@ -147,6 +147,12 @@ def scenarios(db, seed: int) -> dict[str, callable]:
     deep = [encode_cursor(created_at, row_id) for _, created_at, row_id, is_root in sample if is_root]
     titles = [t for (t,) in db.execute_sql("SELECT title FROM albums TABLESAMPLE SYSTEM (1)").fetchall()]
     names = [n for (n,) in db.execute_sql("SELECT name FROM artists TABLESAMPLE SYSTEM (0.3)").fetchall()]
+    # The history's second page of 500 changing jobs (a keyset cursor, as the API gives it).
+    older = db.execute_sql(
+        "SELECT created_at, id FROM enrichment_logs WHERE entity_type = 'album' AND entity_id = %s "
+        "AND fields_enriched::text <> '[]' ORDER BY created_at DESC, id DESC OFFSET 499 LIMIT 1",
+        (HISTORY_ALBUM,)).fetchone()
+    older_page = encode_cursor(*older)
 
     def piece(text: str) -> str:  # 4 to 6 characters of one word of a real title or name
         word = max(text.split(), key=len) if rng.random() < 0.5 else rng.choice(text.split())
@@ -165,7 +171,9 @@ def scenarios(db, seed: int) -> dict[str, callable]:
         "GET /trees/ (random job, 10 jobs)": lambda: "/trees/" + rng.choice(jobs),
         "GET /trees/ (1,000 jobs)": lambda: "/trees/" + BIG_TREE,
         "GET /api/.../history (1,000 trees)": lambda: f"/api/entities/album/{HISTORY_ALBUM}/history",
-        "GET /api/.../history?limit=2000": lambda: f"/api/entities/album/{HISTORY_ALBUM}/history?limit=2000",
+        "GET /api/.../history?limit=500": lambda: f"/api/entities/album/{HISTORY_ALBUM}/history?limit=500",
+        "GET /api/.../history?limit=500&cursor=": lambda: (f"/api/entities/album/{HISTORY_ALBUM}/history"
+                                                            f"?limit=500&cursor={older_page}"),
         "GET /api/.../history?field=": lambda: f"/api/entities/album/{HISTORY_ALBUM}/history?field=release_date",
         "GET /albums/ (1,000 trees)": lambda: f"/albums/{HISTORY_ALBUM}",
     }
@@ -206,7 +214,8 @@ async def run_rounds(timer: ServerTimer, cases: dict, calls: int, weigh: bool = 
 
 
 TARGETS = {"GET /trees/ (1,000 jobs)": 0.150, "GET /api/.../history (1,000 trees)": 0.100,
-           "GET /api/.../history?limit=2000": 0.100, "GET /api/.../history?field=": 0.100,
+           "GET /api/.../history?limit=500": 0.100, "GET /api/.../history?limit=500&cursor=": 0.100,
+           "GET /api/.../history?field=": 0.100,
            "GET /albums/ (1,000 trees)": 0.100, "GET /?q= (album title)": 0.100, "GET /?q= (artist name)": 0.100}
 
 

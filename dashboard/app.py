@@ -36,7 +36,7 @@ from models.job_log import DEGRADED, ENTITY_TYPES, STATUSES
 from models.timeline import entity_history, get_tree, job_activity, list_roots
 
 from . import present
-from .filters import WINDOWS, BadRequest, RootFilters
+from .filters import WINDOWS, BadRequest, RootFilters, text_param
 from .journal_status import LIST_COMMAND, REPLAY_COMMAND, JournalReader
 from .queues import QueuePages
 from .security import Csrf, PasswordRequired, SecurityHeaders
@@ -150,8 +150,11 @@ class Dashboard:
         if entity is None and not page.roots:
             return _error(False, 404, f"no {entity_type} with id {entity_id}, and no job touched one")
         refs = present.entity_refs((r.entity_type, r.entity_id) for r in page.roots)
+        # ``changes``: the field history's own page cursor, beside the trees list's ``cursor``.
+        history = field_history(entity_type, entity_id,
+                                cursor=text_param(request.query_params.get("changes"), "changes", 200))
         return self.render(request, "entity.html", entity=entity, entity_type=entity_type, entity_id=entity_id,
-                           page=page, refs=refs, filters=filters, history=field_history(entity_type, entity_id))
+                           page=page, refs=refs, filters=filters, history=history)
 
     def overview(self, request: Request) -> Response:
         window = request.query_params.get("window", "hour")
@@ -193,7 +196,8 @@ class Dashboard:
         limit = request.query_params.get("limit", str(HISTORY_LIMIT))
         if not limit.isdigit():
             raise BadRequest(f"limit {limit[:20]!r} is not a whole number")
-        history = field_history(entity_type, entity_id, request.query_params.get("field"), int(limit))
+        history = field_history(entity_type, entity_id, request.query_params.get("field"), int(limit),
+                                text_param(request.query_params.get("cursor"), "cursor", 200))
         if not history.changes and get_entity(entity_type, entity_id) is None:
             return _error(True, 404, f"no {entity_type} with id {entity_id}, and no job changed one")
         return JSONResponse(history.as_dict())

@@ -31,7 +31,7 @@ class BadRequest(ValueError):
     """A malformed query parameter or path part: answered 400 with this one line."""
 
 
-def _text(value: Optional[str], name: str, max_length: int) -> Optional[str]:
+def text_param(value: Optional[str], name: str, max_length: int) -> Optional[str]:
     value = (value or "").strip()
     if not value:
         return None
@@ -69,10 +69,10 @@ class RootFilters:
 
     @classmethod
     def parse(cls, params) -> "RootFilters":
-        status = _text(params.get("status"), "status", 20)
+        status = text_param(params.get("status"), "status", 20)
         if status is not None and status not in STATUSES:
             raise BadRequest(f"status {status!r} is not one of {', '.join(STATUSES)}")
-        last = _text(params.get("last"), "last", 10)
+        last = text_param(params.get("last"), "last", 10)
         if last is not None and last not in WINDOWS:
             raise BadRequest(f"last {last!r} is not one of {', '.join(WINDOWS)}")
         raw_limit = (params.get("limit") or "").strip()
@@ -83,13 +83,13 @@ class RootFilters:
             raise BadRequest("since must be earlier than until")
         return cls(
             status=status,
-            operation=_text(params.get("operation"), "operation", 100),
-            q=_text(params.get("q"), "q", SEARCH_MAX_LENGTH),
+            operation=text_param(params.get("operation"), "operation", 100),
+            q=text_param(params.get("q"), "q", SEARCH_MAX_LENGTH),
             last=last,
             since=since,
             until=until,
             limit=int(raw_limit) if raw_limit else DEFAULT_LIMIT,
-            cursor=_text(params.get("cursor"), "cursor", 200),
+            cursor=text_param(params.get("cursor"), "cursor", 200),
         )
 
     def query_args(self, now: Optional[dt.datetime] = None) -> dict:

@@ -27,11 +27,14 @@ from .database import is_postgres
 from .entities import entity_key
 from .job_log import EnrichmentLog
 from .plain import AsDict, plain
+from .timeline import decode_cursor, encode_cursor
 
 Log = EnrichmentLog
 
 DEFAULT_LIMIT = 200
-MAX_LIMIT = 2000
+# A page of changing jobs; older ones are read with the page's ``next_cursor``. 2,000 made a 2 MB answer
+# that took over 100 ms to write out (bench/README.md#field-history-and-the-tree-page-measured).
+MAX_LIMIT = 500
 MAX_FIELD = 64
 
 # The partial index's name and predicate (migration 0013): the rows that changed a field.
@@ -128,12 +131,18 @@ class FieldHistory(AsDict):
     field: Optional[str]
     changes: list[FieldChange] = field(default_factory=list)
     disagreements: list[Disagreement] = field(default_factory=list)
-    truncated: bool = False  # more changing jobs than ``limit``: the oldest are not shown
+    next_cursor: Optional[str] = None  # older changing jobs exist: pass it back as ``cursor``
+
+    @property
+    def truncated(self) -> bool:
+        """More changing jobs than this page read: older changes are on the next page."""
+        return self.next_cursor is not None
 
     def as_dict(self) -> dict:
         return {"entity_type": self.entity_type, "entity_id": plain(self.entity_id), "field": self.field,
                 "changes": [change.as_dict() for change in self.changes],
-                "disagreements": [d.as_dict() for d in self.disagreements], "truncated": self.truncated}
+                "disagreements": [d.as_dict() for d in self.disagreements], "truncated": self.truncated,
+                "next_cursor": self.next_cursor}
 
     def by_field(self) -> dict[str, list[FieldChange]]:
         """The changes grouped by field (fields in name order, each newest first)."""
@@ -186,31 +195,41 @@ def _check_field(name: Optional[str]) -> Optional[str]:
     return name
 
 
-def changes_query(entity_type: str, entity_uuid: uuid.UUID, field_name: Optional[str] = None):
-    """The entity's rows that changed a field (``field_name``, when given), newest first: ``CHANGED_INDEX``."""
+def changes_query(entity_type: str, entity_uuid: uuid.UUID, field_name: Optional[str] = None,
+                  cursor: Optional[str] = None):
+    """The entity's rows that changed a field (``field_name``, when given), newest first: ``CHANGED_INDEX``.
+
+    ``cursor`` (a page's ``next_cursor``) keeps the rows after it: a keyset on (created_at, id), as the roots
+    list pages, so an old page costs what the first does.
+    """
     db = Log._meta.database
     conditions = [Log.entity_type == entity_type, Log.entity_id == entity_uuid, SQL(changed_rows(db))]
     if field_name is not None:  # the JSON text holds the name quoted: a cheap filter on the index's rows
         conditions.append(NodeList((Log.fields_enriched.cast("text"), SQL("LIKE"), Value(f'%"{field_name}"%'))))
+    if cursor is not None:
+        created_at, row_id = decode_cursor(cursor)
+        conditions.append((Log.created_at <= created_at) & ((Log.created_at < created_at) | (Log.id < row_id)))
     return Log.select(*HISTORY_COLUMNS).where(*conditions).order_by(Log.created_at.desc(), Log.id.desc())
 
 
 def field_history(entity_type: str, entity_id: Union[uuid.UUID, str], field_name: Optional[str] = None,
-                  limit: int = DEFAULT_LIMIT) -> FieldHistory:
+                  limit: int = DEFAULT_LIMIT, cursor: Optional[str] = None) -> FieldHistory:
     """The entity's field changes, newest first, from its newest ``limit`` jobs that changed one.
 
     One query through the partial index ``CHANGED_INDEX`` on (entity_type,
-    entity_id, created_at).  ``field_name`` keeps one field's changes.
-    ValueError for an unknown type, a malformed id or field, a bad limit.
+    entity_id, created_at).  ``field_name`` keeps one field's changes; pass a
+    page's ``next_cursor`` back as ``cursor`` for the older jobs' changes.
+    ValueError for an unknown type, a malformed id, field or cursor, a bad limit.
     """
     entity_uuid = entity_key(entity_type, entity_id)
     field_name = _check_field(field_name)
     if not 1 <= limit <= MAX_LIMIT:
         raise ValueError(f"limit {limit} must be between 1 and {MAX_LIMIT}")
-    rows = list(changes_query(entity_type, entity_uuid, field_name).limit(limit + 1).namedtuples())
+    rows = list(changes_query(entity_type, entity_uuid, field_name, cursor).limit(limit + 1).namedtuples())
     changes = [c for row in rows[:limit] for c in _changes(row) if field_name is None or c.field == field_name]
+    last = rows[limit - 1] if len(rows) > limit else None
     return FieldHistory(entity_type, entity_uuid, field_name, changes, _disagreements(changes),
-                        truncated=len(rows) > limit)
+                        next_cursor=None if last is None else encode_cursor(last.created_at, last.id))
 
 
 def tree_changes(items: Iterable) -> list[FieldChange]:

@@ -192,7 +192,7 @@ def decode_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
         return _naive_utc(dt.datetime.fromisoformat(created_at)), uuid.UUID(row_id)
     except (binascii.Error, UnicodeDecodeError, ValueError, RecursionError) as exc:
         shown = cursor if len(cursor) <= 80 else cursor[:77] + "..."
-        raise ValueError(f"malformed cursor {shown!r}: pass back a next_cursor exactly as list_roots gave it") from exc
+        raise ValueError(f"malformed cursor {shown!r}: pass back a next_cursor exactly as it was given") from exc
 
 
 # -- statements ------------------------------------------------------------

@@ -85,6 +85,28 @@ def test_the_api_answers_the_history_and_one_field_of_it(disputed):
     assert one["truncated"] is True and [c["job_id"] for c in one["changes"]] == ["sp-fallback"]
 
 
+def test_older_changes_are_read_page_by_page_with_the_next_cursor(disputed, capsys):
+    web, seen, cursor = client(), [], None
+    while True:  # one changing job a page: every change once, newest first, then a last page
+        query = f"?limit=1&cursor={cursor}" if cursor else "?limit=1"
+        page = web.get(f"/api/entities/album/{disputed.id}/history{query}").json()
+        seen += [(c["job_id"], c["field"]) for c in page["changes"]]
+        cursor = page["next_cursor"]
+        assert page["truncated"] is (cursor is not None)
+        if cursor is None:
+            break
+    assert seen == [("sp-fallback", "release_date"), ("mb-album", "release_date"), ("mb-album", "title")]
+    second = web.get(f"/api/entities/album/{disputed.id}/history?limit=1").json()["next_cursor"]
+    page = web.get(f"/albums/{disputed.id}?changes={second}").text
+    history = page[page.index("Field history"):page.index("Every tree that touched it")]
+    assert "mb-album" in history and "sp-fallback" not in history and "« newest changes" in history
+    assert enrich("history", "album", str(disputed.id), "--limit", "1") == 0
+    hint = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"enrich history album {disputed.id} --cursor " in hint  # the command for the next page
+    assert enrich("history", "album", str(disputed.id), "--limit", "1", "--cursor", hint.split("--cursor ")[1]) == 0
+    assert "mb-album" in capsys.readouterr().out
+
+
 def test_the_cli_prints_the_same_history_as_text_and_json(disputed, capsys):
     assert enrich("history", "album", str(disputed.id), "--json") == 0
     assert json.loads(capsys.readouterr().out) == client().get(f"/api/entities/album/{disputed.id}/history").json()
@@ -101,6 +123,7 @@ def test_the_cli_prints_the_same_history_as_text_and_json(disputed, capsys):
     (["album", "6f1c1d6e-0000-4000-8000-000000000000"], "no album with id 6f1c1d6e-0000-4000-8000-000000000000"),
     (["album", "not-a-uuid"], "album id 'not-a-uuid' is not a UUID"),
     (["track", "6f1c1d6e-0000-4000-8000-000000000000", "--field", "a;b"], "field 'a;b' is not a field name"),
+    (["album", "6f1c1d6e-0000-4000-8000-000000000000", "--cursor", "nope"], "malformed cursor 'nope'"),
 ])
 def test_the_cli_refuses_bad_input_in_one_line(db, capsys, args, message):
     assert enrich("history", *args) == 1
@@ -116,6 +139,8 @@ def test_the_cli_refuses_bad_input_in_one_line(db, capsys, args, message):
     ("/api/entities/album/6f1c1d6e-0000-4000-8000-000000000000/history?field=x%20y", 400, "is not a field name"),
     ("/api/entities/album/6f1c1d6e-0000-4000-8000-000000000000/history?limit=0", 400, "limit 0 must be"),
     ("/api/entities/album/6f1c1d6e-0000-4000-8000-000000000000/history?limit=ten", 400, "limit 'ten'"),
+    ("/api/entities/album/6f1c1d6e-0000-4000-8000-000000000000/history?limit=501", 400, "between 1 and 500"),
+    ("/api/entities/album/6f1c1d6e-0000-4000-8000-000000000000/history?cursor=W1sx", 400, "malformed cursor"),
 ])
 def test_the_api_refuses_bad_input_in_one_line(db, path, status, message):
     answer = client().get(path)

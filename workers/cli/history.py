@@ -48,7 +48,7 @@ def history_lines(history: FieldHistory) -> list[str]:
 def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
     open_database(settings)
     try:
-        history = field_history(args.entity_type, args.entity_id.strip(), args.field, args.limit)
+        history = field_history(args.entity_type, args.entity_id.strip(), args.field, args.limit, args.cursor)
         if not history.changes and get_entity(args.entity_type, args.entity_id.strip()) is None:
             raise CommandError(f"no {args.entity_type} with id {args.entity_id.strip()}, and no job changed one")
     except ValueError as exc:
@@ -59,7 +59,9 @@ def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
     lines = history_lines(history)
     print("\n".join(lines) if lines else f"no job has changed {'its ' + args.field if args.field else 'a field'}")
     if history.truncated:
-        note(f"only the newest {args.limit} jobs that changed a field are shown; --limit up to {MAX_LIMIT}")
+        field = f" --field {args.field}" if args.field else ""
+        note(f"older changes: enrich history {args.entity_type} {args.entity_id.strip()}{field} "
+             f"--cursor {history.next_cursor}")
     return 0
 
 
@@ -80,4 +82,5 @@ def add_history_command(sub, add) -> None:
     p.add_argument("--field", help="only this field, e.g. release_date")
     p.add_argument("--limit", type=_limit, default=DEFAULT_LIMIT,
                    help=f"read the newest LIMIT jobs that changed a field, 1 to {MAX_LIMIT} (default {DEFAULT_LIMIT})")
+    p.add_argument("--cursor", help="the next page: the next_cursor a page gave (older changing jobs)")
     p.add_argument("--json", action="store_true", help="print the history as JSON")
