@@ -40,6 +40,7 @@ from .filters import WINDOWS, BadRequest, RootFilters, text_param
 from .journal_status import LIST_COMMAND, REPLAY_COMMAND, JournalReader
 from .queues import QueuePages
 from .security import Csrf, PasswordRequired, SecurityHeaders
+from .workers import WorkerPages
 
 HERE = Path(__file__).parent
 PARTIAL_HEADER = "x-dashboard-partial"  # the pages' script asks for the live part only
@@ -242,6 +243,7 @@ class Dashboard:
             Route("/api/trees/{job_id}", _reads(self.api_tree)),
             Route("/api/entities/{entity_type}/{entity_id}", _reads(self.api_entity)),
             *QueuePages(self, _error).routes(_reads),
+            *WorkerPages(self, _error, PARTIAL_HEADER).routes(),
             Route("/api/entities/{entity_type}/{entity_id}/history", _reads(self.api_history)),
             *entity_pages,
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),

@@ -54,6 +54,21 @@ def _number(request: Request, name: str, default: int, low: int, high: int) -> i
     return int(value)
 
 
+def redis_answer(client, request: Request, error: Callable[[bool, int, str], Response], read: Callable[[], Response],
+                 no_redis: str) -> Response:
+    """``read()``'s answer; 503 without a Redis (``no_redis`` says why) or when it cannot be reached, 404 for a
+    queue or message that is not there."""
+    api = request.url.path.startswith("/api/")
+    if client is None:
+        return error(api, 503, no_redis)
+    try:
+        return read()
+    except QueueNotFound as exc:
+        return error(api, 404, str(exc))
+    except redis.exceptions.RedisError:
+        return error(api, 503, REDIS_DOWN)
+
+
 class QueuePages:
     """The queue handlers; ``dashboard`` gives the settings, rendering, CSRF token and broker."""
 
@@ -71,15 +86,7 @@ class QueuePages:
         return name
 
     def _answer(self, request: Request, read: Callable[[], Response]) -> Response:
-        api = request.url.path.startswith("/api/")
-        if self.client is None:
-            return self.error(api, 503, NO_REDIS)
-        try:
-            return read()
-        except QueueNotFound as exc:
-            return self.error(api, 404, str(exc))
-        except redis.exceptions.RedisError:
-            return self.error(api, 503, REDIS_DOWN)
+        return redis_answer(self.client, request, self.error, read, NO_REDIS)
 
     # -- reading ------------------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ import dramatiq
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import AgeLimit, Callbacks, Pipelines, Retries, ShutdownNotifications, TimeLimit
 
-from middleware import ActorArguments, DatabaseConnections, JobLinking, MessageOptions
+from middleware import ActorArguments, DatabaseConnections, JobLinking, MessageOptions, WorkerRegistry
 from middleware.job_log import JobLog
 from middleware.metrics import JobMetrics
 from models import ConfigError, Settings
@@ -64,6 +64,8 @@ def middleware_stack(settings: Settings) -> list[dramatiq.Middleware]:
         *([JobMetrics(), QueueMetrics()] if metrics else []),
         # Before JobLinking: it reads the job's final outcome while JobLinking still holds the job.
         CatalogStatus(),
+        # This process and the jobs it runs, in Redis (`enrich workers`; the lost-work sweep spares them).
+        WorkerRegistry(),
         # A span per attempt, current while JobLinking logs the attempt's lines.
         *([tracing] if tracing is not None else []),
         # Last, so that it sees each attempt's final verdict (after Retries decided).  Its drainers also

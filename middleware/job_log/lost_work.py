@@ -8,9 +8,16 @@ The sweeper compares the two: a job past its due time (a running one: past
 its start) by more than a grace period whose message is in none of the
 places Dramatiq's Redis broker keeps one is marked ``lost`` (a final status,
 error code ``message_lost``), and counts against its root like a failure.
-``enrich resend`` sends it again.  (A job a worker still runs past the grace
-after such a restart is marked too; its end, when it comes, replaces ``lost``
-and the root takes the failure back.)
+``enrich resend`` sends it again.
+
+A job a live worker runs now is never marked, whatever Redis lost: each
+worker process lists the jobs it runs in its record (``WorkerRegistry``,
+``middleware/worker_registry.py``), and the sweep spares every job a live
+worker lists.  For a heartbeat timeout after Redis starts, when the records
+may not all be written again yet, it marks no ``running`` row at all.  (A
+worker without ``WorkerRegistry`` lists nothing: a job it still runs past
+the grace after such a restart is marked; its end, when it comes, replaces
+``lost`` and the root takes the failure back.)
 
 A legacy row (written before job linking, without a job id) that is still
 pending past the grace is marked ``lost`` too, its reason saying so: no
@@ -72,6 +79,7 @@ from models.base import utcnow
 from models.database import database as default_database
 from models.job_log import LOST, QUEUED, RETRYING, RUNNING, EnrichmentLog
 
+from ..worker_registry import running_job_ids
 from .root_status import count_failed_child
 from .rows import LOST_COLUMNS, JobLogRow
 
@@ -134,14 +142,24 @@ class LostWorkSweeper:
         """The overdue pending rows whose message Redis does not hold, by id."""
         missing: list[tuple] = []
         after: Optional[uuid.UUID] = None
+        running = running_job_ids(self.broker)  # None: the workers' records may be incomplete yet
         while True:
             overdue = self._overdue(after)
             if overdue:
                 after = overdue[-1][0]
                 present = self._message_ids_in_redis({self._queue_of(row) for row in overdue})
-                missing += [row for row in overdue if row[1] is None or row[1] not in present]
+                missing += [row for row in overdue
+                            if (row[1] is None or row[1] not in present) and not self._run_now(row, running)]
             if len(overdue) < self.batch_size:
                 return missing
+
+    @staticmethod
+    def _run_now(row: tuple, running: Optional[set[str]]) -> bool:
+        """Whether a live worker may run this job now (a legacy row without a job id: never)."""
+        job_id, status = row[1], row[3]
+        if job_id is None:
+            return False
+        return status == RUNNING if running is None else job_id in running
 
     def _journal_applied(self, candidates: int) -> bool:
         """Wait until every job-log write appended before Redis was read is in the database; False if not in time."""

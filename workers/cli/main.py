@@ -43,6 +43,7 @@ from .history import add_history_command
 from .queues import add_queue_commands
 from .run import run_here, trees_exit_status
 from .timeline import Style, follow, root_labels, roots_lines, tree_labels, tree_lines
+from .worker_list import add_workers_command
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 # What a command runs on: the settings from the environment, adjusted (``enrich demo``'s own database).
@@ -436,6 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_log_commands(sub)
     add_drain_command(sub, _add)
     add_queue_commands(sub, _add)
+    add_workers_command(sub, _add)
     add_history_command(sub, _add)
     return parser
 

@@ -16,22 +16,23 @@ from models import Settings
 from .common import CommandError, app_broker, note, open_database, visible
 
 
-def _client(settings: Settings):
+def redis_client(settings: Settings, what: str = "the queues live"):
+    """A client of the workers' Redis; CommandError (one line) without REDIS_URL."""
     import redis
 
     if not settings.redis_url:
-        raise CommandError("REDIS_URL is not set: the queues live in the workers' Redis (without it, a process's "
+        raise CommandError(f"REDIS_URL is not set: {what} in the workers' Redis (without it, a process's "
                            "queue is in its own memory)")
     return redis.Redis.from_url(settings.redis_url, socket_timeout=10)
 
 
-def _when(seconds: Optional[float]) -> str:
+def epoch_text(seconds: Optional[float]) -> str:
     if seconds is None:
         return "-"
     return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _age(seconds: Optional[float]) -> str:
+def age_text(seconds: Optional[float]) -> str:
     if seconds is None:
         return "-"
     return f"{seconds:.0f}s" if seconds < 120 else f"{seconds / 60:.0f}m" if seconds < 7200 else f"{seconds / 3600:.0f}h"
@@ -58,7 +59,7 @@ def _page_lines(page) -> list[str]:
     lines = [f"{page.queue} {page.state}: {page.total} message{'s' if page.total != 1 else ''}"]
     for m in page.messages:
         why = m.problem or (f"{m.error_code or ''} {m.last_error or ''}".strip() if m.state == "dead" else "")
-        when = _when(m.dead_lettered_at if m.state == "dead" else m.due_at or m.enqueued_at)
+        when = epoch_text(m.dead_lettered_at if m.state == "dead" else m.due_at or m.enqueued_at)
         lines.append(f"  {m.id}  job {m.job_id or '-'}  {m.actor or '-'}  {m.entity_type or ''} {m.entity_id or ''}"
                      f"  {when}  {m.status or ''}  {m.arguments}")
         lines += [f"      why: {why}"] if why else []
@@ -70,7 +71,7 @@ def _page_lines(page) -> list[str]:
 def cmd_queues(args: argparse.Namespace, settings: Settings) -> int:
     from ..queues import add_ack_rates, add_job_log, queue_messages, queue_summaries
 
-    client = _client(settings)
+    client = redis_client(settings)
     open_database(settings)
     if args.queue:
         queue = _known_queue(client, _queue(args.queue))
@@ -88,7 +89,7 @@ def cmd_queues(args: argparse.Namespace, settings: Settings) -> int:
     print(f"{'QUEUE':<24} {'READY':>8} {'FETCHED':>8} {'DELAYED':>8} {'DEAD':>8}  OLDEST ready/delayed/dead  "
           "ENDED/MIN")
     for s in summaries:
-        ages = "/".join(_age(s.oldest_age_seconds[state]) for state in ("ready", "delayed", "dead"))
+        ages = "/".join(age_text(s.oldest_age_seconds[state]) for state in ("ready", "delayed", "dead"))
         print(visible(f"{s.name:<24} {s.counts['ready']:>8} {s.counts['fetched']:>8} {s.counts['delayed']:>8} "
                       f"{s.counts['dead']:>8}  {ages:<26} {s.acked_per_minute}"))
     return 0
@@ -107,7 +108,7 @@ def cmd_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
         return cmd_queues(args, settings)
     if bool(target) == bool(args.all):
         raise CommandError(f"--{action} takes one message id, or --all for every dead letter of the queue")
-    client = _client(settings)
+    client = redis_client(settings)
     open_database(settings)
     queue = _known_queue(client, _queue(args.queue))
     try:
