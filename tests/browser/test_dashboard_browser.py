@@ -16,9 +16,11 @@ import sys
 import time
 from pathlib import Path
 
+import dramatiq
 import httpx
 import pytest
 import redis
+from dramatiq.brokers.redis import RedisBroker
 from playwright.sync_api import expect, sync_playwright
 
 from middleware.job_log.journal import redis_journal
@@ -352,3 +354,32 @@ def test_a_dead_letter_is_on_the_queues_page_and_requeued_to_success(live_db, br
     row = EnrichmentLog.get(EnrichmentLog.job_id == failed.job_id)
     assert (row.status, row.retry_count) == ("success", before + 1)  # sent again as a resend sends it
     assert EnrichmentLog.select().where(EnrichmentLog.job_id == failed.job_id).count() == 1
+
+
+def test_a_worker_running_a_slow_job_shows_it_and_shows_as_gone_after_sigkill(live_db, page, tmp_path, screenshots):
+    redis.Redis.from_url(REDIS_TEST_URL).flushdb()
+    heartbeat = {"REDIS_HEARTBEAT_TIMEOUT_MS": "3000"}  # gone 3 s after its last heartbeat
+    worker = WorkerProcess("fault_app", {"REDIS_URL": REDIS_TEST_URL, "DATABASE_URL": live_db, **heartbeat},
+                           tmp_path / "worker.log", threads=2)
+    try:
+        worker.wait_ready()
+        sender = RedisBroker(url=REDIS_TEST_URL)
+        slow = dramatiq.Message(queue_name="default", actor_name="fault_sleep", args=(60,), kwargs={}, options={})
+        sender.enqueue(slow)
+        sender.close()
+        with enrich_web(live_db, REDIS_URL=REDIS_TEST_URL, **heartbeat) as url:
+            page.goto(f"{url}/workers")
+            expect(page.locator("header nav a.here")).to_have_text("Workers")
+            worker_box = page.locator(f'section.worker:has(tr[data-job="{slow.message_id}"])')
+            expect(worker_box).to_have_count(1, timeout=30_000)  # the page refreshes itself every 2 s
+            expect(worker_box.locator(".badge")).to_have_text("live")
+            job_row = worker_box.locator(f'tr[data-job="{slow.message_id}"]')
+            expect(job_row).to_contain_text("fault_sleep")
+            expect(job_row.locator("a").first).to_have_attribute("href", f"/trees/{slow.message_id}")
+            page.screenshot(path=str(screenshots / "dashboard-workers.png"), full_page=True)
+            worker.kill()  # SIGKILL: its record stays, its heartbeat stops
+            expect(worker_box.locator(".badge")).to_have_text("gone", timeout=30_000)
+            expect(worker_box.locator(f'tr[data-job="{slow.message_id}"]')).to_have_count(1)  # the job it held
+    finally:
+        if worker.proc.poll() is None:
+            worker.kill()

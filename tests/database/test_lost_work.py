@@ -5,15 +5,19 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
+import time
 
+import dramatiq
 import pytest
 import redis
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
+from dramatiq.worker import Worker
 
-from middleware import JobLinking
+from middleware import JobLinking, WorkerRegistry
 from middleware.job_log.lost_work import LostWorkSweeper
 from middleware.job_log.rows import ROW_COLUMNS
+from middleware.worker_registry import running_job_ids
 from models import EnrichmentLog
 from models.base import utcnow
 
@@ -28,7 +32,10 @@ Log = EnrichmentLog
 def broker(db):
     client = redis.Redis.from_url(REDIS_TEST_URL)
     client.flushdb()
-    broker = RedisBroker(url=REDIS_TEST_URL)
+    # Running rows are swept only once Redis has been up for a heartbeat timeout (the workers' records are
+    # complete by then): 1 s here, waited for when Redis has just started.
+    broker = RedisBroker(url=REDIS_TEST_URL, heartbeat_timeout=1000)
+    wait_for(lambda: client.info("server")["uptime_in_seconds"] >= 1, timeout=5)
     linking = JobLinking(lost_work_interval=0)  # the tests sweep by hand
     broker.add_middleware(linking)
     linking.job_log.bind(broker).drainer.start()  # as in a worker: the sweep waits for the journal to be applied
@@ -233,3 +240,62 @@ def test_a_legacy_row_stuck_running_is_marked_lost_after_the_grace(broker):
     assert rows[ended.id].status == "success"
     assert rows[recent.id].status == "running"  # within the grace
     assert sweeper_of(broker, grace_seconds=600).run_once() == 0  # lost is final
+
+
+def gone_worker_holding(broker, job_id: str) -> None:
+    """The record a SIGKILLed worker leaves (``middleware/worker_registry.py``'s layout): an old heartbeat."""
+    old = int(time.time() * 1000) - 3_600_000 + 60_000
+    broker.admin.hset("dramatiq:enrich:worker:killed", mapping={
+        "host": "elsewhere", "pid": 1, "queues": '["default"]', "threads": 1, "started_at_ms": old,
+        "heartbeat_ms": old, "jobs": json.dumps([{"job_id": job_id, "actor": "tree_leaf", "started_at_ms": old}])})
+    broker.admin.zadd("dramatiq:enrich:workers", {"killed": old})
+
+
+def test_a_job_a_live_worker_runs_is_never_marked_lost_but_one_a_gone_worker_held_is(broker):
+    """After a Redis restart without persistence: neither message is anywhere, both rows say running."""
+    release = threading.Event()
+
+    @dramatiq.actor(broker=broker, queue_name="held", actor_name="held_job")
+    def held_job():
+        release.wait(30)
+
+    broker.add_middleware(WorkerRegistry(interval_seconds=0.1))
+    worker = Worker(broker, queues={"held"}, worker_threads=1)
+    worker.start()
+    try:
+        running = held_job.send()
+        wait_for(lambda: (row := Log.get_or_none(Log.job_id == running.message_id)) and row.status == "running")
+        wait_for(lambda: running.message_id in (running_job_ids(broker) or ()))
+        drop_message(broker, running, queue="held")
+        orphan = broker.tree_root.send(1)
+        assert broker.linking.job_log.flush(10)
+        Log.update(status="running").where(Log.job_id == orphan.message_id).execute()
+        drop_message(broker, orphan)
+        gone_worker_holding(broker, orphan.message_id)
+
+        assert sweeper_of(broker, grace_seconds=0).run_once() == 1
+        assert Log.get(Log.job_id == orphan.message_id).status == "lost"
+        assert Log.get(Log.job_id == running.message_id).status == "running"
+        release.set()
+        wait_for(lambda: Log.get(Log.job_id == running.message_id).status == "success")
+    finally:
+        release.set()
+        worker.stop()
+    assert Log.select().where(Log.job_id == running.message_id).count() == 1
+
+
+def test_for_a_heartbeat_timeout_after_redis_starts_no_running_row_is_marked(broker):
+    """The workers write their records again within their interval; until then a running row may be theirs."""
+    running, queued = broker.tree_root.send(1), broker.tree_root.send(1)
+    assert broker.linking.job_log.flush(10)
+    Log.update(status="running").where(Log.job_id == running.message_id).execute()
+    drop_message(broker, running)
+    drop_message(broker, queued)
+    broker.heartbeat_timeout = 10 ** 12  # Redis has been up for less than that
+    assert running_job_ids(broker) is None
+    assert sweeper_of(broker, grace_seconds=0).run_once() == 1
+    assert (Log.get(Log.job_id == queued.message_id).status, Log.get(Log.job_id == running.message_id).status) == (
+        "lost", "running")
+    broker.heartbeat_timeout = 1000
+    assert sweeper_of(broker, grace_seconds=0).run_once() == 1  # no worker lists it: lost
+    assert Log.get(Log.job_id == running.message_id).status == "lost"
