@@ -14,6 +14,7 @@ a Redis of the test's own otherwise.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -115,8 +116,12 @@ def test_a_clean_stop_removes_the_record(pg_db, pg_url, tmp_path):
     try:
         worker.wait_ready(processes=2)
         wait_for(lambda: len(enrich_workers(env)["workers"]) == 2, timeout=30, interval=0.2)
+        # SIGTERM to the `dramatiq` parent only, as the README's stop does (KillMode=mixed): it forwards one to
+        # each worker, which finishes and removes its record.  (One to the whole group kills them at once.)
+        os.kill(worker.proc.pid, signal.SIGTERM)
+        assert worker.proc.wait(60) == 0
     finally:
-        worker.stop()  # SIGTERM: the workers finish, and remove their records
+        worker.stop()
     assert enrich_workers(env)["workers"] == []
 
 
