@@ -67,6 +67,9 @@ class JobState:
     attempt: int  # 0 for the first attempt, Dramatiq's ``retries`` option before it
     started_monotonic: float = field(default_factory=time.monotonic)
     started_at: dt.datetime = field(default_factory=utcnow)
+    # This delivery's start: a message delivered again (its worker died) runs the same attempt
+    # later, and its writes must win over the dead worker's (middleware/job_log/upsert.py).
+    attempt_started_ms: int = field(default_factory=lambda: int(time.time() * 1000))
     entity: tuple[Optional[str], Optional[str]] = (None, None)
     enqueued_at: Optional[dt.datetime] = None
     row_id: uuid.UUID = field(default_factory=random_uuid)  # used if this write inserts the row

@@ -57,6 +57,9 @@ class EnrichmentLog(TimestampedModel):
     data_quality_after = peewee.CharField(max_length=10, null=True)
 
     retry_count = peewee.IntegerField(default=0)
+    # When the attempt that made the last applied write started (ms since the epoch; 0: written at send).
+    # Orders two deliveries of one attempt: a redelivery's writes win (middleware/job_log/upsert.py).
+    attempt_started_ms = peewee.BigIntegerField(default=0)
     last_error = peewee.TextField(null=True)
     error_code = peewee.CharField(max_length=50, null=True)
     api_call_count = peewee.IntegerField(default=0)

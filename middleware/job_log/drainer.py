@@ -77,14 +77,16 @@ class JobWrite:
     entries: list[Entry] = field(default_factory=list)
 
     def add(self, entry: Entry) -> None:
+        if upsert.order_key(entry.row) >= upsert.order_key(self.row):
+            self.failed_child_of = entry.failed_child_of  # the failure counted is the winning write's only
         self.row = upsert.merge_rows(self.row, entry.row)
-        self.failed_child_of = self.failed_child_of or entry.failed_child_of
         self.entries.append(entry)
 
 
 def fold(entries: list[Entry]) -> dict[str, JobWrite]:
     jobs: dict[str, JobWrite] = {}
     for entry in entries:
+        entry.row.setdefault("attempt_started_ms", 0)  # appended by a worker from before migration 0014
         job = jobs.get(entry.row["job_id"])
         if job is None:
             jobs[entry.row["job_id"]] = JobWrite(entry.row, entry.failed_child_of, [entry])
@@ -415,9 +417,11 @@ class Drainer:
                 "SELECT count(pg_advisory_xact_lock(hashtext(j))) FROM (SELECT unnest(%s::text[]) AS j ORDER BY 1) s",
                 [failing_ids],
             )
-        before = upsert.statuses_of(failing_ids, lock=postgres, db=db)
-        # Count a child's failure on its root only when this write is what makes it failed (or lost).
-        newly_failed = [job for job in failing if not already_counted(before.get(job.row["job_id"]))]
+        before = upsert.stored_rows(failing_ids, lock=postgres, db=db)
+        # Count a child's failure on its root only when this write is applied (not a late write of an
+        # older delivery) and is what makes it failed (or lost): root_status, rule 1.
+        newly_failed = [job for job in failing if upsert.applies(stored := before.get(job.row["job_id"]), job.row)
+                        and not already_counted(stored and stored["status"])]
         deferred = self._waiting_for_root(db, jobs, newly_failed) if wait_for_root else []
         waiting = {id(job) for job in deferred}
         ready = [job.row for job in jobs if id(job) not in waiting]

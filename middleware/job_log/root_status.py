@@ -12,7 +12,9 @@ status is kept in ``own_status``.  Stated as what each write does:
    (``count_failed_children``, in the same transaction as the child's row).
    The drainer decides whether the write is what makes the row failed
    (a failure applied twice counts once, and a ``failed`` end arriving after the sweeper's
-   ``lost`` is not counted again: ``already_counted``).
+   ``lost`` is not counted again: ``already_counted``), and counts only a
+   write the upsert applies (a dead worker's late ``failed`` over its
+   redelivered run's row is not applied, so not counted: ``upsert.applies``).
 2. A root's own write stores ``degraded`` instead of a status that finished
    well while ``failed_children`` > 0 (``status_on_own_write``, in the upsert).
    Whichever of 1 and 2 lands second turns the root degraded.

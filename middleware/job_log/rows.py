@@ -80,6 +80,7 @@ class JobLogRow:
     data_quality_before: Optional[str] = None
     data_quality_after: Optional[str] = None
     retry_count: int = 0
+    attempt_started_ms: int = 0  # when the attempt writing this started (0: written at send); orders redeliveries
     last_error: Optional[str] = None
     error_code: Optional[str] = None
     api_call_count: int = 0
@@ -179,6 +180,7 @@ class JobLogRow:
             is_root_job=parent is None,
             status=status if status in STATUSES else FAILED,
             retry_count=retry_count if valid_attempt(retry_count) else 0,
+            attempt_started_ms=row.get("attempt_started_ms") or 0,
             operation=operation_of({}, row.get("operation") or "unknown"),
             error_code=REJECTED_CODE,
             last_error=plain_json(why)[:MAX_ERROR_TEXT],
@@ -220,6 +222,7 @@ class JobLogRow:
             data_quality_before=plain_json(out.data_quality_before),
             data_quality_after=plain_json(out.data_quality_after),
             retry_count=job.attempt if retry_count is None else retry_count,
+            attempt_started_ms=job.attempt_started_ms,
             last_error=plain_json(last_error),
             error_code=plain_json(error_code[:MAX_ERROR_CODE]) if error_code else None,
             api_call_count=out.api_call_count if ending else 0,

@@ -2,12 +2,16 @@
 
 It is safe to run in any order and more than once:
 
-* the upsert only moves a row forward, ordered by (retry_count, phase) where
-  the ``queued`` write made at send time precedes everything of its attempt,
-  a ``retrying`` write of attempt N precedes the ``running`` write of attempt
-  N+1, which precedes any final status of that attempt (``enrich resend``
-  sends a job again with retry_count + 1, so its ``queued`` row moves a
-  final row forward, the one way back from a final status);
+* the upsert only moves a row forward, ordered by (retry_count,
+  attempt_started_ms, phase) where the ``queued`` write made at send time
+  (attempt_started_ms 0) precedes everything of its attempt, a ``retrying``
+  write of attempt N precedes the ``running`` write of attempt N+1, which
+  precedes any final status of that attempt (``enrich resend`` sends a job
+  again with retry_count + 1, so its ``queued`` row moves a final row
+  forward, the one way back from a final status);
+* a message delivered again (its worker died before the ack) runs the same
+  attempt later: its writes win over the dead worker's, which a drainer may
+  apply after them (``attempt_started_ms``, migration 0014);
 * a root's own write looks at its ``failed_children`` inside the same
   statement (``root_status``, rule 2), so a child's failure counted before
   or after it turns the root ``degraded`` either way.
@@ -17,7 +21,7 @@ from __future__ import annotations
 
 import re
 import weakref
-from typing import Any
+from typing import Any, Optional
 
 import peewee
 from peewee import EXCLUDED, SQL, Case, Function, JSONField, Select, UUIDField, fn
@@ -55,8 +59,13 @@ def phase_rank(status: str) -> int:
     return {QUEUED: -1, RETRYING: 0, RUNNING: 1}.get(status, 2)
 
 
-def order_key(row: dict[str, Any]) -> tuple[int, int]:
-    return (row["retry_count"], phase_rank(row["status"]))
+def order_key(row: dict[str, Any]) -> tuple[int, int, int]:
+    return (row["retry_count"], row["attempt_started_ms"], phase_rank(row["status"]))
+
+
+def applies(stored: Optional[dict[str, Any]], row: dict[str, Any]) -> bool:
+    """Whether the upsert applies ``row`` over the ``stored`` one (``stored_rows``; None: no row yet)."""
+    return stored is None or order_key(row) >= order_key(stored)
 
 
 def merge_rows(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -84,6 +93,7 @@ def _update_clause() -> dict:
             T.status: status_on_own_write(EXCLUDED.status, T.failed_children),  # root_status, rule 2
             T.own_status: EXCLUDED.own_status,
             T.retry_count: EXCLUDED.retry_count,
+            T.attempt_started_ms: EXCLUDED.attempt_started_ms,
             T.sources: EXCLUDED.sources,
             T.fields_enriched: EXCLUDED.fields_enriched,
             T.api_call_count: EXCLUDED.api_call_count,
@@ -110,9 +120,11 @@ _compiled: dict[tuple[type, int], tuple[str, list]] = {}
 
 
 def _moves_forward():
-    return (EXCLUDED.retry_count > T.retry_count) | (
-        (EXCLUDED.retry_count == T.retry_count) & (_sql_rank(EXCLUDED.status) >= _sql_rank(T.status))
-    )
+    """``order_key`` of the write >= the row's, as SQL."""
+    same_attempt = (EXCLUDED.attempt_started_ms == T.attempt_started_ms) & (
+        _sql_rank(EXCLUDED.status) >= _sql_rank(T.status))
+    same_count = (EXCLUDED.attempt_started_ms > T.attempt_started_ms) | same_attempt
+    return (EXCLUDED.retry_count > T.retry_count) | ((EXCLUDED.retry_count == T.retry_count) & same_count)
 
 
 def _upsert_query(rows: list[dict[str, Any]]):
@@ -188,6 +200,7 @@ _postgres_statement: list = []  # [(PREPARE sql, EXECUTE sql)], built on first u
 _RECORD_TYPES = (
     (peewee.UUIDField, "uuid"),
     (peewee.BooleanField, "boolean"),
+    (peewee.BigIntegerField, "bigint"),  # before IntegerField, its base class
     (peewee.IntegerField, "integer"),
     (peewee.DateTimeField, "timestamp"),
     (JSONField, "jsonb"),
@@ -237,14 +250,14 @@ def _upsert_postgres(db, rows: list[dict[str, Any]]) -> None:
     db.execute_sql(execute, [json_text(rows, default=str)])
 
 
-def statuses_of(job_ids: list[str], lock: bool, db=None) -> dict[str, str]:
-    """Current status of each existing row; ``lock`` holds the rows until commit (PostgreSQL)."""
+def stored_rows(job_ids: list[str], lock: bool, db=None) -> dict[str, dict[str, Any]]:
+    """The status and ``order_key`` columns of each existing row; ``lock`` holds the rows until commit (PostgreSQL)."""
     if not job_ids:
         return {}
-    query = T.select(T.job_id, T.status).where(T.job_id.in_(job_ids))
+    query = T.select(T.job_id, T.status, T.retry_count, T.attempt_started_ms).where(T.job_id.in_(job_ids))
     if lock:
         query = query.for_update()
-    return {job_id: status for job_id, status in query.tuples().execute(db or T._meta.database)}
+    return {row["job_id"]: row for row in query.dicts().execute(db or T._meta.database)}
 
 
 def existing_roots(job_ids: list[str], db=None) -> set[str]:
@@ -255,4 +268,4 @@ def existing_roots(job_ids: list[str], db=None) -> set[str]:
     return {job_id for (job_id,) in query.tuples().execute(db or T._meta.database)}
 
 
-__all__ = ["merge_rows", "order_key", "upsert_rows", "statuses_of", "existing_roots"]
+__all__ = ["merge_rows", "order_key", "applies", "upsert_rows", "stored_rows", "existing_roots"]

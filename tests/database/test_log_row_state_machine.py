@@ -6,12 +6,15 @@ sent (retry_count 0; never started if it has no attempt yet).  Attempt N writes 
 it starts and ends with ``retrying`` (retry_count N+1) or, on the last
 attempt, a final status (success, partial_success, no_data, skipped or
 failed), or not at all (the job is still running).  Any write may be
-delivered again (a redelivered attempt: same verdict, later timestamps).
+applied again (an entry claimed twice, a redelivered attempt with the same
+verdict: later timestamps).  A redelivered attempt that ends otherwise (its
+worker died before the ack) is a later delivery (``delivery``): its writes
+carry a later ``attempt_started_ms`` and win, whenever the dead worker's arrive.
 
 The writes are then delivered in any order, in batches of any size, through
 the real journal and drainer: each batch is appended to a journal and applied
 by one ``Drainer.drain_once`` (writes of one job in one batch are folded into
-one row, then the real ``upsert_rows`` / ``statuses_of`` /
+one row, then the real ``upsert_rows`` / ``stored_rows`` /
 ``count_failed_child`` statements run in one transaction).  Nothing orders the
 root's rows before its children's: several drainers apply batches in any
 order, and a child's failure waits for its root's row.
@@ -52,21 +55,31 @@ PENDING = (QUEUED, RUNNING, RETRYING)
 EXAMPLES = int(os.environ.get("STATE_MACHINE_EXAMPLES", "100"))
 FINALS = ("success", "partial_success", "no_data", "skipped", "failed")
 T0 = dt.datetime(2026, 1, 1, 12, 0, 0)
+T0_MS = int(T0.replace(tzinfo=dt.timezone.utc).timestamp() * 1000)
 
 
 @dataclass(frozen=True)
 class Write:
-    """One write as JobLinking would submit it; ``copy`` > 0 for a redelivered attempt's."""
+    """One write as JobLinking would submit it; ``copy`` > 0 for one applied again, ``delivery`` > 0
+    for one of a later delivery of the attempt (its message delivered again after its worker died)."""
 
     job: int  # 0 is the root
     attempt: int
     status: str
     retry_count: int
     copy: int = 0
+    delivery: int = 0
 
     @property
-    def key(self) -> tuple[int, int]:
-        return (self.retry_count, upsert.phase_rank(self.status))
+    def attempt_started_ms(self) -> int:
+        """When the delivery that made this write started its attempt (0: the write made at send)."""
+        if self.status == QUEUED:
+            return 0
+        return T0_MS + self.attempt * 60_000 + self.delivery * 1000
+
+    @property
+    def key(self) -> tuple[int, int, int]:
+        return (self.retry_count, self.attempt_started_ms, upsert.phase_rank(self.status))
 
 
 def job_id(job: int) -> str:
@@ -103,6 +116,7 @@ def make_row(write: Write) -> dict:
         "data_quality_before": "low",
         "data_quality_after": "medium" if final else None,
         "retry_count": write.retry_count,
+        "attempt_started_ms": write.attempt_started_ms,
         "last_error": f"RuntimeError: attempt {write.attempt} failed" if error else None,
         "error_code": "runtime_error" if error else None,
         "api_call_count": 1 if ending else 0,
@@ -292,8 +306,8 @@ def test_a_failed_child_whose_redelivery_succeeds_is_no_longer_counted(db, write
         [Write(1, 0, RUNNING, 0)],
         [Write(1, 0, FAILED, 0)],
         [Write(0, 0, "success", 0)],
-        [Write(1, 0, RUNNING, 0, copy=1)],
-        [Write(1, 0, "success", 0, copy=1)],
+        [Write(1, 0, RUNNING, 0, copy=1, delivery=1)],
+        [Write(1, 0, "success", 0, copy=1, delivery=1)],
     ])
     child = EnrichmentLog.get(EnrichmentLog.job_id == job_id(1))
     root = EnrichmentLog.get(EnrichmentLog.job_id == job_id(0))
@@ -307,10 +321,60 @@ def test_a_root_stays_degraded_while_another_child_is_still_failed(db, writer):
         [Write(1, 0, RUNNING, 0), Write(2, 0, RUNNING, 0)],
         [Write(1, 0, FAILED, 0), Write(2, 0, FAILED, 0)],
         [Write(0, 0, "partial_success", 0)],
-        [Write(1, 0, "success", 0, copy=1)],  # child 1 delivered again, and this time it works
+        [Write(1, 0, "success", 0, copy=1, delivery=1)],  # child 1 delivered again, and this time it works
     ])
     root = EnrichmentLog.get(EnrichmentLog.job_id == job_id(0))
     assert (root.status, root.failed_children) == (DEGRADED, 1)
-    deliver(writer, [[Write(2, 0, "success", 0, copy=1)]])
+    deliver(writer, [[Write(2, 0, "success", 0, copy=1, delivery=1)]])
     root = EnrichmentLog.get(EnrichmentLog.job_id == job_id(0))
     assert (root.status, root.failed_children) == ("partial_success", 0)  # its own status, not success
+
+
+# A killed worker's last entry, applied late: its drainer had read it, and another drainer claims it
+# about 10 s later, after the redelivered attempt (the same retry_count) has written its row.
+LATE_FAILURE = {
+    "after the redelivery's end": [
+        [Write(0, 0, "success", 0)],
+        [Write(1, 0, RUNNING, 0)],
+        [Write(1, 0, RUNNING, 0, delivery=1)],
+        [Write(1, 0, "success", 0, delivery=1)],
+        [Write(1, 0, FAILED, 0)],
+    ],
+    "while the redelivery runs": [
+        [Write(0, 0, "success", 0), Write(1, 0, RUNNING, 0)],
+        [Write(1, 0, RUNNING, 0, delivery=1)],
+        [Write(1, 0, FAILED, 0)],
+        [Write(1, 0, "success", 0, delivery=1)],
+    ],
+    "folded with the redelivery's end in one batch": [
+        [Write(0, 0, "success", 0), Write(1, 0, RUNNING, 0)],
+        [Write(1, 0, "success", 0, delivery=1), Write(1, 0, FAILED, 0)],
+    ],
+    "folded, arriving first": [
+        [Write(0, 0, "success", 0), Write(1, 0, RUNNING, 0)],
+        [Write(1, 0, FAILED, 0), Write(1, 0, "success", 0, delivery=1)],
+    ],
+}
+
+
+@pytest.mark.parametrize("batches", list(LATE_FAILURE.values()), ids=list(LATE_FAILURE))
+def test_a_dead_workers_late_failure_never_replaces_its_redelivered_success(db, writer, batches):
+    deliver(writer, batches)
+    child = EnrichmentLog.get(EnrichmentLog.job_id == job_id(1))
+    root = EnrichmentLog.get(EnrichmentLog.job_id == job_id(0))
+    assert (child.status, child.retry_count) == ("success", 0)
+    assert child.attempt_started_ms == Write(1, 0, "success", 0, delivery=1).attempt_started_ms
+    assert (root.status, root.failed_children) == ("success", 0)
+
+
+def test_a_redelivered_failure_after_a_dead_workers_success_counts_once(db, writer):
+    deliver(writer, [
+        [Write(0, 0, "success", 0)],
+        [Write(1, 0, "success", 0)],  # applied; its worker died before the ack
+        [Write(1, 0, FAILED, 0, delivery=1)],  # the redelivery fails for good
+        [Write(1, 0, "success", 0), Write(1, 0, FAILED, 0, delivery=1)],  # both claimed and applied again
+    ])
+    child = EnrichmentLog.get(EnrichmentLog.job_id == job_id(1))
+    root = EnrichmentLog.get(EnrichmentLog.job_id == job_id(0))
+    assert child.status == FAILED
+    assert (root.status, root.failed_children) == (DEGRADED, 1)

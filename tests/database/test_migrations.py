@@ -6,14 +6,19 @@ import datetime as dt
 import os
 import subprocess
 import sys
+import time
 import uuid
 
 import peewee
 import pytest
 
+from middleware.job_log.drainer import Drainer
+from middleware.job_log.journal import MemoryJournal
 from migrations import apply_migrations, pending_migrations
 from migrations.backfill import backfill_root_jobs
 from models import Album, EnrichmentLog, bind_database
+
+from linking_harness import journal_row
 
 LEGACY_INSERT = (
     "INSERT INTO enrichment_logs (id, job_id, parent_job_id, operation, status, sources, fields_enriched, "
@@ -63,6 +68,7 @@ def test_pre_linking_database_migrates_to_head_keeping_every_row(fresh_database_
         "0011_unlinked_rows_index",
         "0012_person_has_no_formed_year",
         "0013_field_history_index",
+        "0014_attempt_order",
     ]
 
     rows = {r.job_id: r for r in EnrichmentLog.select()}
@@ -76,7 +82,7 @@ def test_pre_linking_database_migrates_to_head_keeping_every_row(fresh_database_
         assert rows[job].parent_job_id.startswith("legacy-root-")
     assert rows[None].is_root_job is True
     # The linking columns exist with their defaults on the old rows.
-    assert all(r.retry_count == 0 and r.failed_children == 0 for r in rows.values())
+    assert all(r.retry_count == 0 and r.failed_children == 0 and r.attempt_started_ms == 0 for r in rows.values())
     index_names = {i.name for i in db.get_indexes("enrichment_logs")}
     assert {
         "enrichment_logs_is_root_job_created_at",
@@ -199,19 +205,28 @@ HEAD_0007_INSERT = (
 OLD_STATUSES = ("running", "retrying", "success", "partial_success", "no_data", "skipped", "failed", "degraded")
 
 
-def test_a_database_made_by_the_previous_head_takes_queued_and_lost_rows(fresh_database_url):
-    """0008/0009 on a 0007 database with rows in every status: nothing changes but the new columns,
-    and a lost child sent again gives its root its own status back, as a failed one does."""
-    db = bind_database(fresh_database_url)
-    apply_migrations(db, "0007_unique_album_spotify_id")
+def _database_at(url: str, migration: str, rows: list[tuple]):
+    """A database migrated up to ``migration``, holding ``rows``: (job_id, parent, is_root, status,
+    own_status, failed_children) each, written with the columns every head since 0007 has."""
+    db = bind_database(url)
+    apply_migrations(db, migration)
     sql = HEAD_0007_INSERT.format(p=db.param)
     when = dt.datetime(2026, 11, 30, 12, 0)
     with db.atomic():
-        db.execute_sql(sql, (str(uuid.uuid4()), "root", None, True, "degraded", "success", 2, when, when))
-        for status in OLD_STATUSES:
-            db.execute_sql(sql, (str(uuid.uuid4()), f"child-{status}", "root", False, status, status, 0, when, when))
+        for row in rows:
+            db.execute_sql(sql, (str(uuid.uuid4()), *row, when, when))
+    return db
 
-    assert apply_migrations(db, "0009_pending_jobs_index") == ["0008_queued_and_lost_jobs", "0009_pending_jobs_index"]
+
+def test_a_database_made_by_the_previous_head_takes_queued_and_lost_rows(fresh_database_url):
+    """0008/0009 on a 0007 database with rows in every status: nothing changes but the new columns,
+    and a lost child sent again gives its root its own status back, as a failed one does."""
+    db = _database_at(fresh_database_url, "0007_unique_album_spotify_id", [
+        ("root", None, True, "degraded", "success", 2),
+        *((f"child-{status}", "root", False, status, status, 0) for status in OLD_STATUSES)])
+
+    # To the head: the model reads every column of today's schema.
+    assert apply_migrations(db)[:2] == ["0008_queued_and_lost_jobs", "0009_pending_jobs_index"]
     rows = {r.job_id: r for r in EnrichmentLog.select()}
     assert {rows[f"child-{s}"].status for s in OLD_STATUSES} == set(OLD_STATUSES)
     assert all(r.message is None and r.due_at is None for r in rows.values())
@@ -228,3 +243,30 @@ def test_a_database_made_by_the_previous_head_takes_queued_and_lost_rows(fresh_d
     EnrichmentLog.update(status="running").where(EnrichmentLog.job_id == "child-running").execute()
     root = EnrichmentLog.get(EnrichmentLog.job_id == "root")
     assert (root.status, root.failed_children) == ("success", 0)  # its own status again
+
+
+def test_a_database_made_by_the_previous_head_orders_redeliveries_after_0014(fresh_database_url):
+    """0014 on a 0013 database: old rows get attempt_started_ms 0; a redelivered attempt's end then
+    wins over a dead worker's late entry, even one appended by a worker from before 0014 (no such key)."""
+    db = _database_at(fresh_database_url, "0013_field_history_index", [
+        ("root", None, True, "success", "success", 0), ("child", "root", False, "running", "running", 0)])
+
+    assert apply_migrations(db) == ["0014_attempt_order"]
+    assert {r.attempt_started_ms for r in EnrichmentLog.select()} == {0}
+
+    drainer = Drainer(MemoryJournal(), db)
+    try:
+        redelivered = journal_row("child", "success", root="root", attempt_started_ms=int(time.time() * 1000))
+        drainer.journal.append(redelivered)
+        drainer.drain_once(block_ms=0)
+        stale = journal_row("child", "failed", root="root", error_code="upstream_500")
+        del stale["attempt_started_ms"]  # appended by a worker from before 0014
+        drainer.journal.append(stale, "root")
+        drainer.drain_once(block_ms=0)
+    finally:
+        drainer.stop()
+    child = EnrichmentLog.get(EnrichmentLog.job_id == "child")
+    root = EnrichmentLog.get(EnrichmentLog.job_id == "root")
+    assert (child.status, child.error_code, child.attempt_started_ms) == (
+        "success", None, redelivered["attempt_started_ms"])
+    assert (root.status, root.failed_children) == ("success", 0)
