@@ -76,6 +76,7 @@ class JobState:
     exception: Optional[BaseException] = None
     final_write: Optional[tuple[dict, Optional[str]]] = None  # (row, failed_child_of), once decided
     loggable: bool = True  # False when the message id cannot key a row
+    retry_delay: Optional[int] = None  # the backoff of the retry Retries asked the broker for (ms)
     retry_enqueued: bool = False  # the broker accepted this message again for a retry
     retry_due: Optional[dt.datetime] = None  # when that retry is due (after its backoff)
     skipped: bool = False

@@ -23,8 +23,9 @@ import threading
 import time
 from typing import Any, Callable, Iterable, Optional
 
+import redis
 import structlog
-from dramatiq.errors import ActorNotFound, ConnectionClosed
+from dramatiq.errors import ActorNotFound, BrokerConnectionError, ConnectionClosed
 from dramatiq.middleware import Middleware, MiddlewareError
 from dramatiq.worker import ConsumerThread
 
@@ -55,6 +56,18 @@ class JournalDown(MiddlewareError, ConnectionClosed):
     """
 
 
+class RetryNotEnqueued(MiddlewareError, ConnectionClosed):
+    """Retries could not put a failed attempt's message back (Redis down): it must not be acked yet.
+
+    Raised from ``before_ack`` like ``JournalDown``: the worker retries the ack every few
+    seconds, and this hook enqueues the retry again first, until Redis takes it.
+    """
+
+
+# What a broker raises while Redis is away (redis-py's errors, Dramatiq's, a refused socket).
+BROKER_DOWN = (redis.RedisError, BrokerConnectionError, ConnectionError)
+
+
 class JobLinking(Middleware):
     """Writes one job-log row per message and links rows into flat trees.
 
@@ -65,7 +78,9 @@ class JobLinking(Middleware):
 
     A message gets its ``queued`` row when it is sent.  Every write goes to
     the journal (``self.job_log``); the final one is appended before the
-    message is acked (if it cannot be, the ack waits and is retried).  A
+    message is acked (if it cannot be, the ack waits and is retried).  So is
+    a retry that Retries could not enqueue (Redis down): the ack waits, and
+    the retry is enqueued again before each try of the ack.  A
     worker process checks the database at boot and refuses to start, with one
     line, when it cannot take the job log.
 
@@ -169,10 +184,11 @@ class JobLinking(Middleware):
 
     def before_enqueue(self, broker, message, delay):
         job = current_job()
-        if job is None or message.message_id == job.job_id:
-            # Sent outside any job, or Dramatiq re-enqueueing the running
-            # message itself (a retry): nothing to link.
+        if job is not None and message.message_id == job.job_id:
+            job.retry_delay = delay  # Retries putting the running message back: _finish checks it got there
             return
+        if job is None:
+            return  # sent outside any job: nothing to link
         options = message.options
         if starting_new_tree():
             options.pop("parent_job_id", None)
@@ -263,6 +279,8 @@ class JobLinking(Middleware):
             return  # e.g. the consumer thread acking a delayed message it re-enqueued
         job_log = self.job_log.bind(broker)
         if job.final_write is None:
+            if not failed and job.retry_delay is not None and not job.retry_enqueued:
+                self._enqueue_retry(broker, message, job)
             status, retry_count, error = self._verdict(job, message, failed)
             if status == RETRYING:
                 row = JobLogRow.retrying(job, message, retry_count, error, self.secrets()).as_dict()
@@ -293,13 +311,28 @@ class JobLinking(Middleware):
             set_current(None)
             structlog.contextvars.unbind_contextvars(*_CONTEXT_KEYS)
 
+    def _enqueue_retry(self, broker, message, job: JobState) -> None:
+        """Enqueue the retry that Retries asked for and the broker refused; while Redis is down the ack
+        waits (``RetryNotEnqueued``) and Dramatiq calls this again, so a blip never ends the job.
+
+        A refusal that is not an outage (a bug) leaves the verdict ``retry_not_enqueued``."""
+        try:
+            broker.enqueue(message, delay=job.retry_delay)  # after_enqueue marks it retry_enqueued
+        except BROKER_DOWN as exc:
+            logger.warning("retry not enqueued: the broker is unavailable; the ack waits and the enqueue is "
+                           "tried again", job_id=job.job_id, error=f"{type(exc).__name__}: {exc}")
+            raise RetryNotEnqueued(str(exc)) from exc
+        except Exception as exc:
+            logger.error("retry not enqueued: the broker refused it", job_id=job.job_id,
+                         error=f"{type(exc).__name__}: {exc}")
+
     def _verdict(self, job: JobState, message, failed: bool):
         """(status, retry_count, exception) for the attempt that just ended."""
         status, retry_count = job.verdict(failed)
         exception = None if status == SKIPPED else job.exception
         if status == FAILED and not failed and message.options.get("retries", 0) > job.attempt:
-            # Retries meant to retry, but the broker refused the message (Redis down):
-            # nothing will run this job again, so its row must not wait for it.
+            # Retries meant to retry, but the broker refused the message for a reason other than
+            # an outage (_enqueue_retry): nothing will run this job again, so its row must not wait.
             job.outcome.error_code = "retry_not_enqueued"
         return status, retry_count, exception
 

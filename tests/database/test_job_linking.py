@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import dramatiq
+import dramatiq.worker
 import pytest
 import structlog
 from dramatiq.middleware import Middleware, SkipMessage
@@ -514,28 +515,61 @@ def test_pipelines_and_groups_sent_from_a_job_join_its_tree(harness):
     assert all(r.status == "success" for r in all_rows.values())
 
 
-def test_a_retry_the_broker_refuses_is_a_failure_not_a_row_retrying_for_ever(harness):
+def _delay_queue_refusing(harness, monkeypatch, error: Exception, times: int) -> list:
+    """The broker's delay queue refuses its next ``times`` messages with ``error``, as a RedisBroker
+    does when Redis is down (after the ``before_enqueue`` hooks ran); returns the refusals made."""
+    queue = harness.broker.queues["default.DQ"]
+    real_put, refused = queue.put, []
+
+    def put(item, *args, **kwargs):
+        if len(refused) < times:
+            refused.append(item)
+            raise error
+        return real_put(item, *args, **kwargs)
+
+    monkeypatch.setattr(queue, "put", put)
+    return refused
+
+
+def test_a_retry_refused_while_redis_is_down_is_enqueued_once_it_is_back(harness, monkeypatch):
+    """Retries' enqueue and the next try fail (Redis down); the ack waits, and the retry goes out
+    on the try after: the job retries and succeeds, it never ends ``failed``."""
+    monkeypatch.setattr(dramatiq.worker, "POST_PROCESS_MESSAGE_RETRY_DELAY_SECS", 0.05)
     attempts = []
 
     @harness.actor(max_retries=3)
-    def uses_redis():
+    def uses_upstream():
+        attempts.append(current_job().attempt)
+        if len(attempts) == 1:
+            raise TimeoutError("slow upstream")
+
+    refused = _delay_queue_refusing(harness, monkeypatch, ConnectionError("Error 111: Connection refused."), 2)
+    with structlog.testing.capture_logs() as logs:
+        msg = uses_upstream.send()
+        harness.start().drain()
+    row = rows()[msg.message_id]
+    assert len(refused) == 2 and attempts == [0, 1]
+    assert (row.status, row.retry_count, row.error_code) == ("success", 1, "timeout_error")  # retried after it
+    waits = [e for e in logs if e["event"].startswith("retry not enqueued: the broker is unavailable")]
+    assert len(waits) == 1 and waits[0]["job_id"] == msg.message_id
+
+
+def test_a_retry_the_broker_refuses_for_another_reason_is_a_failure_not_a_row_retrying_for_ever(
+        harness, monkeypatch):
+    attempts = []
+
+    @harness.actor(max_retries=3)
+    def uses_upstream():
         attempts.append(1)
-        raise ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+        raise TimeoutError("slow upstream")
 
-    real_enqueue = harness.broker.enqueue
-
-    def enqueue(message, *, delay=None):
-        if delay is not None:  # Retries putting the message back: Redis is still down
-            raise ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
-        return real_enqueue(message, delay=delay)
-
-    harness.broker.enqueue = enqueue
-    msg = uses_redis.send()
+    _delay_queue_refusing(harness, monkeypatch, ValueError("message too large"), 10)
+    msg = uses_upstream.send()
     harness.start().drain()
     row = rows()[msg.message_id]
     assert attempts == [1]
     assert row.status == "failed" and row.error_code == "retry_not_enqueued"
-    assert row.last_error.startswith("ConnectionError")
+    assert row.last_error.startswith("TimeoutError")
 
 
 def test_a_retried_row_keeps_its_first_attempts_start(harness):

@@ -25,12 +25,14 @@ import pytest
 import redis
 from dramatiq.brokers.redis import RedisBroker
 
+from middleware.job_log.drainer import Drainer
+from middleware.job_log.journal import GROUP, decode, redis_journal
 from models import Album, Artist, EnrichmentLog, Track
 
 from app_harness import add_album
 from linking_harness import wait_for
 from process_harness import WorkerProcess
-from services import REDIS_TEST_URL, restart_postgres, restart_redis
+from services import REDIS_TEST_URL, restart_postgres, restart_redis, start_redis, stop_redis
 
 pytestmark = pytest.mark.slow
 
@@ -333,11 +335,9 @@ def test_redis_restart_workers_reconnect_and_finish_the_work(pg_db, pg_url, fake
       restart) and finish work sent after the restart: here two whole album
       trees, whose MusicBrainz spacing also lives in Redis.
     * Not covered: jobs that retry.  A retry waiting in Redis when it stops is
-      lost with it, and its row stays ``retrying``.  A job that fails while
-      Redis is down cannot enqueue its retry at all (Dramatiq's Retries logs
-      the error and the message is acked), yet JobLinking records it
-      ``retrying``: a row that never becomes final.  This test sends no job
-      that can fail around the restart.
+      lost with it (the lost-work sweep marks it); a retry enqueued while Redis
+      is down is the next test's.  This test sends no job that can fail around
+      the restart.
     """
     r = redis.Redis.from_url(REDIS_TEST_URL)
     r.flushdb()
@@ -421,3 +421,127 @@ class QuietRows:
             self.count, self.since = count, now
             return False
         return now - self.since >= self.seconds
+
+
+# -- 4. Redis down just as a retry is enqueued -------------------------------------------------
+
+
+def row_of(job_id: str):
+    return EnrichmentLog.get_or_none(EnrichmentLog.job_id == job_id)
+
+
+def child_of(root_id: str):
+    return EnrichmentLog.get_or_none(EnrichmentLog.parent_job_id == root_id)
+
+
+@pytest.mark.timeout(300, method="signal")
+def test_a_retry_refused_by_a_restarting_redis_is_enqueued_once_it_is_back(pg_db, pg_url, sender, tmp_path):
+    """Stop Redis while a child job runs; its attempt then fails, and Retries cannot enqueue the retry.
+
+    The worker holds the ack and enqueues the retry again every 5 s (Dramatiq's
+    ack retry) until Redis is back: the retry runs, the child ends ``success``
+    with one retry, and its root is not degraded.  This Redis keeps nothing on
+    disk, so the retry enqueued after the restart is all there is of the job.
+    """
+    gate = tmp_path / "fail-now"
+    worker = WorkerProcess("fault_app", worker_env(pg_url, LOG_FLUSH_MS="0"), tmp_path / "worker.log", threads=2)
+    try:
+        worker.wait_ready()
+        root_id = send_root(sender, "fault_parent", "fault_gated", str(gate))
+        # The root's end and the child's start are in the database (not only in the journal Redis loses).
+        wait_for(lambda: (row_of(root_id) is not None and row_of(root_id).status == "success"
+                          and child_of(root_id) is not None and child_of(root_id).status == "running"),
+                 timeout=60, interval=0.05)
+        child_id = child_of(root_id).job_id
+        try:
+            stop_redis()
+            gate.touch()  # the child fails now: its retry meets a Redis that is down
+            wait_for(lambda: log_events(worker.log_path, RETRY_WAITS), timeout=90, interval=0.1)
+        finally:
+            start_redis()
+        wait_for(lambda: row_of(child_id).status not in NOT_FINAL, timeout=90, interval=0.1)
+    finally:
+        worker.stop()
+
+    child, root = row_of(child_id), row_of(root_id)
+    assert (child.status, child.retry_count, child.error_code) == ("success", 1, "connection_error")
+    assert (root.status, root.failed_children) == ("success", 0)
+    assert not_final() == []
+    waits = log_events(worker.log_path, RETRY_WAITS)
+    assert {e["job_id"] for e in waits} == {child_id}
+    assert "retry_not_enqueued" not in worker.log_path.read_text()
+
+
+RETRY_WAITS = "retry not enqueued: the broker is unavailable; the ack waits and the enqueue is tried again"
+
+
+# -- 5. a worker killed after writing a job's failure, before the broker heard of it -------------
+
+
+@pytest.mark.timeout(300, method="signal")
+def test_a_killed_workers_late_failure_never_replaces_the_redelivered_success(pg_db, pg_url, sender, tmp_path):
+    """SIGKILL a worker after JobLinking appended a child's ``failed`` end, before the nack.
+
+    Its drainer had read that entry (the test reads it under the dead drainer's
+    name, as the worker's thread would have): it stays pending until another
+    drainer claims it.  The message comes back to a second worker, which runs it
+    again and succeeds; that row is applied first, then the dead drainer's entry
+    is claimed and applied.  The child stays ``success`` and its root is not degraded.
+    """
+    gate = tmp_path / "fail-now"
+    env = worker_env(pg_url, REDIS_HEARTBEAT_TIMEOUT_MS="2000", REDIS_MAINTENANCE_CHANCE=EVERY_FETCH,
+                     JOB_LOG_DRAIN_IN_WORKERS="0")  # the test drains, so it chooses the order
+    client = redis.Redis.from_url(REDIS_TEST_URL)
+    journal = redis_journal(client)
+    drainer = Drainer(journal, pg_db, claim_idle=3600)  # applies new entries, claims none
+
+    def applied(job_id: str, status: str):
+        def check() -> bool:
+            drainer.drain_once(block_ms=0)
+            row = row_of(job_id)
+            return row is not None and row.status == status
+        return check
+
+    first = WorkerProcess("fault_app", env, tmp_path / "first.log", threads=2)
+    try:
+        first.wait_ready()
+        root_id = send_root(sender, "fault_parent", "fault_dies_before_nack", str(gate))
+        wait_for(applied(root_id, "success"), timeout=60, interval=0.05)
+        child_id = child_of(root_id).job_id  # its queued row came before the root's end
+        wait_for(applied(child_id, "running"), timeout=30, interval=0.05)
+        gate.touch()  # the child fails for good now; its worker holds the nack
+
+        def failure_appended() -> list:
+            entries = [decode(i.decode(), f[b"e"]) for i, f in client.xrange(journal.key)]
+            return [e for e in entries if e.row["status"] == "failed"]
+
+        [stale] = wait_for(failure_appended, timeout=60, interval=0.05)
+        # What the worker's drainer thread would have read before the kill: it stays pending under that name.
+        assert [e.id for e in journal.read("killed-worker:1", 100, 0)] == [stale.id]
+    finally:
+        first.kill()
+    assert stale.row["job_id"] == child_id
+
+    second = WorkerProcess("fault_app", env, tmp_path / "second.log", threads=2)
+    try:
+        second.wait_ready()
+        wait_for(all_acked, timeout=60, interval=0.1)
+        wait_for(applied(child_id, "success"), timeout=30, interval=0.05)
+    finally:
+        second.stop()
+        drainer.stop(timeout=0)
+    assert (row_of(root_id).status, row_of(root_id).failed_children) == ("success", 0)
+    [pending] = client.xpending_range(journal.key, GROUP, "-", "+", 10)
+    assert pending["message_id"].decode() == stale.id  # the late entry is still to come
+
+    late = Drainer(journal, pg_db, claim_idle=0.01)
+    try:
+        wait_for(lambda: late.drain_once(block_ms=0) or journal.oldest_id() is None, timeout=30, interval=0.05)
+    finally:
+        late.stop(timeout=0)
+    assert journal.oldest_id() is None  # applied (and so deleted)
+    child, root = row_of(child_id), row_of(root_id)
+    assert (child.status, child.last_error) == ("success", None)
+    assert child.attempt_started_ms > stale.row["attempt_started_ms"]
+    assert (root.status, root.failed_children) == ("success", 0)
+    assert not_final() == []

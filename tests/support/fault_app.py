@@ -1,15 +1,22 @@
-"""The real app (``workers.worker``: its settings, broker, middleware and every actor) plus two test actors.
+"""The real app (``workers.worker``: its settings, broker, middleware and every actor) plus a few test actors.
 
-``dramatiq fault_app`` runs exactly what ``dramatiq workers.worker`` runs, with two
+``dramatiq fault_app`` runs exactly what ``dramatiq workers.worker`` runs, with a few
 more actors that never touch the database or Redis themselves, so a fault
 test can tell what the product's own machinery (JobLinking's journal, the
 Redis consumer, Retries) does with a job while a service is gone:
 
 * ``fault_sleep(seconds)``: sleeps, then succeeds;
-* ``fault_flaky(seconds)``: sleeps, fails its first attempt (a retry), then succeeds.
+* ``fault_flaky(seconds)``: sleeps, fails its first attempt (a retry), then succeeds;
+* ``fault_parent(child, *args)``: sends a child job, then succeeds;
+* ``fault_gated(gate)`` and ``fault_dies_before_nack(gate)``: see each.
 """
 
+import os
+import threading
 import time
+
+import dramatiq
+from dramatiq.middleware import Middleware
 
 import workers.worker  # noqa: F401  (the app: broker set, actors declared)
 from middleware import current_job
@@ -26,3 +33,42 @@ def fault_flaky(seconds: float = 0.1):
     time.sleep(seconds)
     if current_job().attempt == 0:
         raise ConnectionError("first attempt fails on purpose (a retry follows)")
+
+
+@enrichment_actor("fault:parent")
+def fault_parent(child: str, *args):
+    """Sends one job of the actor ``child`` (with ``args``), a child in its tree, and succeeds."""
+    dramatiq.get_broker().get_actor(child).send(*args)
+
+
+@enrichment_actor("fault:gated")
+def fault_gated(gate: str):
+    """Its first attempt waits until the file ``gate`` exists, then fails (a retry follows); the next succeeds."""
+    if current_job().attempt == 0:
+        while not os.path.exists(gate):
+            time.sleep(0.02)
+        raise ConnectionError("first attempt fails on purpose (a retry follows)")
+
+
+@enrichment_actor("fault:dies-before-nack", max_retries=0)
+def fault_dies_before_nack(gate: str):
+    """Its first delivery waits until the file ``gate`` exists, then fails for good, and its worker never
+    tells the broker (``HoldNack``): the test SIGKILLs it there, its ``failed`` end already in the
+    journal.  A later delivery (``gate`` + ``.ran`` exists) succeeds."""
+    ran = gate + ".ran"
+    if not os.path.exists(ran):
+        open(ran, "w").close()
+        while not os.path.exists(gate):
+            time.sleep(0.02)
+        raise RuntimeError("fails for good; the worker dies before the broker hears of it")
+
+
+class HoldNack(Middleware):
+    """Holds the nack of ``fault_dies_before_nack`` for ever, after JobLinking appended its end."""
+
+    def before_nack(self, broker, message):
+        if message.actor_name == "fault_dies_before_nack":
+            threading.Event().wait()
+
+
+dramatiq.get_broker().add_middleware(HoldNack())  # last: after JobLinking's before_nack
