@@ -64,8 +64,9 @@ class RetryNotEnqueued(MiddlewareError, ConnectionClosed):
     """
 
 
-# What a broker raises while Redis is away (redis-py's errors, Dramatiq's, a refused socket).
-BROKER_DOWN = (redis.RedisError, BrokerConnectionError, ConnectionError)
+# What a broker raises while Redis is away or restarting (redis-py's connection errors, loading
+# included, its timeouts, Dramatiq's, a refused socket); not a command Redis refuses, which would stay refused.
+BROKER_DOWN = (redis.ConnectionError, redis.TimeoutError, BrokerConnectionError, ConnectionError)
 
 
 class JobLinking(Middleware):
