@@ -99,9 +99,10 @@ class JobState:
         if self.skipped:
             return SKIPPED, self.attempt
         if self.exception is not None:
-            if self.retry_enqueued:
+            if self.retry_enqueued or self.retry_delay is not None:
+                # Enqueued, or asked for: JobLinking enqueues it again while the broker is down.
                 return RETRYING, self.attempt + 1
-            return FAILED, self.attempt  # no retry was enqueued: nothing will run it again
+            return FAILED, self.attempt  # no retry was asked for: nothing will run it again
         return (self.outcome.status or SUCCESS), self.attempt
 
 

@@ -280,7 +280,7 @@ class JobLinking(Middleware):
             return  # e.g. the consumer thread acking a delayed message it re-enqueued
         job_log = self.job_log.bind(broker)
         if job.final_write is None:
-            if not failed and job.retry_delay is not None and not job.retry_enqueued:
+            if not failed and job.exception is not None and job.retry_delay is not None and not job.retry_enqueued:
                 self._enqueue_retry(broker, message, job)
             status, retry_count, error = self._verdict(job, message, failed)
             if status == RETRYING:
@@ -326,6 +326,7 @@ class JobLinking(Middleware):
         except Exception as exc:
             logger.error("retry not enqueued: the broker refused it", job_id=job.job_id,
                          error=f"{type(exc).__name__}: {exc}")
+            job.retry_delay = None  # no retry will come: the verdict is failed
 
     def _verdict(self, job: JobState, message, failed: bool):
         """(status, retry_count, exception) for the attempt that just ended."""

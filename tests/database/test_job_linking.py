@@ -543,12 +543,23 @@ def test_a_retry_refused_while_redis_is_down_is_enqueued_once_it_is_back(harness
         if len(attempts) == 1:
             raise TimeoutError("slow upstream")
 
+    class SeesVerdicts(Middleware):
+        """A middleware that reads the attempt's verdict before JobLinking acks it (CatalogStatus, JobMetrics)."""
+
+        seen: list = []
+
+        def before_ack(self, broker, message):
+            self.seen.append(current_job().verdict(failed=False))
+
+    harness.broker.add_middleware(SeesVerdicts(), before=JobLinking)
     refused = _delay_queue_refusing(harness, monkeypatch, ConnectionError("Error 111: Connection refused."), 2)
     with structlog.testing.capture_logs() as logs:
         msg = uses_upstream.send()
         harness.start().drain()
     row = rows()[msg.message_id]
     assert len(refused) == 2 and attempts == [0, 1]
+    # Both tries of the first attempt's ack (the first while "Redis" was down) showed it retrying, never failed.
+    assert SeesVerdicts.seen == [("retrying", 1)] * 2 + [("success", 1)]
     assert (row.status, row.retry_count, row.error_code) == ("success", 1, "timeout_error")  # retried after it
     waits = [e for e in logs if e["event"].startswith("retry not enqueued: the broker is unavailable")]
     assert len(waits) == 1 and waits[0]["job_id"] == msg.message_id
