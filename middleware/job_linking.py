@@ -165,23 +165,25 @@ class JobLinking(Middleware):
         self._record_sent(broker, message, delay, wait=job is None)
 
     def _record_sent(self, broker, message, delay, wait: bool) -> None:
-        """The ``queued`` row of a message just sent.
+        """The ``queued`` row of a message just sent: written once.
 
-        It is appended to the journal before the sending job's end, so a
-        drainer applies it first.  Outside a job (the CLI, a script, a web
-        request) it is also applied to the database at once (``wait``): such
-        a process may exit at once, and its caller may read the row next.
+        Within a job it is appended to the journal, before the sending job's
+        end, so a drainer applies it first.  Outside a job (the CLI, a
+        script, a web request: ``wait``) it is applied to the database at
+        once, as such a process may exit at once and its caller may read the
+        row next; only when the database cannot take it does it go to the
+        journal (a drainer applying it again would be one more update per job).
         """
         row = JobLogRow.queued(message, delay, self._actor_options(broker, message.actor_name))
         if row is None:
             return
         job_log = self.job_log.bind(broker)
+        if wait and job_log.apply_now([row]):
+            return
         try:
             job_log.append(row)
         except JournalUnavailable as exc:
             logger.warning("queued row not written to the job-log journal", job_id=row.job_id, error=str(exc))
-        if wait:
-            job_log.apply_now([row])
 
     def before_enqueue(self, broker, message, delay):
         job = current_job()
