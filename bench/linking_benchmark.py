@@ -17,9 +17,11 @@ A run fills the Redis queue with one producer thread (timed: sends/s), starts
 ``dramatiq`` with 2 processes x 8 threads and times from the moment both
 processes are ready until the queue is empty (msg/s) and until every row is
 final in the database (e2e msg/s; it checks one final row per message).
+A send appends its job's queued row to the journal: while the queue fills
+(no worker yet), a drainer process of the mode's broker applies them.
 Printed per round and as the median of the rounds, per message: CPU of the
 workers (without the drainer threads), of JobLinking's drainer and sweeper
-threads, of PostgreSQL and Redis (the benchmark's own servers, from /proc,
+threads and of that fill-time drainer process, of PostgreSQL and Redis (the benchmark's own servers, from /proc,
 the sends included) and of the producer, and their sum; row inserts and
 updates (pg_stat_user_tables) and commits (pg_stat_database); and the p95
 row-visibility lag from the hooks: from each send's return to the commit of
@@ -180,6 +182,33 @@ def p95(values: list[float]) -> float:
     return statistics.quantiles(values, n=20)[-1] if len(values) >= 2 else (values[0] if values else float("nan"))
 
 
+def start_drainer(setup: Setup, env: dict):
+    """A job-log drainer process on the mode's broker (as ``enrich drain``), or None for a mode without one."""
+    if not setup.rows or setup.django:
+        return None
+    code = ("import signal, sys; sys.path.insert(0, %r); import %s as app\n"
+            "from workers.broker import job_log\n"
+            "log = job_log(app.broker)\n"
+            "signal.signal(signal.SIGTERM, lambda *_: log.request_stop())\n"
+            "log.drainer; print('ready', flush=True)\n"
+            "log.drain_until_stopped()\n") % (ROOT, setup.module)
+    drainer = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    if drainer.stdout.readline().strip() != "ready":  # imported and connected: the sends' lags start now
+        raise RuntimeError("the fill-time drainer process did not start")
+    drainer.cpu_at_start = cpu_usage.snapshot({"workers": drainer.pid})[drainer.pid][1]  # its imports: not a job's
+    return drainer
+
+
+def stop_drainer(drainer) -> float:
+    """Stop a drainer process; the CPU seconds it used since it was ready."""
+    if drainer is None:
+        return 0.0
+    drainer.terminate()
+    _, status, usage = os.wait4(drainer.pid, 0)
+    drainer.returncode = os.waitstatus_to_exitcode(status)
+    return usage.ru_utime + usage.ru_stime - drainer.cpu_at_start
+
+
 def run_once(actor: str, count: int, mode: str, db_url: str, db_name: str, profile: bool = False) -> dict[str, float]:
     """One run: msg/s to an empty queue and to every row final, CPU per message by group, row writes, lags."""
     setup = Setup(mode)
@@ -207,9 +236,11 @@ def run_once(actor: str, count: int, mode: str, db_url: str, db_name: str, profi
         "print(time.perf_counter() - started, time.process_time() - cpu)\n"
         "json.dump(dict(zip((m.message_id for m in msgs), sent)), open(%r, 'w'))\n"
     ) % (ROOT, setup.module, actor, count, sent_file)
+    # A send appends its queued row to the journal: with no worker up yet, a drainer process applies
+    # them (as the workers' drainers would); its CPU counts with the drainers'.
+    fill_drainer = start_drainer(setup, env)
     filled = subprocess.run([sys.executable, "-c", fill], env=env, check=True, capture_output=True, text=True)
     fill_seconds, producer_cpu = map(float, filled.stdout.strip().splitlines()[-1].split())
-    fill_cpu = cpu_usage.used_between(fill_before, cpu_usage.snapshot(own))
     queue_key = "dramatiq:bench.msgs"
     assert r.hlen(queue_key) == count
     send_lags = []
@@ -220,6 +251,9 @@ def run_once(actor: str, count: int, mode: str, db_url: str, db_name: str, profi
             wait_for("the queued rows", lambda: _sql(db_url, f"SELECT count(*) FROM {setup.table}")[0][0] >= count, 30)
         except RuntimeError as exc:
             print(f"  ({exc}: the send lag counts only the rows already visible)", flush=True)
+    fill_drainer_cpu = stop_drainer(fill_drainer)
+    fill_cpu = cpu_usage.used_between(fill_before, cpu_usage.snapshot(own))
+    if setup.rows:
         rows = _sql(db_url, f"SELECT {setup.key}, extract(epoch FROM pg_xact_commit_timestamp(xmin))::float8 "
                             f"FROM {setup.table}") if COMMIT_TIMESTAMPS else []
         send_lags = [(float(committed) - sent_at[key]) * 1000 for key, committed in rows if committed and key in sent_at]
@@ -279,7 +313,8 @@ def run_once(actor: str, count: int, mode: str, db_url: str, db_name: str, profi
         inserts, updates = (after - before for after, before in zip(row_writes(db_url, setup), writes_before))
         result.update({"ins/msg": inserts / count, "upd/msg": updates / count})
     per_msg = lambda seconds: seconds / count * 1e6  # noqa: E731
-    result.update({"workers us/msg": per_msg(cpu["workers"] - drainers), "drainers us/msg": per_msg(drainers),
+    result.update({"workers us/msg": per_msg(cpu["workers"] - drainers),
+                   "drainers us/msg": per_msg(drainers + fill_drainer_cpu),
                    "postgres us/msg": per_msg(cpu["postgres"] + fill_cpu["postgres"]),
                    "redis us/msg": per_msg(cpu["redis"] + fill_cpu["redis"]), "producer us/msg": per_msg(producer_cpu)})
     result["sum us/msg"] = sum(result[f"{group} us/msg"] for group in ("workers", "drainers", "postgres", "redis",

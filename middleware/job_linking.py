@@ -48,11 +48,14 @@ _CONTEXT_KEYS = ("job_id", "parent_job_id", "operation")
 
 
 class JournalDown(MiddlewareError, ConnectionClosed):
-    """The final write of a job could not be appended: the message must not be acked yet.
+    """A write that must be in the journal could not be appended.
 
-    A MiddlewareError, so Dramatiq does not swallow it in ``emit_before``, and a
-    broker connection error, so the worker retries the ack (this hook first)
-    every few seconds until Redis takes the write.
+    A job's final write: the message must not be acked yet.  A send's
+    ``queued`` row: the send raises (nothing is enqueued), as Dramatiq's
+    own enqueue does when Redis refuses it.  A MiddlewareError, so Dramatiq
+    does not swallow it in ``emit_before``, and a broker connection error,
+    so the worker retries the ack (this hook first) every few seconds until
+    Redis takes the write, and a producer sees what it sees when Redis is down.
     """
 
 
@@ -152,53 +155,58 @@ class JobLinking(Middleware):
 
     # -- linking -------------------------------------------------------------
 
-    def after_enqueue(self, broker, message, delay):
+    def before_enqueue(self, broker, message, delay):
         job = current_job()
         if job is not None and message.message_id == job.job_id:
-            job.retry_enqueued = True  # Retries put this very message back on the queue
-            job.retry_due = due_at(message, delay)
+            # Dramatiq re-enqueueing the running message itself (a retry): ``after_enqueue`` notes it got
+            # there; the delay is kept so that ``_finish`` can enqueue it again if the broker refused it.
+            job.retry_delay = delay
             return
         if delay is None and isinstance(threading.current_thread(), ConsumerThread):
             # A delayed message (a retry after its backoff too) moved to its queue once due, by
             # the worker's consumer thread, which deletes its ``eta`` first: its row says so already.
             return
-        self._record_sent(broker, message, delay, wait=job is None)
+        if job is not None:
+            self._link(job, message.options)
+        self._record_sent(broker, message, delay, outside_job=job is None)
 
-    def _record_sent(self, broker, message, delay, wait: bool) -> None:
-        """The ``queued`` row of a message just sent: written once.
-
-        Within a job it is appended to the journal, before the sending job's
-        end, so a drainer applies it first.  Outside a job (the CLI, a
-        script, a web request: ``wait``) it is applied to the database at
-        once, as such a process may exit at once and its caller may read the
-        row next; only when the database cannot take it does it go to the
-        journal (a drainer applying it again would be one more update per job).
-        """
-        row = JobLogRow.queued(message, delay, self._actor_options(broker, message.actor_name))
-        if row is None:
-            return
-        job_log = self.job_log.bind(broker)
-        if wait and job_log.apply_now([row]):
-            return
-        try:
-            job_log.append(row)
-        except JournalUnavailable as exc:
-            logger.warning("queued row not written to the job-log journal", job_id=row.job_id, error=str(exc))
-
-    def before_enqueue(self, broker, message, delay):
-        job = current_job()
-        if job is not None and message.message_id == job.job_id:
-            job.retry_delay = delay  # Retries putting the running message back: _finish checks it got there
-            return
-        if job is None:
-            return  # sent outside any job: nothing to link
-        options = message.options
+    @staticmethod
+    def _link(job: JobState, options: dict) -> None:
+        """Put a message sent by ``job`` in its tree (or make it the root of a new one)."""
         if starting_new_tree():
             options.pop("parent_job_id", None)
             options["triggered_by"] = job.job_id[:MAX_TRIGGERED_BY]
             options["started_by"] = {"job_id": job.job_id, "operation": job.operation}
         elif options.get("parent_job_id") is None:
             options["parent_job_id"] = job.tree_id
+
+    def _record_sent(self, broker, message, delay, outside_job: bool) -> None:
+        """The ``queued`` row of a message about to be enqueued: written once, before it is.
+
+        It is appended to the journal (one Redis command; a drainer applies
+        it), before the message is enqueued, so a sending job's end comes
+        after it; if Redis refuses it, the send raises ``JournalDown`` and
+        nothing is enqueued.  An in-memory journal (no Redis) is drained
+        only by this process: a send outside any job applies its row to
+        the database at once instead (such a process may have no worker
+        and exit at once), and appends it only when the database cannot take it.
+        """
+        row = JobLogRow.queued(message, delay, self._actor_options(broker, message.actor_name))
+        if row is None:
+            return
+        job_log = self.job_log.bind(broker)
+        if outside_job and job_log.in_memory and job_log.apply_now([row]):
+            return
+        try:
+            job_log.append(row)
+        except JournalUnavailable as exc:
+            raise JournalDown(f"the message's queued row could not be written, so it was not sent: {exc}") from exc
+
+    def after_enqueue(self, broker, message, delay):
+        job = current_job()
+        if job is not None and message.message_id == job.job_id:
+            job.retry_enqueued = True  # Retries put this very message back on the queue
+            job.retry_due = due_at(message, delay)
 
     # -- one row per job ---------------------------------------------------------
 

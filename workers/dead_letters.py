@@ -67,10 +67,18 @@ def _message(broker: dramatiq.Broker, queue: str, redis_id: str, payload) -> dra
                             message_timestamp=int(time.time() * 1000))
 
 
-def requeue_dead(broker: dramatiq.Broker, client, queue: str, redis_id: str) -> str:
-    """Send one dead-lettered message again, then remove it from the dead-letter queue; its job id."""
+def requeue_dead(broker: dramatiq.Broker, client, queue: str, redis_id: str, wait_for_row: bool = True) -> str:
+    """Send one dead-lettered message again, then remove it from the dead-letter queue; its job id.
+
+    With ``wait_for_row``, its ``queued`` row is in the database when this returns (``send_again``).
+    """
+    from .resend import send_again
+
     message = _message(broker, queue, redis_id, dead_payload(client, queue, redis_id))
-    broker.enqueue(message)
+    if wait_for_row:
+        send_again(broker, [message])
+    else:
+        broker.enqueue(message)
     forget_dead(client, queue, redis_id)
     return message.message_id
 
@@ -87,15 +95,18 @@ def requeue_all(broker: dramatiq.Broker, client, queue: str) -> DeadLetterOutcom
     Only those dead-lettered before the call: one requeued that fails again at once is dead-lettered
     again, and is not sent round and round.
     """
+    from .resend import wait_for_sent_rows
+
     outcome = DeadLetterOutcome([], [])
     until, skip = time.time() * 1000, 0
     while True:
         ids = dead_ids(client, queue, until, MAX_PAGE_SIZE, start=skip)
         if not ids:
+            wait_for_sent_rows(broker)  # once for all of them
             return outcome
         for redis_id in ids:
             try:
-                outcome.done.append(requeue_dead(broker, client, queue, redis_id))
+                outcome.done.append(requeue_dead(broker, client, queue, redis_id, wait_for_row=False))
             except DeadLetterRefused as exc:
                 outcome.refused.append(str(exc))
                 skip += 1

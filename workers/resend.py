@@ -14,7 +14,10 @@ against the root again.  With ``retries`` past the actor's ``max_retries``,
 a resent job that failed for good gets one more attempt, not a new series.
 
 Anything that cannot be sent again raises ``ResendRefused`` with one line
-saying why; nothing is sent then.
+saying why; nothing is sent then.  A send appends its ``queued`` row to the
+job-log journal, where a drainer applies it a moment later: ``send_again``
+waits for that (up to ``ROW_WAIT_SECONDS``), so whoever sent it reads the row
+as sent next (the dashboard's redirect, the operator's next command).
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ from middleware.job_log.sent_messages import message_to_resend, resend_problem
 from models.job_log import RESENDABLE_STATUSES, EnrichmentLog
 
 Log = EnrichmentLog
+
+
+ROW_WAIT_SECONDS = 5.0  # normally a fifth of a second; longer only when the drainers are behind or down
 
 
 class ResendRefused(Exception):
@@ -48,6 +54,23 @@ def _message(broker: dramatiq.Broker, row) -> dramatiq.Message:
     return message_to_resend(row)
 
 
+def send_again(broker: dramatiq.Broker, messages: list[dramatiq.Message]) -> bool:
+    """Send these messages, then wait until their ``queued`` rows are in the database (``wait_for_sent_rows``)."""
+    for message in messages:
+        broker.enqueue(message)
+    return wait_for_sent_rows(broker)
+
+
+def wait_for_sent_rows(broker: dramatiq.Broker) -> bool:
+    """Wait until the rows of every message this process sent are in the database (up to
+    ``ROW_WAIT_SECONDS``); True if they are (else a drainer applies them later), or if ``broker``
+    writes no rows (no JobLinking)."""
+    from middleware import JobLinking
+
+    linking = next((m for m in getattr(broker, "middleware", ()) if isinstance(m, JobLinking)), None)
+    return linking is None or linking.job_log.bind(broker).flush(ROW_WAIT_SECONDS)
+
+
 def _row(job_id: str):
     row = Log.get_or_none(Log.job_id == job_id)
     if row is None:
@@ -61,7 +84,7 @@ def resend_job(broker: dramatiq.Broker, job_id: str) -> str:
     problem = _refusal(row)
     if problem:
         raise ResendRefused(problem)
-    broker.enqueue(_message(broker, row))
+    send_again(broker, [_message(broker, row)])
     return row.job_id
 
 
@@ -93,9 +116,9 @@ def resend_tree(broker: dramatiq.Broker, root_job_id: str) -> list[str]:
         more = f" (and {len(refusals) - 1} more)" if len(refusals) > 1 else ""
         raise ResendRefused(f"nothing sent: {refusals[0]}{more}")
     messages = [_message(broker, row) for row in rows]
-    for message in messages:
-        broker.enqueue(message)
+    send_again(broker, messages)
     return [message.message_id for message in messages]
 
 
-__all__ = ["ResendRefused", "resend_job", "resend_tree", "retries_for_resend"]
+__all__ = ["ResendRefused", "resend_job", "resend_tree", "retries_for_resend", "send_again",
+           "wait_for_sent_rows"]

@@ -18,6 +18,7 @@ this object too, never to the parts.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, Optional
 
 import structlog
@@ -176,12 +177,31 @@ class JobLog:
         self.drainer.request_stop()
 
     def flush(self, timeout: float = 30.0) -> bool:
-        """Wait until every row this process wrote is in the database; True if it is."""
+        """Wait until every row this process wrote is in the database; True if it is.
+
+        A process with a drainer of its own waits for it (or drains, if it is
+        not running); one without (the CLI, the dashboard: a send appends its
+        ``queued`` row) waits for the other processes' drainers.
+        """
         if self._start_rows is not None:
             self._start_rows.flush()
-        if self._drainer is None:
-            return self._journal is None or self._journal.last_appended is None
-        return self._drainer.flush(timeout)
+        if self._drainer is not None:
+            return self._drainer.flush(timeout)
+        journal = self._journal
+        if journal is None or journal.last_appended is None:
+            return True
+        if isinstance(journal, MemoryJournal):
+            return self.drainer.flush(timeout)  # nobody else can drain it
+        target, deadline = journal.last_appended, time.monotonic() + timeout
+        while True:
+            try:
+                if journal.applied_through(target):
+                    return True
+            except JournalUnavailable:
+                pass  # Redis restarting: look again
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Drain what this process wrote (up to ``timeout``) and stop its drainer.

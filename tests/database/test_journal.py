@@ -256,19 +256,36 @@ def redis_app(pg_db, client, monkeypatch):
 
 def test_redis_refusing_the_final_write_holds_the_ack_until_it_is_written(redis_app, client):
     broker, linking, job, worker = redis_app
-    client.set("dramatiq:job-log", "not a stream")  # every XADD now fails: WRONGTYPE
     message = job.send()
+    assert linking.job_log.drainer.flush(15)  # its queued row, from the journal
+    client.delete("dramatiq:job-log")
+    client.set("dramatiq:job-log", "not a stream")  # every XADD now fails: WRONGTYPE
     try:
         worker.start()
         time.sleep(1.5)
         queued_as = message.options["redis_message_id"]
         assert client.hexists("dramatiq:default.msgs", queued_as), "acked without its row"
-        assert rows()[message.message_id].status == "queued"  # its row as sent (applied at once outside a job)
+        assert rows()[message.message_id].status == "queued"  # its row as sent
     finally:
         client.delete("dramatiq:job-log")  # Redis takes writes again
     wait_for(lambda: not client.hexists("dramatiq:default.msgs", queued_as), timeout=15)
     assert linking.job_log.flush(15)
     assert rows()[message.message_id].status == "success"
+
+
+def test_a_send_whose_queued_row_redis_refuses_raises_and_sends_nothing(redis_app, client):
+    broker, linking, job, worker = redis_app
+    client.set("dramatiq:job-log", "not a stream")  # every XADD now fails: WRONGTYPE
+    try:
+        with pytest.raises(dramatiq.errors.BrokerConnectionError, match="queued row could not be written.*WRONGTYPE"):
+            job.send()
+        assert client.hlen("dramatiq:default.msgs") == 0 and client.llen("dramatiq:default") == 0
+    finally:
+        client.delete("dramatiq:job-log")
+    sent = job.send()  # Redis takes it again: sent, and its row is in the database once drained
+    assert client.hlen("dramatiq:default.msgs") == 1
+    assert linking.job_log.drainer.flush(15)
+    assert [(r.job_id, r.status) for r in rows().values()] == [(sent.message_id, "queued")]
 
 
 def test_stats_show_the_backlog_and_what_was_drained(pg_db, client):

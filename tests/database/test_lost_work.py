@@ -62,14 +62,22 @@ def drop_message(broker, message, queue: str = "default") -> None:
         broker.admin.lrem(f"dramatiq:{queue}", 0, redis_id)
 
 
-def test_only_jobs_whose_message_is_gone_are_marked_lost_and_their_root_degraded(broker):
+def ended_root(broker, linking):
+    """A root job whose row says it ended well (its message is still in Redis)."""
     root = broker.tree_root.send(1)
+    assert linking.job_log.flush(10)  # its queued row, applied from the journal by the drainer
     Log.update(status="success", completed_at=Log.created_at).where(Log.job_id == root.message_id).execute()
+    return root
+
+
+def test_only_jobs_whose_message_is_gone_are_marked_lost_and_their_root_degraded(broker):
+    root = ended_root(broker, broker.linking)
     # Children as the root would have sent them (same tree), by the root's job id.
     kept = broker.tree_leaf.send_with_options(args=(0.1,), parent_job_id=root.message_id)
     gone = broker.tree_leaf.send_with_options(args=(0.1,), parent_job_id=root.message_id)
     later = broker.tree_leaf.send_with_options(args=(0.1,), parent_job_id=root.message_id, delay=60_000)
     due_but_waiting = broker.tree_leaf.send_with_options(args=(0.1,), parent_job_id=root.message_id, delay=1)
+    assert broker.linking.job_log.flush(10)  # their queued rows, from the journal
     drop_message(broker, gone)
     drop_message(broker, root)  # the root's own message is gone too, but its row has ended: not pending
 
@@ -89,6 +97,7 @@ def test_only_jobs_whose_message_is_gone_are_marked_lost_and_their_root_degraded
 def test_a_job_within_its_grace_or_not_due_yet_is_not_looked_for(broker):
     recent = broker.tree_root.send(1)
     delayed = broker.tree_root.send_with_options(args=(1,), delay=3_600_000)
+    assert broker.linking.job_log.flush(10)
     drop_message(broker, recent)
     drop_message(broker, delayed, queue="default.DQ")
     assert sweeper_of(broker, grace_seconds=600).run_once() == 0
@@ -133,6 +142,7 @@ def test_a_journal_that_stays_behind_skips_the_sweep(broker, caplog):
 
 def test_one_sweep_per_interval_across_processes(broker):
     gone = broker.tree_root.send(1)
+    assert broker.linking.job_log.flush(10)
     drop_message(broker, gone)
     first = sweeper_of(broker, grace_seconds=0, interval_seconds=30)
     other_process = sweeper_of(broker, grace_seconds=0, interval_seconds=30)
@@ -157,12 +167,12 @@ def test_the_drainers_sweep_at_their_interval_and_mark_what_redis_lost(db):
     broker.tree_root, broker.tree_leaf = declare(broker)
     broker.admin = client
     try:
-        root = broker.tree_root.send(1)
-        Log.update(status="success", completed_at=Log.created_at).where(Log.job_id == root.message_id).execute()
+        linking.job_log.bind(broker).drainer.start()
+        root = ended_root(broker, linking)
         gone = broker.tree_leaf.send_with_options(args=(0.1,), parent_job_id=root.message_id)
         later = broker.tree_leaf.send_with_options(args=(0.1,), parent_job_id=root.message_id)
+        assert linking.job_log.flush(10)
         drop_message(broker, gone)
-        linking.job_log.bind(broker).drainer.start()
         wait_for(lambda: Log.get(Log.job_id == gone.message_id).status == "lost", timeout=15, interval=0.1)
         assert Log.get(Log.job_id == later.message_id).status == "queued"
         root_row = Log.get(Log.job_id == root.message_id)
@@ -177,8 +187,7 @@ def test_the_drainers_sweep_at_their_interval_and_mark_what_redis_lost(db):
 
 def test_a_running_job_whose_end_was_lost_with_redis_is_marked_lost_but_not_one_a_worker_holds(broker):
     """A job that ended just before a Redis restart: its end never reached the database, its message is gone."""
-    root = broker.tree_root.send(1)
-    Log.update(status="success", completed_at=Log.created_at).where(Log.job_id == root.message_id).execute()
+    root = ended_root(broker, broker.linking)
     ended = broker.tree_leaf.send_with_options(args=(0.1,), parent_job_id=root.message_id)
     held = broker.tree_leaf.send_with_options(args=(0.1,), parent_job_id=root.message_id)
     broker.linking.job_log.flush()
@@ -199,8 +208,7 @@ def test_a_running_job_whose_end_was_lost_with_redis_is_marked_lost_but_not_one_
 
 def test_a_lost_child_whose_failed_end_arrives_later_is_counted_once(broker):
     """The sweeper marked a child lost (one failure on its root); then its worker's `failed` end is drained."""
-    root = broker.tree_root.send(1)
-    Log.update(status="success", completed_at=Log.created_at).where(Log.job_id == root.message_id).execute()
+    root = ended_root(broker, broker.linking)
     child = broker.tree_leaf.send_with_options(args=(0.1,), parent_job_id=root.message_id)
     linking = broker.linking
     assert linking.job_log.flush(10)
