@@ -99,8 +99,9 @@ class JobLinking(Middleware):
         bound to ``DATABASE_URL`` if nothing else bound it.
       secrets(Callable[[], Iterable[str]]): Secret values to remove from
         error texts.  Defaults to none (credential-shaped text is still removed).
-      log_lines(str): Per-job log lines: ``all`` (started and finished),
-        ``finished`` or ``none``.  Defaults to ``JOB_LOG_LINES``, else ``all``.
+      log_lines(str): Per-job log lines: ``finished`` (one line as a job
+        ends), ``all`` (``job started`` too: the row already says it) or
+        ``none``.  Defaults to ``JOB_LOG_LINES``, else ``finished``.
       stream, drain_in_workers, batch_size, claim_idle, root_wait, lost_work_grace,
         lost_work_interval: The job log's, passed to ``JobLog`` (``middleware/job_log/engine.py``,
         which lists them with their defaults).

@@ -441,6 +441,7 @@ def test_log_lines_carry_job_ids(harness):
     # capture_logs does not run merge_contextvars, so check the state-change lines
     finished = [e for e in logs if e["event"] == "job finished"]
     assert len(finished) == 2
+    assert not [e for e in logs if e["event"] == "job started"]  # by default: the row says when it started
     assert {e["parent_job_id"] for e in finished} == {None, msg.message_id}
     assert all(e["status"] == "success" and "duration_ms" in e for e in finished)
     assert set(inside) == {"inside parent", "inside child"}

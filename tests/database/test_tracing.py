@@ -34,7 +34,7 @@ def traced(db):
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    harness = Harness(JobLinking(root_wait=0.3))
+    harness = Harness(JobLinking(root_wait=0.3, log_lines="all"))  # "job started" too: a test reads it
     # Where workers.broker.middleware_stack puts it: after Retries, before JobLinking.
     harness.broker.add_middleware(Retries(min_backoff=10, max_backoff=20))
     harness.broker.add_middleware(Tracing(provider, secrets=lambda: ["s3cr3t-T0ken-value"]),

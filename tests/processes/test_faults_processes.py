@@ -56,7 +56,9 @@ def sender():
 
 
 def worker_env(pg_url: str, **extra) -> dict:
-    return {"REDIS_URL": REDIS_TEST_URL, "DATABASE_URL": pg_url, "RETRY_MIN_BACKOFF_MS": "100", **extra}
+    # JOB_LOG_LINES=all: the tests count each job's runs by its "job started" lines.
+    return {"REDIS_URL": REDIS_TEST_URL, "DATABASE_URL": pg_url, "RETRY_MIN_BACKOFF_MS": "100",
+            "JOB_LOG_LINES": "all", **extra}
 
 
 def upstream_env(fake, tmp_path: Path) -> dict:  # noqa: F811

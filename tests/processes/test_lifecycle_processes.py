@@ -51,8 +51,9 @@ def sender():
 
 
 def env_for(pg_url: str, **extra) -> dict:
+    # JOB_LOG_LINES=all: a test tells the jobs that ran by their "job started" lines.
     return {"REDIS_URL": REDIS_TEST_URL, "DATABASE_URL": pg_url, "RETRY_MIN_BACKOFF_MS": "100",
-            "RETRY_MAX_BACKOFF_MS": "300", **extra}
+            "RETRY_MAX_BACKOFF_MS": "300", "JOB_LOG_LINES": "all", **extra}
 
 
 def upstream_env(fake, tmp_path: Path) -> dict:  # noqa: F811
