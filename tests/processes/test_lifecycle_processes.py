@@ -45,6 +45,7 @@ def sender():
     broker.add_middleware(linking)
     tree_root, tree_leaf = declare(broker)
     broker.tree_root, broker.tree_leaf = tree_root, tree_leaf
+    broker.linking = linking
     yield broker
     linking.job_log.stop()
     broker.close()
@@ -86,8 +87,11 @@ def wait_until_none_pending(timeout: float) -> None:
 def test_a_tree_is_queued_then_runs_then_completes_and_follow_and_wait_end_there(
         pg_db, pg_url, sender, fake, tmp_path):  # noqa: F811
     root = sender.tree_root.send(4, 0.3)
+    # No worker yet, so no drainer: the queued row waits in the journal until one applies it (here, the test's).
+    assert not Log.select().where(Log.job_id == root.message_id).exists()
+    assert sender.linking.job_log.bind(sender).drainer.flush(15)
     row = Log.get(Log.job_id == root.message_id)
-    assert row.status == "queued"  # no worker yet
+    assert row.status == "queued"
     shown = json.loads(enrich(pg_url, "timeline", root.message_id, "--json").stdout)
     assert (shown["complete"], shown["pending"]) == (False, {"queued": 1})
 
