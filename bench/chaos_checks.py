@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from models.job_log import DEGRADABLE_STATUSES, DEGRADED, FAILED_STATUSES, PENDING_STATUSES
 
+OUTAGE_ERRORS = ("OperationalError", "InterfaceError", "ConnectionError", "TimeoutError")  # PostgreSQL, Redis down
 PERMANENT_CODE = "upstream_400"  # what the soak's permanent upstream fault (HTTP 400) makes a job's error_code
 # Log lines that mean a thread stopped doing its work, or a message's end was dropped.
 THREAD_DEATHS = (
@@ -47,7 +48,9 @@ def rows(conn) -> dict[str, dict]:
 
 
 def describe(row: dict) -> str:
-    error = f" {row['error_code']}: {(row['last_error'] or '')[:90]}" if row.get("error_code") else ""
+    text = " ".join((row["last_error"] or "").split())
+    text = text if len(text) <= 110 else text[:109] + "…"
+    error = f" [{row['error_code'] or 'no code'}: {text}]" if row["error_code"] or text else ""
     return f"{row['job_id']} {row['operation']} {row['status']} (retry {row['retry_count']}){error}"
 
 
@@ -174,6 +177,18 @@ def no_background_round_failed(paths) -> Check:
                        ("a round failed",))
 
 
+def no_job_ended_by_an_outage(by_job: dict[str, dict]) -> Check:
+    """A transient outage must not end a job (issue 23 item 2): none ``failed`` with ``retry_not_enqueued`` or
+    with the error of a service that was down (PostgreSQL 15 s at most, Redis 5 s: well within the retries'
+    default backoff), and with a Redis that keeps what it acknowledged (``appendfsync always``) no job the
+    sweeper found nowhere (``lost``)."""
+    check = Check("no job ended by a transient outage (retry_not_enqueued, a service down, lost)", len(by_job))
+    check.violations = [describe(row) for row in by_job.values() if row["status"] == "lost" or (
+        row["status"] == "failed" and (row["error_code"] == "retry_not_enqueued"
+                                       or (row["last_error"] or "").startswith(OUTAGE_ERRORS)))]
+    return check
+
+
 def permanent_errors_failed(by_job: dict[str, dict]) -> Check:
     hit = [row for row in by_job.values() if row["error_code"] == PERMANENT_CODE]
     check = Check(f"permanent upstream errors ({PERMANENT_CODE}) ended failed", len(hit))
@@ -215,4 +230,4 @@ def rows_agree_with_last_attempt(by_job: dict[str, dict], entries: list[dict]) -
 
 __all__ = ["Check", "rows", "every_sent_root_has_a_row", "every_tree_complete", "one_row_per_job",
            "failed_children_exact", "journal_empty", "queue_empty", "log_entries", "no_thread_died", "no_background_round_failed",
-           "permanent_errors_failed", "rows_agree_with_last_attempt"]
+           "no_job_ended_by_an_outage", "permanent_errors_failed", "rows_agree_with_last_attempt"]

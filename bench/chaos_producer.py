@@ -74,14 +74,14 @@ def main(argv=None) -> int:
     parser.add_argument("--backlog", type=int, default=40, help="pause while more messages wait (default 40)")
     args = parser.parse_args(argv)
 
-    from models import load_settings
+    from models import bind_database, load_settings
     from workers import app
+    from workers.logging_setup import configure_logging
 
-    settings = load_settings()
-    broker = app.start(settings)
-    from models import bind_database
-
+    settings = load_settings()  # as workers/worker.py does: the logs, the database, then the app
+    configure_logging(settings)
     bind_database(settings.database_url)
+    broker = app.start(settings)
     queue = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=5)
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))

@@ -71,7 +71,8 @@ SERVICES = ("/musicbrainz/ws/2/", "/discogs/", "/spotify/v1/", "/coverartarchive
 WORKER_SETTINGS = {  # what the soak tunes, and why
     "WORKER_PROCESSES": "2", "WORKER_THREADS": "4",
     "MUSICBRAINZ_MIN_INTERVAL": "0.02", "DISCOGS_MIN_INTERVAL": "0.02",  # the fake is local
-    "RETRY_MIN_BACKOFF_MS": "1000", "RETRY_MAX_BACKOFF_MS": "10000",
+    # The default first backoff (5 s; 3 retries span 35 s, past the longest outage); at most 60 s.
+    "RETRY_MIN_BACKOFF_MS": "5000", "RETRY_MAX_BACKOFF_MS": "60000",
     # A killed worker's messages come back 10 s after its last heartbeat (maintenance on every fetch).
     "REDIS_HEARTBEAT_TIMEOUT_MS": "10000", "REDIS_MAINTENANCE_CHANCE": "1000000",
     "LOST_WORK_GRACE_SECONDS": "60", "LOST_WORK_SWEEP_SECONDS": "10",
@@ -195,7 +196,8 @@ class Chaos:
 
     def worker_kill_during_slow_jobs(self) -> str:
         """Jobs held 8 s by the fake when every worker process is SIGKILLed: redelivery, late entries (item 6)."""
-        fault = self.fake.fail(path="/coverartarchive/", kind="timeout", delay=8, times=2)
+        # Every album enrichment searches release groups (a cover is fetched once per release group, then cached).
+        fault = self.fake.fail(path="/musicbrainz/ws/2/release-group", kind="timeout", delay=8, times=2)
         if not self._within(25, lambda: self.fake.hits(fault) >= 1):
             return "missed: no slow job started within 25 s"
         time.sleep(self.rng.uniform(0.5, 3))
@@ -308,7 +310,7 @@ def report(sent: list[dict], by_job: dict, faults, restarts: Counter, settled_in
             print(f"        {example}")
 
 
-def run_checks(db_url: str, client: redis.Redis, sent: list[dict], logs: list[str]):
+def run_checks(db_url: str, client: redis.Redis, sent: list[dict], logs: list[str], appendfsync: str):
     with psycopg2.connect(db_url) as conn:
         by_job = checks.rows(conn)
         one_row = checks.one_row_per_job(conn)
@@ -322,6 +324,7 @@ def run_checks(db_url: str, client: redis.Redis, sent: list[dict], logs: list[st
         checks.no_thread_died(logs),
         checks.no_background_round_failed(logs),
         checks.permanent_errors_failed(by_job),
+        *([checks.no_job_ended_by_an_outage(by_job)] if appendfsync == "always" else []),
         checks.rows_agree_with_last_attempt(by_job, checks.log_entries(logs)),
     ]
     return by_job, results
@@ -406,7 +409,7 @@ def main(argv=None) -> int:
         with open(sent_path) as sent_file:
             sent = [json.loads(line) for line in sent_file]
         logs = [p.log_path for p in processes]
-        by_job, results = run_checks(db_url, broker_redis.client, sent, logs)
+        by_job, results = run_checks(db_url, broker_redis.client, sent, logs, args.appendfsync)
         report(sent, by_job, faults, restarts, settled_in, results)
         failed = not all(check.ok for check in results)
         print(f"\n{'FAILED' if failed else 'every check held'}", flush=True)
