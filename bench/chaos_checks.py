@@ -65,12 +65,25 @@ def every_sent_root_has_a_row(sent: list[dict], by_job: dict[str, dict]) -> Chec
     return check
 
 
-def every_tree_complete(by_job: dict[str, dict]) -> Check:
+def unacked(client) -> dict[str, str]:
+    """Every message id held in a worker's unacked set, and that set's key."""
+    return {message_id.decode(): key.decode() for key in client.scan_iter("dramatiq:__acks__.*")
+            for message_id in client.smembers(key)}
+
+
+def every_tree_complete(by_job: dict[str, dict], held: dict[str, str]) -> Check:
+    """No row pending; each one left says where its message is, when a worker's unacked set holds it."""
     check = Check("every tree complete (no job queued, running or retrying)", len(by_job))
     for row in sorted(by_job.values(), key=lambda r: (r["status"], r["operation"])):
         if row["status"] in PENDING_STATUSES:
             due = f", due {row['due_at']:%H:%M:%S}" if row["due_at"] else ""
-            check.violations.append(f"{describe(row)}{due}, tree {row['parent_job_id'] or row['job_id']}")
+            where = held.get(row["job_id"])
+            if where and where.endswith(".DQ"):
+                where = f"; its message is unacked in {where}: a retry a worker dropped from its delay queue " \
+                        "(issue 23 item 1)"
+            elif where:
+                where = f"; its message is unacked in {where}"
+            check.violations.append(f"{describe(row)}{due}, tree {row['parent_job_id'] or row['job_id']}{where or ''}")
     return check
 
 
@@ -122,10 +135,8 @@ def queue_empty(client) -> Check:
         check.looked_at += 1
         for message_id in client.hkeys(key):
             check.violations.append(f"{key}: message {message_id.decode()}")
-    for key in client.scan_iter("dramatiq:__acks__.*"):
-        check.looked_at += 1
-        for message_id in client.smembers(key):
-            check.violations.append(f"{key.decode()}: unacked {message_id.decode()}")
+    for message_id, key in unacked(client).items():
+        check.violations.append(f"{key}: unacked {message_id}")
     return check
 
 
@@ -228,6 +239,6 @@ def rows_agree_with_last_attempt(by_job: dict[str, dict], entries: list[dict]) -
     return check
 
 
-__all__ = ["Check", "rows", "every_sent_root_has_a_row", "every_tree_complete", "one_row_per_job",
+__all__ = ["Check", "rows", "unacked", "every_sent_root_has_a_row", "every_tree_complete", "one_row_per_job",
            "failed_children_exact", "journal_empty", "queue_empty", "log_entries", "no_thread_died", "no_background_round_failed",
            "no_job_ended_by_an_outage", "permanent_errors_failed", "rows_agree_with_last_attempt"]

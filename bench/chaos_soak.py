@@ -317,7 +317,7 @@ def run_checks(db_url: str, client: redis.Redis, sent: list[dict], logs: list[st
     exact, degraded = checks.failed_children_exact(by_job)
     results = [
         checks.every_sent_root_has_a_row(sent, by_job),
-        checks.every_tree_complete(by_job),
+        checks.every_tree_complete(by_job, checks.unacked(client)),
         one_row, exact, degraded,
         checks.journal_empty(client),
         checks.queue_empty(client),
@@ -328,6 +328,10 @@ def run_checks(db_url: str, client: redis.Redis, sent: list[dict], logs: list[st
         checks.rows_agree_with_last_attempt(by_job, checks.log_entries(logs)),
     ]
     return by_job, results
+
+
+def _interrupted(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM cleans up as Ctrl-C does
 
 
 def main(argv=None) -> int:
@@ -342,7 +346,7 @@ def main(argv=None) -> int:
                         help="Redis's appendfsync (default always: a SIGKILL loses nothing Redis acknowledged)")
     parser.add_argument("--keep", action="store_true", help="keep the logs even when every check held")
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, _interrupted)
 
     rng = random.Random(args.seed)
     folder = tempfile.mkdtemp(prefix="enrich-chaos-")
@@ -415,7 +419,7 @@ def main(argv=None) -> int:
         print(f"\n{'FAILED' if failed else 'every check held'}", flush=True)
         return 1 if failed else 0
     except KeyboardInterrupt:
-        print("interrupted: cleaning up", file=sys.stderr)
+        print("interrupted: stopping everything it started", file=sys.stderr)
         return 130
     except RuntimeError as exc:
         print(f"chaos soak: {exc}", file=sys.stderr)
