@@ -63,6 +63,7 @@ from bench import chaos_checks as checks  # noqa: E402
 from bench import postgres_admin  # noqa: E402
 from bench.chaos_services import OwnPostgres, OwnRedis, free_port, remove_folder, wait_until  # noqa: E402
 from bench.chaos_supervisor import Supervised, Supervisor, procfile_command  # noqa: E402
+from models.job_log import PENDING_STATUSES  # noqa: E402
 
 RANDOM_FAULTS = ("pg_stop_fast", "pg_stop_immediate", "redis_kill", "worker_kill", "group_kill", "drain_kill",
                  "upstream_burst", "upstream_permanent")
@@ -255,7 +256,7 @@ class Settle:
     def __call__(self) -> bool:
         try:
             with psycopg2.connect(self.db_url, connect_timeout=2) as conn, conn.cursor() as cur:
-                cur.execute("SELECT count(*) FROM enrichment_logs WHERE status IN ('queued', 'running', 'retrying')")
+                cur.execute("SELECT count(*) FROM enrichment_logs WHERE status = ANY(%s)", (list(PENDING_STATUSES),))
                 pending = cur.fetchone()[0]
             journal = self.client.xlen("dramatiq:job-log") if self.client.exists("dramatiq:job-log") else 0
             messages = self.client.hlen("dramatiq:default.msgs") + self.client.hlen("dramatiq:default.DQ.msgs")
