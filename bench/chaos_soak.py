@@ -68,6 +68,7 @@ from models.job_log import PENDING_STATUSES  # noqa: E402
 RANDOM_FAULTS = ("pg_stop_fast", "pg_stop_immediate", "redis_kill", "worker_kill", "group_kill", "drain_kill",
                  "upstream_burst", "upstream_permanent")
 TARGETED_FAULTS = ("redis_kill_during_backoff", "worker_kill_during_slow_jobs")
+CLOSING_FAULT = "redis_kill_during_backoff"
 SERVICES = ("/musicbrainz/ws/2/", "/discogs/", "/spotify/v1/", "/coverartarchive/")
 WORKER_SETTINGS = {  # what the soak tunes, and why
     "WORKER_PROCESSES": "2", "WORKER_THREADS": "4",
@@ -227,16 +228,17 @@ class Chaos:
 
 
 def run_faults(chaos: Chaos, rng: random.Random, minutes: float, started: float) -> list[tuple[float, str, str]]:
+    """The faults for ``minutes``, then a closing ``redis_kill_during_backoff``: any later restart of the
+    workers would hand its dropped retries back, so it comes last, where nothing hides what it leaves."""
     done, deck = [], []
     end = time.monotonic() + minutes * 60
     while True:
         time.sleep(max(0.0, min(rng.uniform(2, 8), end - time.monotonic())))
-        if time.monotonic() >= end:
-            return done
-        if not deck:
+        closing = time.monotonic() >= end
+        if not closing and not deck:
             deck = list(RANDOM_FAULTS + TARGETED_FAULTS)
             rng.shuffle(deck)
-        kind = deck.pop()
+        kind = CLOSING_FAULT if closing else deck.pop()
         at = time.monotonic() - started
         try:
             what = getattr(chaos, kind)()
@@ -244,6 +246,8 @@ def run_faults(chaos: Chaos, rng: random.Random, minutes: float, started: float)
             what = f"could not be injected: {type(exc).__name__}: {exc}"
         done.append((at, kind, what))
         print(f"  [{at:6.1f} s] {kind}: {what}", flush=True)
+        if closing:
+            return done
 
 
 class Settle:
