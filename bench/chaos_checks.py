@@ -65,10 +65,26 @@ def every_sent_root_has_a_row(sent: list[dict], by_job: dict[str, dict]) -> Chec
     return check
 
 
+def _message(data) -> str:
+    """What a stored message is: its job id and actor (Dramatiq's JSON encoding)."""
+    try:
+        message = json.loads(data)
+        return f"{message['message_id']} ({message['actor_name']})"
+    except (TypeError, ValueError, KeyError):
+        return repr(data)[:80]
+
+
 def unacked(client) -> dict[str, str]:
-    """Every message id held in a worker's unacked set, and that set's key."""
-    return {message_id.decode(): key.decode() for key in client.scan_iter("dramatiq:__acks__.*")
-            for message_id in client.smembers(key)}
+    """Every message held in a worker's unacked set: its job id -> the set's key.  (The sets hold Redis's own
+    message ids; the message itself, with its job id, is in the queue's ``.msgs`` hash.)"""
+    held = {}
+    for key in client.scan_iter("dramatiq:__acks__.*"):
+        name = key.decode()
+        queue = name.split(".", 2)[2]  # dramatiq:__acks__.<worker id>.<queue>
+        for redis_id in client.smembers(key):
+            data = client.hget(f"dramatiq:{queue}.msgs", redis_id)
+            held[_message(data).split()[0] if data else redis_id.decode()] = name
+    return held
 
 
 def every_tree_complete(by_job: dict[str, dict], held: dict[str, str]) -> Check:
@@ -133,10 +149,10 @@ def queue_empty(client) -> Check:
     check = Check("no message left in Redis (queues, delay queues, unacked sets)")
     for key in ("dramatiq:default.msgs", "dramatiq:default.DQ.msgs"):
         check.looked_at += 1
-        for message_id in client.hkeys(key):
-            check.violations.append(f"{key}: message {message_id.decode()}")
-    for message_id, key in unacked(client).items():
-        check.violations.append(f"{key}: unacked {message_id}")
+        for data in client.hvals(key):
+            check.violations.append(f"{key}: message {_message(data)}")
+    for job_id, key in unacked(client).items():
+        check.violations.append(f"{key}: unacked {job_id}")
     return check
 
 
