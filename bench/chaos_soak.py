@@ -305,6 +305,9 @@ def report(sent: list[dict], by_job: dict, faults, restarts: Counter, settled_in
     print(f"faults          {sum(by_kind.values())}  (" + ", ".join(
         f"{k} {by_kind[k]}" + (f" +{missed[k]} missed" if missed[k] else "")
         for k in RANDOM_FAULTS + TARGETED_FAULTS if by_kind[k] or missed[k]) + ")")
+    spent = checks.outage_failures(by_job)
+    print(f"retries spent   {len(spent)} jobs failed after every retry met an outage (a figure, not a check)"
+          + "".join(f"\n                {checks.describe(row)}" for row in spent[:5]))
     print("restarts        " + (", ".join(f"{name} {n}" for name, n in sorted(restarts.items())) or "none"))
     print(f"settled         {'in %.0f s' % settled_in if settled_in is not None else 'NO: the bound ran out'}")
     print()
