@@ -20,7 +20,8 @@ process, of a whole worker group, of ``enrich drain``; upstream bursts of
 503s, and permanent upstream errors (HTTP 400); and two targeted faults:
 Redis SIGKILLed while retries wait for their backoff in a worker (issue 23
 item 1), and every worker process SIGKILLed while slow jobs (held by the
-fake for 8 s) run.  Then the faults stop, the producer stops, and it waits
+fake for 8 s) run; the last fault is always one more Redis kill while
+retries back off.  Then the faults stop, the producer stops, and it waits
 (at most ``--settle`` s) for every row to be final and Redis to hold nothing;
 stops the processes as the README recommends; and checks, printing each
 verdict with up to 5 examples:
@@ -28,13 +29,16 @@ verdict with up to 5 examples:
 * every sent root has a row; every tree is complete; one row per job;
 * ``failed_children`` exact, and ``degraded`` if and only if it is above zero;
 * the journal and the rejected stream empty; no message left in Redis;
-* no thread died (the log lines of ``bench/chaos_checks.py``'s ``THREAD_DEATHS``);
-* permanent upstream errors ended ``failed``;
+* no thread died (the log lines of ``bench/chaos_checks.py``'s ``THREAD_DEATHS``),
+  and no background round failed (``a round failed``);
+* permanent upstream errors ended ``failed``; no job ended by a transient
+  outage (``retry_not_enqueued``, or ``lost`` with ``--appendfsync always``);
 * each row agrees with its job's last attempt as the workers logged it.
 
 Exit status: 0 when every check held, 1 when one failed, 2 when the soak
 could not run.  The logs are kept (their folder is printed) when a check
-failed or with ``--keep``.
+failed, when it was interrupted, or with ``--keep``.  What each fault and
+check is: bench/README.md, "The chaos soak".
 """
 
 from __future__ import annotations
