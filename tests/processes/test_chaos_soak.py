@@ -23,14 +23,20 @@ SEED = 23
 
 @pytest.mark.timeout(900, method="signal")
 def test_two_minutes_of_faults_break_no_invariant():
-    done = subprocess.run(
+    soak = subprocess.Popen(
         [sys.executable, "-m", "bench.chaos_soak", "--minutes", "2", "--seed", str(SEED), "--settle", "240"],
-        cwd=ROOT, capture_output=True, text=True, timeout=840,
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    report = done.stdout[-8000:] + done.stderr[-2000:]
-    faults = re.search(r"^faults +(\d+)", done.stdout, re.MULTILINE)
-    trees = re.search(r"^trees sent +(\d+)", done.stdout, re.MULTILINE)
+    try:
+        out, err = soak.communicate(timeout=840)
+    finally:
+        if soak.poll() is None:  # SIGTERM: the soak stops its processes, PostgreSQL and Redis itself
+            soak.terminate()
+            soak.communicate(timeout=120)
+    report = out[-8000:] + err[-2000:]
+    faults = re.search(r"^faults +(\d+)", out, re.MULTILINE)
+    trees = re.search(r"^trees sent +(\d+)", out, re.MULTILINE)
     assert faults and trees, report
     # Something was tested: faults were injected while trees were sent.
     assert int(faults.group(1)) >= 5 and int(trees.group(1)) >= 10, report
-    assert done.returncode == 0 and "every check held" in done.stdout, report
+    assert soak.returncode == 0 and "every check held" in out, report
