@@ -21,6 +21,8 @@ import threading
 import time
 from typing import Callable, Optional
 
+import peewee
+import redis
 import structlog
 
 from models.error_text import first_line
@@ -28,6 +30,17 @@ from models.error_text import first_line
 from .fork_reset import reset_in_forked_children
 
 logger = structlog.get_logger("middleware.background")
+
+
+class ServiceUnavailable(Exception):
+    """A service the product needs did not answer (e.g. the job-log journal's Redis): an outage, not a bug."""
+
+
+# The database is not there right now (stopped, restarting, the connection dropped).
+DATABASE_OUTAGES = (peewee.OperationalError, peewee.InterfaceError)
+# What a loop's ``outages`` usually are: Redis or the database down, or our own word for it.
+SERVICE_OUTAGES = (ServiceUnavailable, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+                   *DATABASE_OUTAGES)
 
 
 class BackgroundLoop:

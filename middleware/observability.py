@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Callable, Mapping, Optional
 
-from .background import BackgroundLoop
+from .background import SERVICE_OUTAGES, BackgroundLoop
 
 # Seconds: jobs run from milliseconds to the two-minute time limit.
 JOB_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -132,7 +132,7 @@ class _JournalObserver:
     def __init__(self) -> None:
         self.stats: Optional[JournalStats] = None
         self.forget_totals()
-        self._loop = BackgroundLoop("journal-metrics", self.refresh, interval=5.0)
+        self._loop = BackgroundLoop("journal-metrics", self.refresh, interval=5.0, outages=SERVICE_OUTAGES)
 
     @property
     def interval(self) -> float:
@@ -196,7 +196,7 @@ class _QueueObserver:
 
     def __init__(self) -> None:
         self.stats: Optional[QueueStats] = None
-        self._loop = BackgroundLoop("queue-metrics", self.refresh, interval=15.0)
+        self._loop = BackgroundLoop("queue-metrics", self.refresh, interval=15.0, outages=SERVICE_OUTAGES)
 
     def refresh(self) -> None:
         if _metrics is None or self.stats is None:

@@ -40,13 +40,12 @@ from itertools import count as counter
 from typing import Any, Optional
 
 import peewee
-import redis
 import structlog
 
 from models.database import is_postgres
 from models.error_text import first_line
 
-from ..background import BackgroundLoop
+from ..background import DATABASE_OUTAGES, SERVICE_OUTAGES, BackgroundLoop
 from ..fork_reset import reset_in_forked_children
 from ..observability import observe_root_degraded
 from . import upsert
@@ -58,10 +57,9 @@ logger = structlog.get_logger("middleware.job_log_drainer")
 
 # Errors that mean "the database is not there right now": keep and retry.
 # Anything else is a problem with a row: put it aside instead of retrying forever.
-OUTAGE_ERRORS = (peewee.OperationalError, peewee.InterfaceError)
+OUTAGE_ERRORS = DATABASE_OUTAGES
 _drainer_numbers = counter(1)
-# A sweep needs Redis (the broker's queues, the journal) and the database: either one down is an outage.
-SWEEP_OUTAGES = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, JournalUnavailable) + OUTAGE_ERRORS
+
 
 
 class DatabaseDown(Exception):
@@ -148,7 +146,7 @@ class Drainer:
         # Beside the drain: a sweep waits for the journal to be applied, and the drain must not
         # wait for a sweep.  The sweep's Redis lock, not this interval, spaces the sweeps.
         self._sweeping = BackgroundLoop("lost-work-sweeper", sweeper.maybe_run if sweeper else None, 1.0,
-                                        first_pause=True, outages=SWEEP_OUTAGES)
+                                        first_pause=True, outages=SERVICE_OUTAGES)
         self._backoff = retry_backoff[0]
         self.consumer = self._consumer_name()
         self._held: list[Entry] = []  # read, not applied yet (the database was down)

@@ -25,12 +25,14 @@ from typing import Any, Optional
 import orjson
 import redis
 
+from ..background import ServiceUnavailable
+
 DEFAULT_STREAM = "job-log"
 GROUP = "drainers"
 _DATETIME_COLUMNS = ("enqueued_at", "started_at", "completed_at", "due_at", "created_at", "updated_at")
 
 
-class JournalUnavailable(Exception):
+class JournalUnavailable(ServiceUnavailable):
     """The journal could not take or give entries (Redis is down or refused the command)."""
 
 

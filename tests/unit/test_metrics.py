@@ -5,10 +5,13 @@ from __future__ import annotations
 import threading
 
 import pytest
+import redis
+import structlog
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from middleware import observability
+from middleware.job_log.journal import JournalUnavailable
 from middleware.prometheus import RUN_MARKER, clear_for_this_run
 
 from linking_harness import wait_for
@@ -157,3 +160,33 @@ def test_the_grafana_dashboard_only_queries_metrics_the_workers_export(registry)
     assert queried and queried <= exported, queried - exported
     assert {n for n in ours if n.startswith("enrich_")} <= {re.sub(r"_(total|bucket|sum|count)$", "", q)
                                                              for q in queried}  # every one of ours on a panel
+
+
+@pytest.mark.parametrize("loop, outage", [("journal-metrics", "journal"), ("queue-metrics", "redis")])
+def test_a_redis_outage_under_the_metrics_loops_is_one_warning_and_one_line_when_it_ends(registry, loop, outage):
+    """Each round while Redis is down must not log an ERROR with a traceback (it did, every 5 s)."""
+    down = threading.Event()
+    down.set()
+    rounds = []
+
+    def stats():
+        rounds.append(down.is_set())
+        if down.is_set():  # what the real readers raise with Redis away
+            raise JournalUnavailable("Error 111 connecting to 127.0.0.1:6379. Connection refused.") \
+                if outage == "journal" else redis.exceptions.ConnectionError("Connection refused")
+        return Journal().stats() if outage == "journal" else []
+
+    with structlog.testing.capture_logs() as logs:
+        if outage == "journal":
+            observability.observe_journal(stats, interval=0.02)
+        else:
+            observability.observe_queues(stats, interval=0.02)
+        wait_for(lambda: rounds.count(True) >= 5, timeout=10)
+        down.clear()
+        wait_for(lambda: any(e["event"].startswith(f"{loop}: the service is back") for e in logs), timeout=10)
+    observability.stop_journal_metrics()
+    observability.stop_queue_metrics()
+    said = [e for e in logs if e["event"].startswith(loop)]
+    assert [e["log_level"] for e in said] == ["warning", "warning"], said
+    assert said[0]["event"].startswith(f"{loop}: a service it needs is down")
+    assert not [e for e in logs if e.get("exc_info")]
