@@ -7,6 +7,11 @@ Two faults of Dramatiq's own Redis consumer, fixed here:
   another one fetches it and fails the same way.  Here it goes to the
   queue's dead-letter queue at once, with a WARNING naming it and saying
   where it went.
+* A consumer thread moving a due delayed message to its queue gets
+  redis-py's own connection error when Redis is away: Dramatiq logs it as
+  an unexpected error, at CRITICAL with a traceback.  Here it is Dramatiq's
+  ``ConnectionClosed``, which the thread handles as the outage it is (and
+  the message, still in this worker's delay-queue set, is put back below).
 * A delayed message (a retry waiting for its backoff) is fetched from
   ``<queue>.DQ`` and held in the consumer thread's memory until its ``eta``.
   On a broker connection error Dramatiq's ``ConsumerThread`` replaces that
@@ -22,11 +27,14 @@ Two faults of Dramatiq's own Redis consumer, fixed here:
 
 from __future__ import annotations
 
+import threading
+
 import redis
 import structlog
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.common import dq_name, q_name
 from dramatiq.errors import ConnectionClosed, DecodeError
+from dramatiq.worker import ConsumerThread
 
 logger = structlog.get_logger("workers.redis_broker")
 
@@ -100,3 +108,11 @@ class DeadLetteringRedisBroker(RedisBroker):
     @property
     def consumer_class(self):
         return _DeadLetteringConsumer
+
+    def enqueue(self, message, *, delay=None):
+        try:
+            return super().enqueue(message, delay=delay)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if isinstance(threading.current_thread(), ConsumerThread):  # a due delayed message (see the module)
+                raise ConnectionClosed(exc) from None
+            raise  # a producer gets what Dramatiq's own broker raises
