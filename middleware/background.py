@@ -38,9 +38,11 @@ class ServiceUnavailable(Exception):
 
 # The database is not there right now (stopped, restarting, the connection dropped).
 DATABASE_OUTAGES = (peewee.OperationalError, peewee.InterfaceError)
+# Redis is away or restarting (redis-py's connection errors, loading included, and its timeouts); not a
+# command Redis refuses, which would stay refused.
+REDIS_OUTAGES = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 # What a loop's ``outages`` usually are: Redis or the database down, or our own word for it.
-SERVICE_OUTAGES = (ServiceUnavailable, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
-                   *DATABASE_OUTAGES)
+SERVICE_OUTAGES = (ServiceUnavailable, *REDIS_OUTAGES, *DATABASE_OUTAGES)
 
 
 class BackgroundLoop:

@@ -23,7 +23,6 @@ import threading
 import time
 from typing import Any, Callable, Iterable, Optional
 
-import redis
 import structlog
 from dramatiq.errors import ActorNotFound, BrokerConnectionError, ConnectionClosed
 from dramatiq.middleware import Middleware, MiddlewareError
@@ -32,6 +31,7 @@ from dramatiq.worker import ConsumerThread
 from models.job_log import FAILED, RETRYING, RUNNING, SKIPPED
 from models.settings import JOB_LOG_LINES, ConfigError, job_log_settings
 
+from .background import REDIS_OUTAGES
 from .job_context import JobState, current_job, set_current, starting_new_tree
 from .job_log import JobLog, JobLogRefused, JobLogRow, JournalUnavailable
 from .job_log.root_status import counts_against_root
@@ -67,9 +67,8 @@ class RetryNotEnqueued(MiddlewareError, ConnectionClosed):
     """
 
 
-# What a broker raises while Redis is away or restarting (redis-py's connection errors, loading
-# included, its timeouts, Dramatiq's, a refused socket); not a command Redis refuses, which would stay refused.
-BROKER_DOWN = (redis.ConnectionError, redis.TimeoutError, BrokerConnectionError, ConnectionError)
+# What a broker raises while Redis is away or restarting: redis-py's (REDIS_OUTAGES), Dramatiq's, a refused socket.
+BROKER_DOWN = (*REDIS_OUTAGES, BrokerConnectionError, ConnectionError)
 
 
 class JobLinking(Middleware):

@@ -36,6 +36,8 @@ from dramatiq.common import dq_name, q_name
 from dramatiq.errors import ConnectionClosed, DecodeError
 from dramatiq.worker import ConsumerThread
 
+from middleware.background import REDIS_OUTAGES
+
 logger = structlog.get_logger("workers.redis_broker")
 
 
@@ -112,7 +114,7 @@ class DeadLetteringRedisBroker(RedisBroker):
     def enqueue(self, message, *, delay=None):
         try:
             return super().enqueue(message, delay=delay)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except REDIS_OUTAGES as exc:
             if isinstance(threading.current_thread(), ConsumerThread):  # a due delayed message (see the module)
                 raise ConnectionClosed(exc) from None
             raise  # a producer gets what Dramatiq's own broker raises
