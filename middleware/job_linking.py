@@ -34,10 +34,10 @@ from models.settings import JOB_LOG_LINES, ConfigError, job_log_settings
 from .background import REDIS_OUTAGES
 from .job_context import JobState, current_job, set_current, starting_new_tree
 from .job_log import JobLog, JobLogRefused, JobLogRow, JournalUnavailable
+from .job_log.ride_along import JournalDown
 from .job_log.root_status import counts_against_root
 from .job_log.row_values import MAX_TRIGGERED_BY, from_millis, is_job_id, job_id_problem, parent_problem, shown
 from .job_log.rows import due_at, message_entity, operation_of
-from .job_log.upsert import merge_rows
 from .linking_options import check_actor
 from .message_options import LINKING_CHECKS, drop_bad_options
 from .observability import observe_journal
@@ -45,18 +45,6 @@ from .observability import observe_journal
 logger = structlog.get_logger("middleware.job_linking")
 
 _CONTEXT_KEYS = ("job_id", "parent_job_id", "operation")
-
-
-class JournalDown(MiddlewareError, ConnectionClosed):
-    """A write that must be in the journal could not be appended.
-
-    A job's final write: the message must not be acked yet.  A send's
-    ``queued`` row: the send raises (nothing is enqueued), as Dramatiq's
-    own enqueue does when Redis refuses it.  A MiddlewareError, so Dramatiq
-    does not swallow it in ``emit_before``, and a broker connection error,
-    so the worker retries the ack (this hook first) every few seconds until
-    Redis takes the write, and a producer sees what it sees when Redis is down.
-    """
 
 
 class RetryNotEnqueued(MiddlewareError, ConnectionClosed):
@@ -69,6 +57,12 @@ class RetryNotEnqueued(MiddlewareError, ConnectionClosed):
 
 # What a broker raises while Redis is away or restarting: redis-py's (REDIS_OUTAGES), Dramatiq's, a refused socket.
 BROKER_DOWN = (*REDIS_OUTAGES, BrokerConnectionError, ConnectionError)
+
+
+def _before(message, what: str) -> Optional[tuple[str, str]]:
+    """A write that must be in the journal before ``message``'s enqueue or ack (sent with it on Redis)."""
+    redis_message_id = message.options.get("redis_message_id")
+    return None if redis_message_id is None else (redis_message_id, what)
 
 
 class JobLinking(Middleware):
@@ -198,7 +192,7 @@ class JobLinking(Middleware):
         if outside_job and job_log.in_memory and job_log.apply_now([row]):
             return
         try:
-            job_log.append(row)
+            job_log.append(row, before=_before(message, "the message's queued row"))
         except JournalUnavailable as exc:
             raise JournalDown(f"the message's queued row could not be written, so it was not sent: {exc}") from exc
 
@@ -213,7 +207,7 @@ class JobLinking(Middleware):
     def before_process_message(self, broker, message):
         job = self._start_job(broker, message)
         if job.loggable:
-            self.job_log.bind(broker).hold_start(JobLogRow.start(job, message))
+            self.job_log.bind(broker).hold_start(job.job_id, lambda: JobLogRow.start(job, message))
         if self.log_lines == "all":
             self._log("job started", job, RUNNING)
 
@@ -297,14 +291,13 @@ class JobLinking(Middleware):
                 row = JobLogRow.retrying(job, message, retry_count, error, self.secrets()).as_dict()
             else:
                 row = JobLogRow.end(job, message, status, retry_count, error, self.secrets()).as_dict()
-            start = job_log.take_start(job.job_id)
-            if start is not None:
-                row = merge_rows(start, row)  # a short job: its start and end are one entry
+            if job_log.take_start(job.job_id):
+                row["created_at"] = from_millis(job.attempt_started_ms)  # a short job: its end is its start too
             job.final_write = (row, job.root_id if counts_against_root(status) else None)
         row, failed_child_of = job.final_write
         if job.loggable:
             try:
-                job_log.append(row, failed_child_of)
+                job_log.append(row, failed_child_of, before=_before(message, "the job's final row"))
             except JournalUnavailable as exc:
                 # The job stays current: Dramatiq calls this hook again when it retries the ack.
                 logger.warning("job end not written to the job-log journal; the ack waits for it", error=str(exc))
@@ -363,7 +356,7 @@ class JobLinking(Middleware):
         job.outcome.reason = f"no actor named {shown(message.actor_name)} is declared on this worker"
         row = JobLogRow.end(job, message, FAILED)
         try:
-            self.job_log.bind(broker).append(row, job.root_id)
+            self.job_log.bind(broker).append(row, job.root_id, before=_before(message, "the job's final row"))
         except JournalUnavailable as exc:
             raise JournalDown(str(exc)) from exc
         if self.log_lines != "none":

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import structlog
 
@@ -108,17 +108,23 @@ class JobLog:
 
     # -- writes ------------------------------------------------------------------------
 
-    def append(self, row: JobLogRow | dict[str, Any], failed_child_of: Optional[str] = None) -> None:
-        """Append one write (JournalUnavailable when Redis cannot take it)."""
-        self.journal.append(row.as_dict() if isinstance(row, JobLogRow) else row, failed_child_of)
+    def append(self, row: JobLogRow | dict[str, Any], failed_child_of: Optional[str] = None,
+               before=None) -> None:
+        """Append one write (JournalUnavailable when Redis cannot take it).
 
-    def hold_start(self, row: JobLogRow) -> None:
-        """A start row, held a moment: appended only if its job has not ended by then (``start_rows``)."""
-        self._held_starts().hold_row(row.as_dict())
+        ``before``: (a message's ``redis_message_id``, what the write is): the write must be in the
+        journal before that message is enqueued or acked, and is sent with that command when the
+        broker allows it (``ride_along``; then that command raises ``JournalDown`` if it fails)."""
+        self.journal.append(row.as_dict() if isinstance(row, JobLogRow) else row, failed_child_of, before)
 
-    def take_start(self, job_id: str) -> Optional[dict[str, Any]]:
-        """The job's start row if it is still held (its end folds it in)."""
-        return None if self._start_rows is None else self._start_rows.take(job_id)
+    def hold_start(self, job_id: str, make_row: Callable[[], JobLogRow]) -> None:
+        """A job's start, held a moment: its row is made and appended only if the job has not ended by then
+        (``start_rows``)."""
+        self._held_starts().hold_row(job_id, lambda: make_row().as_dict())
+
+    def take_start(self, job_id: str) -> bool:
+        """Whether the job's start was still held, never appended (its end stands for both)."""
+        return self._start_rows is not None and self._start_rows.take(job_id)
 
     def apply_now(self, rows: list[JobLogRow]) -> bool:
         """Apply rows at once in the calling thread, besides the journal (which keeps them if this fails)."""

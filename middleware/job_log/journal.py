@@ -26,6 +26,7 @@ import orjson
 import redis
 
 from ..background import ServiceUnavailable
+from .ride_along import RideAlong
 
 DEFAULT_STREAM = "job-log"
 GROUP = "drainers"
@@ -85,8 +86,14 @@ class Journal:
         self.refused_total = 0  # entries the database refused (put aside)
         self.last_appended: Optional[str] = None  # the id of this process's newest append
 
-    def append(self, row: dict[str, Any], failed_child_of: Optional[str] = None) -> str:
-        """Append one job-log write; returns its entry id.  JournalUnavailable when it cannot be kept."""
+    def append(self, row: dict[str, Any], failed_child_of: Optional[str] = None,
+               before: Optional[tuple[str, str]] = None) -> Optional[str]:
+        """Append one job-log write; returns its entry id.  JournalUnavailable when it cannot be kept.
+
+        ``before`` (a message's ``redis_message_id``, and what the write is, for errors): the write
+        must be in the journal before that message's enqueue or ack, and may be sent with it
+        (``ride_along``: then it returns None, and that command raises ``JournalDown`` if it fails).
+        """
         raise NotImplementedError
 
     def stats(self) -> dict[str, Any]:
@@ -138,8 +145,18 @@ class RedisJournal(Journal):
         self.rejected_key = key + ":rejected"
         self.where = f"the Redis stream {self.rejected_key!r}"
         self._group_ready = False
+        self._ride_along = None  # a RideAlong: writes sent with their message's enqueue or ack
 
-    def append(self, row, failed_child_of=None) -> str:
+    def ride_with(self, broker) -> bool:
+        """Send writes made ``before`` a message's command with that command (``ride_along``); False if it cannot."""
+        self._ride_along = RideAlong.install(broker)
+        return self._ride_along is not None
+
+    def append(self, row, failed_child_of=None, before=None) -> Optional[str]:
+        if before is not None and self._ride_along is not None:
+            redis_message_id, what = before
+            self._ride_along.carry(self, redis_message_id, encode(row, failed_child_of), what)
+            return None
         try:
             entry_id = self.client.xadd(self.key, {"e": encode(row, failed_child_of)}).decode()
         except redis.RedisError as exc:
@@ -273,7 +290,7 @@ class MemoryJournal(Journal):
         self._ids = itertools.count()
         self._changed = threading.Condition()
 
-    def append(self, row, failed_child_of=None) -> str:
+    def append(self, row, failed_child_of=None, before=None) -> str:
         with self._changed:
             entry_id = f"{int(time.time() * 1000)}-{next(self._ids)}"
             self._entries[entry_id] = Entry(entry_id, row, failed_child_of)
@@ -367,10 +384,13 @@ def redis_journal(client: redis.Redis, name: str = DEFAULT_STREAM, namespace: st
 
 
 def journal_for(broker, name: str = DEFAULT_STREAM) -> Journal:
-    """The journal of ``broker``: a Redis Stream under its namespace, or one in memory."""
+    """The journal of ``broker``: a Redis Stream under its namespace (its writes riding with the broker's
+    commands where they can), or one in memory."""
     client = getattr(broker, "client", None)
     if isinstance(client, redis.Redis):
-        return redis_journal(client, name, getattr(broker, "namespace", "dramatiq"))
+        journal = redis_journal(client, name, getattr(broker, "namespace", "dramatiq"))
+        journal.ride_with(broker)
+        return journal
     return MemoryJournal()
 
 

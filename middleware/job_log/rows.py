@@ -138,8 +138,8 @@ class JobLogRow:
 
     @classmethod
     def start(cls, job: JobState, message) -> JobLogRow:
-        """The row of an attempt that has just started: ``running``."""
-        return cls._attempt(job, message, RUNNING)
+        """The row of an attempt that started at ``job.attempt_started_ms``: ``running``."""
+        return cls._attempt(job, message, RUNNING, at=from_millis(job.attempt_started_ms))
 
     @classmethod
     def retrying(cls, job: JobState, message, retry_count: int, error: Optional[BaseException],
@@ -188,9 +188,10 @@ class JobLogRow:
 
     @classmethod
     def _attempt(cls, job: JobState, message, status: str, retry_count: Optional[int] = None,
-                 error: Optional[BaseException] = None, secrets: Iterable[str] = ()) -> JobLogRow:
+                 error: Optional[BaseException] = None, secrets: Iterable[str] = (),
+                 at: Optional[dt.datetime] = None) -> JobLogRow:
         out = job.outcome
-        now = utcnow()
+        now = at or utcnow()
         ending = status != RUNNING
         entity_type, entity_id = job.entity
         details = dict(out.details) if out.details else {}

@@ -22,6 +22,7 @@ import structlog
 from dramatiq.brokers.redis import RedisBroker
 
 from middleware import DatabaseConnections, JobLinking
+from middleware.job_context import JobState, set_current
 from middleware.job_log.drainer import DatabaseDown, Drainer
 from middleware.job_log.journal import RedisJournal
 from middleware.job_log.rows import REJECTED_CODE
@@ -286,6 +287,70 @@ def test_a_send_whose_queued_row_redis_refuses_raises_and_sends_nothing(redis_ap
     assert client.hlen("dramatiq:default.msgs") == 1
     assert linking.job_log.drainer.flush(15)
     assert [(r.job_id, r.status) for r in rows().values()] == [(sent.message_id, "queued")]
+
+
+def _round_trips(monkeypatch) -> list:
+    """Counts the replies this thread reads from Redis: one per round trip (a script's inner commands are none)."""
+    counted, thread = [], threading.current_thread()
+    read = redis.connection.AbstractConnection.read_response
+
+    def counting(self, *args, **kwargs):
+        if threading.current_thread() is thread:
+            counted.append(1)
+        return read(self, *args, **kwargs)
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "read_response", counting)
+    return counted
+
+
+def test_a_send_and_a_job_end_are_one_redis_round_trip_each(redis_app, client, monkeypatch):
+    broker, linking, job, worker = redis_app
+    job.send()  # the first send loads the scripts
+    counted = _round_trips(monkeypatch)
+    message = job.send()
+    assert len(counted) == 1, "the queued row did not ride with the enqueue"
+    assert client.xlen("dramatiq:job-log") == 2 and client.llen("dramatiq:default") == 2
+    entry = client.xrange("dramatiq:job-log")[-1][1][b"e"]
+    assert message.message_id.encode() in entry and b'"queued"' in entry
+    # The end: the worker's ack carries the final row (checked on the worker's thread, where it is read).
+    consumer = broker.consume("default")
+    fetched = next(m for m in consumer if m is not None)
+    set_current(JobState(job_id=fetched.message_id, root_id=None, operation="job", attempt=0))
+    counted.clear()
+    broker.emit_before("ack", fetched)
+    consumer.ack(fetched)
+    assert len(counted) == 1, "the final row did not ride with the ack"
+    assert client.xlen("dramatiq:job-log") == 3
+    assert b'"success"' in client.xrange("dramatiq:job-log")[-1][1][b"e"]
+    consumer.close()
+
+
+class _RefuseFlagged(dramatiq.Middleware):
+    def before_enqueue(self, broker, message, delay):
+        if message.kwargs.get("refuse"):
+            raise dramatiq.middleware.MiddlewareError("refused by a later middleware")
+
+
+def test_a_row_whose_send_a_later_middleware_stopped_is_never_written(pg_db, client):
+    broker = RedisBroker(url=REDIS_TEST_URL)
+    linking = JobLinking(pg_db)
+    broker.add_middleware(linking)
+    broker.add_middleware(_RefuseFlagged())  # after JobLinking: the queued row is already handed over
+
+    @dramatiq.actor(broker=broker)
+    def job(refuse=False):
+        pass
+
+    try:
+        with pytest.raises(dramatiq.middleware.MiddlewareError):
+            job.send(refuse=True)
+        sent = job.send()
+        assert client.xlen("dramatiq:job-log") == 1 and client.llen("dramatiq:default") == 1
+        assert linking.job_log.drainer.flush(15)
+        assert [(r.job_id, r.status) for r in rows().values()] == [(sent.message_id, "queued")]
+    finally:
+        linking.job_log.stop(timeout=0)
+        broker.close()
 
 
 def test_stats_show_the_backlog_and_what_was_drained(pg_db, client):
