@@ -141,10 +141,10 @@ def test_a_due_retry_or_delayed_message_writes_no_second_queued_row(harness, mon
     queued_writes, applied_at_once = [], []
     append, apply_now = job_log.append, job_log.apply_now
 
-    def counting_append(row, *args):
+    def counting_append(row, *args, **kwargs):
         if getattr(row, "status", None) == "queued":
             queued_writes.append(row.job_id)
-        return append(row, *args)
+        return append(row, *args, **kwargs)
 
     def counting_apply_now(written):
         applied_at_once.extend(written)

@@ -8,7 +8,7 @@ Redis consumer, Retries) does with a job while a service is gone:
 * ``fault_sleep(seconds)``: sleeps, then succeeds;
 * ``fault_flaky(seconds)``: sleeps, fails its first attempt (a retry), then succeeds;
 * ``fault_parent(child, *args)``: sends a child job, then succeeds;
-* ``fault_gated(gate)`` and ``fault_dies_before_nack(gate)``: see each.
+* ``fault_gated(gate)`` and ``fault_dies_running(mark)``: see each.
 """
 
 import os
@@ -16,7 +16,6 @@ import threading
 import time
 
 import dramatiq
-from dramatiq.middleware import Middleware
 
 import workers.worker  # noqa: F401  (the app: broker set, actors declared)
 from middleware import current_job
@@ -50,25 +49,10 @@ def fault_gated(gate: str):
         raise ConnectionError("first attempt fails on purpose (a retry follows)")
 
 
-@enrichment_actor("fault:dies-before-nack", max_retries=0)
-def fault_dies_before_nack(gate: str):
-    """Its first delivery waits until the file ``gate`` exists, then fails for good, and its worker never
-    tells the broker (``HoldNack``): the test SIGKILLs it there, its ``failed`` end already in the
-    journal.  A later delivery (``gate`` + ``.ran`` exists) succeeds."""
-    ran = gate + ".ran"
-    if not os.path.exists(ran):
-        open(ran, "w").close()
-        while not os.path.exists(gate):
-            time.sleep(0.02)
-        raise RuntimeError("fails for good; the worker dies before the broker hears of it")
-
-
-class HoldNack(Middleware):
-    """Holds the nack of ``fault_dies_before_nack`` for ever, after JobLinking appended its end."""
-
-    def before_nack(self, broker, message):
-        if message.actor_name == "fault_dies_before_nack":
-            threading.Event().wait()
-
-
-dramatiq.get_broker().add_middleware(HoldNack())  # last: after JobLinking's before_nack
+@enrichment_actor("fault:dies-running", max_retries=0)
+def fault_dies_running(mark: str):
+    """Its first delivery creates the file ``mark`` and runs until its worker is killed (its ``running``
+    start already in the journal, appended once it ran 50 ms); a later delivery succeeds."""
+    if not os.path.exists(mark):
+        open(mark, "w").close()
+        threading.Event().wait()
