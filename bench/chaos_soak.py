@@ -83,6 +83,7 @@ WORKER_SETTINGS = {  # what the soak tunes, and why
     "REDIS_HEARTBEAT_TIMEOUT_MS": "10000", "REDIS_MAINTENANCE_CHANCE": "1000000",
     "LOST_WORK_GRACE_SECONDS": "60", "LOST_WORK_SWEEP_SECONDS": "10",
     "LOG_FORMAT": "json", "LOG_LEVEL": "INFO", "LOG_FLUSH_MS": "0",  # a SIGKILL loses no "job finished" line
+    "JOB_LOG_LINES": "finished",  # a line for every attempt's end: the checks compare each row with its job's
     "OTEL_SDK_DISABLED": "true",
 }
 

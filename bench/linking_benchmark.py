@@ -70,8 +70,8 @@ def admin(sql: str, fetch: bool = False):
     return postgres_admin.admin(PG_ADMIN, sql, fetch=fetch)
 
 
-# JobLinking with its per-job log lines (JOB_LOG_LINES): all, finished, none; and the observability modes.
-MODES = ("plain", "all", "finished", "none", "linked", "linked-no-otel", "traced", "metered", "library", "project",
+# JobLinking with its per-job log lines (JOB_LOG_LINES): all, finished, failures, none; and the observability modes.
+MODES = ("plain", "all", "finished", "failures", "none", "linked", "linked-no-otel", "traced", "metered", "library", "project",
          "django")
 COMMIT_TIMESTAMPS = False  # whether the cluster records commit times (track_commit_timestamp): the lags need them
 
@@ -80,7 +80,7 @@ def mode_env(mode: str) -> dict:
     """What bench/linking_app.py reads to build the broker of ``mode``."""
     env = {"BENCH_LINKING": "0" if mode == "plain" else "1", "BENCH_METRICS": "1" if mode == "metered" else "0",
            "BENCH_NO_OTEL": "1" if mode == "linked-no-otel" else "0"}
-    if mode in ("all", "finished", "none"):
+    if mode in ("all", "finished", "failures", "none"):
         env["JOB_LOG_LINES"] = mode
     if mode == "traced":
         env.update(OTEL_EXPORTER_OTLP_ENDPOINT=otlp_sink(), OTEL_BSP_SCHEDULE_DELAY="500")
@@ -365,7 +365,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of interleaved modes (default 3)")
     parser.add_argument("--log-lines",
                         help="instead: the project's setup with each of these choices of JobLinking's per-job "
-                             "log lines (of all, finished, none; 'linked' for a code base without the choice) "
+                             "log lines (of all, finished, failures, none; 'linked' for a code base without the choice) "
                              "against plain Dramatiq, the no-op actor with all of them, the 20 ms one with the first")
     parser.add_argument("--modes", default="plain,library,project",
                         help=f"the modes for both actors, interleaved, against the first (of {', '.join(MODES)}; "

@@ -92,9 +92,10 @@ class JobLinking(Middleware):
         bound to ``DATABASE_URL`` if nothing else bound it.
       secrets(Callable[[], Iterable[str]]): Secret values to remove from
         error texts.  Defaults to none (credential-shaped text is still removed).
-      log_lines(str): Per-job log lines: ``finished`` (one line as a job
-        ends), ``all`` (``job started`` too: the row already says it) or
-        ``none``.  Defaults to ``JOB_LOG_LINES``, else ``finished``.
+      log_lines(str): Per-job log lines (the row holds all they say): ``failures``
+        (a ``job finished`` line for an attempt that failed or will be retried),
+        ``finished`` (one for every attempt), ``all`` (``job started`` too) or
+        ``none``.  Defaults to ``JOB_LOG_LINES``, else ``failures``.
       stream, drain_in_workers, batch_size, claim_idle, root_wait, lost_work_grace,
         lost_work_interval: The job log's, passed to ``JobLog`` (``middleware/job_log/engine.py``,
         which lists them with their defaults).
@@ -308,7 +309,7 @@ class JobLinking(Middleware):
                 logger.warning("job without a log row finished", bad_value=shown(job.job_id), status=row["status"],
                                message_went_to="the dead-letter queue" if failed else "nowhere: acked as done",
                                actor=shown(message.actor_name), error=row["last_error"])
-            if self.log_lines != "none":
+            if self._logs_end(row["status"]):
                 self._log("job finished", job, row["status"], retry_count=row["retry_count"],
                           duration_ms=row["duration_ms"], error=row["last_error"], saved=job.loggable)
         finally:
@@ -359,8 +360,13 @@ class JobLinking(Middleware):
             self.job_log.bind(broker).append(row, job.root_id, before=_before(message, "the job's final row"))
         except JournalUnavailable as exc:
             raise JournalDown(str(exc)) from exc
-        if self.log_lines != "none":
+        if self._logs_end(FAILED):
             self._log("job finished", job, FAILED, error=row.last_error)
+
+    def _logs_end(self, status: str) -> bool:
+        """Whether an attempt that ended ``status`` gets a ``job finished`` line (``log_lines``)."""
+        lines = self.log_lines
+        return lines in ("finished", "all") or (lines == "failures" and status in (FAILED, RETRYING))
 
     def _log(self, event: str, job: JobState, status: str, **extra) -> None:
         logger.info(

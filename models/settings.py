@@ -218,7 +218,9 @@ def _days(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
-JOB_LOG_LINES = ("all", "finished", "none")
+# Per-job log lines: "failures" (the default) logs an attempt that failed or will be retried; "finished" every
+# attempt's end; "all" its start too; "none" nothing (the row holds it all).  JobLinking applies them.
+JOB_LOG_LINES = ("failures", "finished", "all", "none")
 
 
 @dataclass(frozen=True)
@@ -226,14 +228,14 @@ class JobLogSettings:
     """What JobLinking reads from the environment (it runs in any Dramatiq app, not only this product's)."""
 
     database_url: Optional[str] = None  # DATABASE_URL as set: JobLinking has no default database
-    lines: str = "finished"  # JOB_LOG_LINES: which per-job log lines to write (the row has the rest)
+    lines: str = "failures"  # JOB_LOG_LINES: which per-job log lines to write (the row has the rest)
     stream: str = "job-log"  # JOB_LOG_STREAM: the journal's name under the broker's namespace
     drain_in_workers: bool = True  # JOB_LOG_DRAIN_IN_WORKERS: a drainer thread in every worker process
 
 
 def job_log_settings(env: Optional[Mapping[str, str]] = None) -> JobLogSettings:
     env = os.environ if env is None else env
-    lines = (_optional(env, "JOB_LOG_LINES") or "finished").lower()
+    lines = (_optional(env, "JOB_LOG_LINES") or "failures").lower()
     if lines not in JOB_LOG_LINES:
         raise ConfigError(f"JOB_LOG_LINES={lines!r} must be one of {', '.join(JOB_LOG_LINES)}")
     drain = (_optional(env, "JOB_LOG_DRAIN_IN_WORKERS") or "1").lower()

@@ -424,10 +424,11 @@ def test_unknown_actor_gets_a_failed_row(harness):
     assert row.status == "failed" and row.error_code == "unknown_actor"
 
 
-def test_log_lines_carry_job_ids(harness):
-    @harness.actor
+def test_log_lines_carry_job_ids_and_by_default_only_failures_get_a_line(harness):
+    @harness.actor(max_retries=0)
     def child():
         structlog.get_logger("test").info("inside child")
+        raise ValueError("no such release")
 
     @harness.actor
     def parent():
@@ -438,13 +439,29 @@ def test_log_lines_carry_job_ids(harness):
         msg = parent.send()
         harness.start().drain()
     inside = {e["event"]: e for e in logs if e["event"].startswith("inside")}
-    # capture_logs does not run merge_contextvars, so check the state-change lines
-    finished = [e for e in logs if e["event"] == "job finished"]
-    assert len(finished) == 2
-    assert not [e for e in logs if e["event"] == "job started"]  # by default: the row says when it started
-    assert {e["parent_job_id"] for e in finished} == {None, msg.message_id}
-    assert all(e["status"] == "success" and "duration_ms" in e for e in finished)
     assert set(inside) == {"inside parent", "inside child"}
+    # capture_logs does not run merge_contextvars, so check the state-change lines
+    [finished] = [e for e in logs if e["event"] == "job finished"]  # the parent's success has its row only
+    assert not [e for e in logs if e["event"] == "job started"]
+    assert (finished["parent_job_id"], finished["status"], finished["error"]) == (
+        msg.message_id, "failed", "ValueError: no such release")
+    [child_row] = [r for r in rows().values() if r.parent_job_id == msg.message_id]
+    assert finished["job_id"] == child_row.job_id and "duration_ms" in finished
+
+
+@pytest.mark.parametrize("lines, logged", [("finished", ["success"]), ("all", ["running", "success"]),
+                                           ("none", []), ("failures", [])])
+def test_job_log_lines_choose_which_lines_a_job_writes(harness, lines, logged):
+    harness.linking.log_lines = lines
+
+    @harness.actor
+    def job():
+        pass
+
+    with structlog.testing.capture_logs() as logs:
+        job.send()
+        harness.start().drain()
+    assert [e["status"] for e in logs if e["event"] in ("job started", "job finished")] == logged
 
 
 def test_nul_characters_in_an_outcome_do_not_lose_the_row(harness):
@@ -490,8 +507,8 @@ def test_a_message_id_that_cannot_key_a_row_runs_without_one(harness, bad_id):
     assert ran == [1]
     assert rows() == {}
     assert any(e["event"].startswith("message id cannot be a job id") for e in logs)
-    finished = next(e for e in logs if e["event"] == "job finished")
-    assert finished["saved"] is False
+    unsaved = next(e for e in logs if e["event"] == "job without a log row finished")
+    assert (unsaved["status"], unsaved["message_went_to"]) == ("success", "nowhere: acked as done")
 
 
 def test_pipelines_and_groups_sent_from_a_job_join_its_tree(harness):

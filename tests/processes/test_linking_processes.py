@@ -28,7 +28,9 @@ def app(pg_db, pg_url, tmp_path, monkeypatch):
 
     sys.modules.pop("process_app", None)
     module = importlib.import_module("process_app")  # the same actors, for sending
-    worker = WorkerProcess("process_app", {"REDIS_URL": REDIS_TEST_URL, "DATABASE_URL": pg_url}, tmp_path / "worker.log")
+    # JOB_LOG_LINES=finished: a line for every job's end (the default logs only failures), to count them.
+    worker = WorkerProcess("process_app", {"REDIS_URL": REDIS_TEST_URL, "DATABASE_URL": pg_url,
+                                           "JOB_LOG_LINES": "finished"}, tmp_path / "worker.log")
     worker.wait_ready()
     module.worker_log = worker.log_path
     module.worker_process = worker
