@@ -8,6 +8,7 @@ the dashboard reads its figures.  The parts, one concern each:
 * ``row_values``: values from any producer made safe for a row; ``is_job_id``;
 * ``sent_messages``: what a row keeps of its message, and the message ``enrich resend`` rebuilds;
 * ``journal``: the Redis Stream (or in-memory list) every write is appended to;
+* ``ride_along``: a send's or a job's end's write sent in one script with its enqueue or ack;
 * ``start_rows``: start rows held a moment, so a short job writes one entry;
 * ``drainer``: applies the journal to the database in batches;
 * ``upsert``: the SQL that moves a row forward, in any order, any number of times;
