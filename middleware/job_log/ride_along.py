@@ -30,7 +30,7 @@ from dramatiq.errors import ConnectionClosed
 from dramatiq.middleware import MiddlewareError
 
 # What a write rides with: the commands on one message, whose first argument after Dramatiq's eight is its id.
-_CARRIERS = frozenset((b"enqueue", b"ack", b"nack", "enqueue", "ack", "nack"))
+_CARRIERS = {"enqueue": "sent", "ack": "acked", "nack": "dead-lettered"}
 _MESSAGE_ID_ARG = 8
 
 # The journal's append, then Dramatiq's dispatch script unchanged (its ARGV without the write, the last argument).
@@ -99,18 +99,13 @@ class RideAlong:
         except redis.RedisError as exc:
             self._waiting.write = write  # the ack is tried again: the write goes with it
             raise JournalDown(f"{write[2]} could not be written to the job-log stream {journal.key!r}, "
-                              f"so the message was not {_done(args[0])}: {exc}") from None
+                              f"so the message was not {_CARRIERS[args[0]]}: {exc}") from None
         journal.last_appended = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
         return None
 
 
 def _text(script) -> str:
     return script.decode() if isinstance(script, bytes) else script
-
-
-def _done(command) -> str:
-    command = command.decode() if isinstance(command, bytes) else command
-    return {"enqueue": "sent", "ack": "acked", "nack": "dead-lettered"}[command]
 
 
 __all__ = ["RideAlong", "JournalDown"]

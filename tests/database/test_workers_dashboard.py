@@ -58,7 +58,7 @@ def running(pg_db):
     client.zadd("dramatiq:enrich:workers", {"killed": killed_at, "garbled": killed_at - 1})
     try:
         job = held_job.send_with_options(args=(ALBUM,), parent_job_id="7d6e5f4c-3b2a-4c8e-9b1a-3c9b7a1e2f4d")
-        wait_for(lambda: job.message_id in client.hget(f"dramatiq:enrich:worker:{broker.broker_id}", "jobs").decode())
+        wait_for(lambda: job.message_id in (client.hget(f"dramatiq:enrich:worker:{broker.broker_id}", "jobs") or b"").decode())
         yield job
     finally:
         release.set()
