@@ -37,7 +37,7 @@ from .job_log import JobLog, JobLogRefused, JobLogRow, JournalUnavailable
 from .job_log.ride_along import JournalDown
 from .job_log.root_status import counts_against_root
 from .job_log.row_values import MAX_TRIGGERED_BY, from_millis, is_job_id, job_id_problem, parent_problem, shown
-from .job_log.rows import due_at, message_entity, operation_of
+from .job_log.rows import attempt_start, due_at, message_entity, operation_of
 from .linking_options import check_actor
 from .message_options import LINKING_CHECKS, drop_bad_options
 from .observability import observe_journal
@@ -293,7 +293,7 @@ class JobLinking(Middleware):
             else:
                 row = JobLogRow.end(job, message, status, retry_count, error, self.secrets()).as_dict()
             if job_log.take_start(job.job_id):
-                row["created_at"] = from_millis(job.attempt_started_ms)  # a short job: its end is its start too
+                row["created_at"] = attempt_start(job)  # a short job: its end is its start too
             job.final_write = (row, job.root_id if counts_against_root(status) else None)
         row, failed_child_of = job.final_write
         if job.loggable:

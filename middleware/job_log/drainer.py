@@ -55,11 +55,7 @@ from .rows import JobLogRow
 
 logger = structlog.get_logger("middleware.job_log_drainer")
 
-# Errors that mean "the database is not there right now": keep and retry.
-# Anything else is a problem with a row: put it aside instead of retrying forever.
-OUTAGE_ERRORS = DATABASE_OUTAGES
 _drainer_numbers = counter(1)
-
 
 
 class DatabaseDown(Exception):
@@ -318,7 +314,7 @@ class Drainer:
         jobs = fold(entries)
         try:
             deferred = self._commit_retrying_conflicts(list(jobs.values()))
-        except OUTAGE_ERRORS as exc:
+        except DATABASE_OUTAGES as exc:
             self._held = entries
             raise DatabaseDown(first_line(exc)) from exc
         except Exception:  # a row the database refuses: find it, settle the others
@@ -346,7 +342,7 @@ class Drainer:
         for attempt in range(10):
             try:
                 return self._commit(jobs, db=db)
-            except OUTAGE_ERRORS as exc:
+            except DATABASE_OUTAGES as exc:
                 if attempt == 9 or not _is_conflict(exc):
                     raise
                 time.sleep(random.uniform(0.005, 0.05) * (attempt + 1))
@@ -357,7 +353,7 @@ class Drainer:
         for job in jobs:
             try:
                 deferred += self._commit([job])
-            except OUTAGE_ERRORS as exc:
+            except DATABASE_OUTAGES as exc:
                 raise DatabaseDown(first_line(exc)) from exc
             except Exception as exc:
                 self._reject(job, exc)
@@ -401,7 +397,7 @@ class Drainer:
                 return []
             with db.atomic():
                 return self._upsert_counting_failures(db, jobs, failing, wait_for_root)
-        except OUTAGE_ERRORS as exc:
+        except DATABASE_OUTAGES as exc:
             if not _is_conflict(exc):
                 _discard_connection(db)
             raise

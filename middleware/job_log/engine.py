@@ -109,7 +109,7 @@ class JobLog:
     # -- writes ------------------------------------------------------------------------
 
     def append(self, row: JobLogRow | dict[str, Any], failed_child_of: Optional[str] = None,
-               before=None) -> None:
+               before: Optional[tuple[str, str]] = None) -> None:
         """Append one write (JournalUnavailable when Redis cannot take it).
 
         ``before``: (a message's ``redis_message_id``, what the write is): the write must be in the

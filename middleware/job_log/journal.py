@@ -147,10 +147,9 @@ class RedisJournal(Journal):
         self._group_ready = False
         self._ride_along = None  # a RideAlong: writes sent with their message's enqueue or ack
 
-    def ride_with(self, broker) -> bool:
-        """Send writes made ``before`` a message's command with that command (``ride_along``); False if it cannot."""
+    def ride_with(self, broker) -> None:
+        """Send writes made ``before`` a message's command with that command (``ride_along``), where it can."""
         self._ride_along = RideAlong.install(broker)
-        return self._ride_along is not None
 
     def append(self, row, failed_child_of=None, before=None) -> Optional[str]:
         if before is not None and self._ride_along is not None:

@@ -139,7 +139,7 @@ class JobLogRow:
     @classmethod
     def start(cls, job: JobState, message) -> JobLogRow:
         """The row of an attempt that started at ``job.attempt_started_ms``: ``running``."""
-        return cls._attempt(job, message, RUNNING, at=from_millis(job.attempt_started_ms))
+        return cls._attempt(job, message, RUNNING, at=attempt_start(job))
 
     @classmethod
     def retrying(cls, job: JobState, message, retry_count: int, error: Optional[BaseException],
@@ -274,6 +274,11 @@ def error_code_for(exc: BaseException) -> str:
     return code[:MAX_ERROR_CODE]
 
 
+def attempt_start(job: JobState) -> dt.datetime:
+    """When this delivery of the job started: a start row's time, and a short job's end's, which stands for it."""
+    return from_millis(job.attempt_started_ms)
+
+
 def attempt_ms(job: JobState) -> int:
     """How long this attempt ran, in ms, at most what duration_ms (an INTEGER) holds: 24.8 days.
 
@@ -289,4 +294,4 @@ def attempt_ms(job: JobState) -> int:
 
 
 __all__ = ["JobLogRow", "ROW_COLUMNS", "LOST_COLUMNS", "LOST_CODE", "REJECTED_CODE", "operation_of",
-           "message_entity", "due_at", "error_code_for"]
+           "message_entity", "due_at", "error_code_for", "attempt_start"]
